@@ -1,0 +1,47 @@
+# One install path for people, CI and the Docker image: `make demo` and `make test` each set up what they need.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+
+.PHONY: install sysdeps test lint demo reference holdout clean help
+
+help:
+	@echo "make demo   - simulate a few spectra, train on the bundled reference data, log to MLflow"
+	@echo "make test   - run the test suite (installs everything first)"
+	@echo "make lint   - ruff"
+	@echo "make reference - (re)generate the bundled reference dataset (resumable)"
+
+install: $(STAMP)
+
+sysdeps:
+	@bash scripts/sysdeps.sh
+
+# The stamp name carries a checksum of pyproject.toml + constraints.txt: a changed pin reinstalls.
+$(STAMP): pyproject.toml constraints.txt scripts/sysdeps.sh
+	@bash scripts/sysdeps.sh
+	@command -v $(PYTHON) >/dev/null || { echo "astrops: $(PYTHON) not found: install Python 3.11 or run make PYTHON=/path/to/python3.11" >&2; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade "pip<27" wheel
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
+	# 21cmMC's metadata pulls tuesday-eor (numpy>=2) and a 200 MB emulator: install it alone, its real needs are pinned above.
+	$(BIN)/pip install -q --no-deps -c constraints.txt "21cmMC==1.0.0"
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+demo: $(STAMP)
+	$(BIN)/python simulate.py simulation.n=4 simulation.workers=2
+	$(BIN)/python -m astrops.store info data/store
+
+reference: $(STAMP)
+	$(BIN)/python simulate.py simulation=reference_multiz paths.store_dir=$(CURDIR)/data/reference simulation.workers=2
+
+clean:
+	rm -rf logs .pytest_cache

@@ -1,0 +1,40 @@
+"""Functions behind the thin ``@hydra.main`` entry points (kept importable for tests)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from astrops.simulation import SimulationConfigError, simulate_into_store
+from astrops.store import Store, StoreError
+
+log = logging.getLogger("astrops")
+
+
+def run_simulate(cfg: DictConfig) -> int:
+    """Build simulator + design from the config and fill the store; 0 on success, 2 on bad input."""
+    s = cfg.simulation
+    try:
+        simulator = instantiate(s.simulator, _convert_="all")
+        design = instantiate(s.design, _convert_="all")
+        summary = simulate_into_store(simulator, design, Store(cfg.paths.store_dir), workers=s.workers,
+                                      shard=s.shard, num_shards=s.num_shards, name=s.name,
+                                      retry_failed=s.retry_failed, progress=cfg.progress)
+    except InstantiationException as exc:
+        if not isinstance(exc.__cause__, SimulationConfigError | ValueError):
+            raise
+        return _bad_input(exc.__cause__)
+    except (SimulationConfigError, StoreError, ValueError) as exc:
+        return _bad_input(exc)
+    log.info("%s", summary)
+    return 0
+
+
+def _bad_input(exc: Exception) -> int:
+    """One line naming the problem and the fix; exit status 2."""
+    print(f"error: {exc}", file=sys.stderr)
+    return 2

@@ -1,0 +1,106 @@
+"""The experimental design: which parameters and which initial-conditions seed each simulation gets.
+
+Uniform draws are defined per index (a generator seeded by ``(base_seed, index)``), so the first n
+points of a design never change when n grows, shards can draw their part independently, and a
+rerun recomputes exactly the same points. A Latin hypercube is a property of the whole set and so
+depends on n: extending it gives a different design (its identity includes n).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from astrops.simulation.coeval import VARIED, SimulationConfigError
+
+SAMPLERS = ("uniform", "lhs")
+_PARAM_STREAM, _SEED_STREAM, _LHS_STREAM = 0, 1, 2
+
+
+@dataclass
+class Design:
+    """Priors, sampler and seeds of a set of simulations.
+
+    ``sims_per_ic=K`` lets K consecutive indices share one initial-conditions realisation (faster,
+    but only n/K independent cosmic-variance samples); the default 1 gives every simulation its own.
+    """
+
+    priors: dict[str, list[float]]
+    n: int
+    base_seed: int = 1
+    sampler: str = "uniform"
+    sims_per_ic: int = 1
+    _lhs: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.priors = {k: [float(v[0]), float(v[1])] for k, v in self.priors.items()}
+        if set(self.priors) != set(VARIED):
+            raise SimulationConfigError(f"simulation.priors must give exactly {list(VARIED)}, got {sorted(self.priors)}")
+        for name, (lo, hi) in self.priors.items():
+            if not lo < hi:
+                raise SimulationConfigError(f"prior {name}: lower bound {lo} is not below upper bound {hi}: swap or fix them")
+        if not isinstance(self.n, int) or self.n <= 0:
+            raise SimulationConfigError(f"simulation.n={self.n}: the number of simulations must be a positive integer")
+        if self.sampler not in SAMPLERS:
+            raise SimulationConfigError(f"simulation.sampler={self.sampler!r}: choose one of {list(SAMPLERS)}")
+        if self.sims_per_ic < 1:
+            raise SimulationConfigError(f"simulation.sims_per_ic={self.sims_per_ic}: must be >= 1")
+        if not 0 <= self.base_seed < 2**32:
+            raise SimulationConfigError(f"simulation.base_seed={self.base_seed}: must be in [0, 2**32)")
+
+    def check_physical(self, box_len: float) -> None:
+        """Refuse priors 21cmFAST rejects or that leave its calibrated range, before any work."""
+        zlo, _ = self.priors["HII_EFF_FACTOR"]
+        if zlo < 5:
+            raise SimulationConfigError(f"prior HII_EFF_FACTOR lower bound {zlo} < 5: 21CMMC's documented range starts at 5")
+        _, rhi = self.priors["R_BUBBLE_MAX"]
+        rlo, _ = self.priors["R_BUBBLE_MAX"]
+        if rlo <= 0 or rhi > box_len / 3:
+            raise SimulationConfigError(
+                f"prior R_BUBBLE_MAX [{rlo}, {rhi}] Mpc: must be > 0 and <= BOX_LEN/3 = {box_len / 3:.4g} Mpc "
+                f"(21cmFAST refuses larger): lower the bound or enlarge BOX_LEN")
+        tlo, thi = self.priors["ION_Tvir_MIN"]
+        if tlo < 4 or thi > 6:
+            raise SimulationConfigError(
+                f"prior ION_Tvir_MIN [{tlo}, {thi}] is log10(K) outside [4, 6] (atomic cooling .. rare massive halos): "
+                f"use values within [4, 6]")
+
+    def identity(self) -> dict:
+        """Recorded with every record; n only matters for the Latin hypercube."""
+        d = {"priors": self.priors, "sampler": self.sampler, "base_seed": self.base_seed, "sims_per_ic": self.sims_per_ic}
+        if self.sampler == "lhs":
+            d["n"] = self.n
+        return d
+
+    def ic_seed(self, index: int) -> int:
+        """Initial-conditions seed of a design point, derived from (base_seed, index // sims_per_ic)."""
+        group = index // self.sims_per_ic
+        state = np.random.SeedSequence([self.base_seed, _SEED_STREAM, group]).generate_state(1)[0]
+        return int(state % (2**31 - 1)) + 1
+
+    def unit(self, index: int) -> np.ndarray:
+        """The point in the unit cube, in VARIED order."""
+        if self.sampler == "uniform":
+            return np.random.default_rng([self.base_seed, _PARAM_STREAM, index]).random(len(VARIED))
+        if self._lhs is None:
+            from scipy.stats import qmc
+
+            self._lhs = qmc.LatinHypercube(d=len(VARIED), seed=np.random.default_rng([self.base_seed, _LHS_STREAM])).random(self.n)
+        return self._lhs[index]
+
+    def point(self, index: int) -> dict:
+        """A design point as the record fields the simulator and the store need."""
+        u = self.unit(index)
+        params = {name: self.priors[name][0] + (self.priors[name][1] - self.priors[name][0]) * float(u[i])
+                  for i, name in enumerate(VARIED)}
+        return {"index": index, "params": params, "seed": self.ic_seed(index), "design": self.identity()}
+
+    def indices(self, shard: int = 0, num_shards: int = 1) -> list[int]:
+        """This shard's part of the design: disjoint, deterministic, together the whole design.
+
+        Sharding is by IC group so that points sharing initial conditions land in the same job.
+        """
+        if num_shards < 1 or not 0 <= shard < num_shards:
+            raise SimulationConfigError(f"simulation.shard={shard} must be in [0, num_shards={num_shards})")
+        return [i for i in range(self.n) if (i // self.sims_per_ic) % num_shards == shard]

@@ -1,0 +1,21 @@
+"""Simulate 21-cm power spectra into the store: ``python simulate.py simulation.n=100 simulation.workers=2``."""
+
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+os.environ.setdefault("ASTROPS_ROOT", str(Path(__file__).resolve().parent))
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="simulate")
+def main(cfg: DictConfig) -> None:
+    from astrops.entry import run_simulate
+
+    sys.exit(run_simulate(cfg))
+
+
+if __name__ == "__main__":
+    main()
