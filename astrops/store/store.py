@@ -337,9 +337,10 @@ class Store:
             return []
         return [Dataset(p.parent) for p in sorted(self.root.glob("*/dataset.json"))]
 
-    def dataset(self, ref: str) -> Dataset:
-        """A dataset by directory name, readable name or hash prefix."""
-        matches = [d for d in self.datasets() if ref in (d.name, d.meta.get("name")) or d.hash.startswith(ref)]
+    def dataset(self, ref: str | None = None) -> Dataset:
+        """A dataset by directory name, readable name or hash prefix (``None``: the only one)."""
+        matches = [d for d in self.datasets()
+                   if ref is None or ref in (d.name, d.meta.get("name")) or d.hash.startswith(ref)]
         if len(matches) != 1:
             have = ", ".join(d.name for d in self.datasets()) or "none"
             what = "no" if not matches else "more than one"

@@ -1,0 +1,115 @@
+"""``python -m astrops.store info|export|import|verify|compact PATH``: look after a store from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+from astrops.store.seed_format import export_seed_format, import_seed_format
+from astrops.store.store import Store, StoreError
+
+
+def _info(store: Store, args: argparse.Namespace) -> int:
+    datasets = store.datasets() if not args.dataset else [store.dataset(args.dataset)]
+    if not datasets:
+        print(f"{store.root}: no datasets")
+    for d in datasets:
+        t = d.read_table(include_failed=True)
+        status = Counter(t["status"].to_pylist())
+        u = d.spec.get("user_params", {})
+        versions = d.spec.get("versions", {})
+        print(f"{d.name}  ({status.get('ok', 0)} spectra, {status.get('failed', 0)} failed, "
+              f"{len(d.record_files())} files)")
+        print(f"  hash {d.hash}")
+        print(f"  redshifts {d.redshifts}  HII_DIM {u.get('HII_DIM')}  BOX_LEN {u.get('BOX_LEN')} Mpc  "
+              f"{len(d.k)} k-bins [{d.k.min():.4g}, {d.k.max():.4g}] 1/Mpc")
+        print(f"  parameters {d.parameters}  versions {versions}")
+        designs = Counter(t["design"].to_pylist())
+        for design, n in designs.items():
+            print(f"  design ({n} records): {design}")
+        if args.json:
+            print(json.dumps(d.meta, indent=1))
+    return 0
+
+
+def _verify(store: Store, args: argparse.Namespace) -> int:
+    bad = 0
+    for d in store.datasets() if not args.dataset else [store.dataset(args.dataset)]:
+        problems = d.verify()
+        print(f"{d.name}: {'ok' if not problems else f'{len(problems)} problem(s)'}")
+        for p in problems:
+            print(f"  {p}")
+        bad += len(problems)
+    return 1 if bad else 0
+
+
+def _export(store: Store, args: argparse.Namespace) -> int:
+    csv_path = export_seed_format(store.dataset(args.dataset), args.out)
+    print(f"wrote {csv_path}")
+    return 0
+
+
+def _import(store: Store, args: argparse.Namespace) -> int:
+    if args.dataset:
+        dataset = store.dataset(args.dataset)
+    else:  # the configuration the spectra were made with: a simulation config (default: the reference one)
+        from hydra import compose, initialize_config_dir
+        from hydra.utils import instantiate
+
+        os.environ.setdefault("ASTROPS_ROOT", str(Path(__file__).resolve().parents[2]))
+        conf_dir = str(Path(os.environ["ASTROPS_ROOT"]) / "conf")
+        with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+            cfg = compose("simulate", overrides=[f"simulation={args.config}", *args.overrides])
+        sim = instantiate(cfg.simulation.simulator, _convert_="all")
+        store.check_writable()
+        dataset = store.create_dataset(cfg.simulation.name or sim.default_name(), sim.spec(),
+                                       list(cfg.simulation.design.priors), sim.redshifts, sim.k())
+    n = import_seed_format(dataset, args.csv, args.npz_dir)
+    dataset.compact()
+    print(f"imported {n} spectra into {dataset.name} (IC seeds unknown unless the CSV has a 'seed' column)")
+    return 0
+
+
+def _compact(store: Store, args: argparse.Namespace) -> int:
+    for d in store.datasets() if not args.dataset else [store.dataset(args.dataset)]:
+        print(f"{d.name}: {d.compact()} records in one file")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m astrops.store", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name, fn, hlp in (("info", _info, "datasets, counts, configs"), ("verify", _verify, "find damaged files"),
+                          ("export", _export, "write params.csv + npz files"),
+                          ("import", _import, "add spectra from params.csv + npz files"),
+                          ("compact", _compact, "merge record files")):
+        sp = sub.add_parser(name, help=hlp)
+        sp.add_argument("path", help="store directory, e.g. data/store or data/reference")
+        sp.add_argument("--dataset", help="dataset name, readable name or hash prefix")
+        sp.set_defaults(fn=fn)
+        if name == "info":
+            sp.add_argument("--json", action="store_true", help="also print each dataset.json")
+        if name == "export":
+            sp.add_argument("--out", required=True, help="output directory")
+        if name == "import":
+            sp.add_argument("--csv", required=True, help="params CSV (HII_EFF_FACTOR, ION_Tvir_MIN, R_BUBBLE_MAX[, file, seed])")
+            sp.add_argument("--npz-dir", help="directory of the npz files (default: beside the CSV)")
+            sp.add_argument("--config", default="reference", help="simulation config they were made with")
+            sp.add_argument("overrides", nargs="*", help="Hydra overrides of that config, e.g. simulation.redshifts=[9.0]")
+    args = p.parse_args(argv)
+    if args.cmd != "import" and not Path(args.path).is_dir():
+        print(f"error: {args.path} is not a directory: give the store directory (e.g. data/store)", file=sys.stderr)
+        return 2
+    try:
+        return args.fn(Store(args.path), args)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Import and export in the seed study's / 21CMMC's format, so users can bring spectra they already made.
+
+The format: a params CSV with columns ``HII_EFF_FACTOR, ION_Tvir_MIN, R_BUBBLE_MAX`` (plus ``file``,
+the npz of that row, and ``seed`` when known) and one npz per simulation with ``k`` (n_k,) and
+``delta`` — (n_k,) for one redshift as 21CMMC's ``Likelihood1DPowerCoeval`` writes it, or (n_z, n_k)
+with a ``redshifts`` key for several.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import numpy as np
+
+from astrops.store.store import Dataset, StoreError
+
+
+def export_seed_format(dataset: Dataset, out_dir: str | Path) -> Path:
+    """Write ``params.csv`` and ``spectra/<key>.npz``; returns the CSV path."""
+    out = Path(out_dir)
+    (out / "spectra").mkdir(parents=True, exist_ok=True)
+    recs = dataset.load()
+    multi = len(dataset.redshifts) > 1
+    csv_path = out / "params.csv"
+    with open(csv_path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", *dataset.parameters, "seed"])
+        for i, key in enumerate(recs.keys):
+            name = f"spectra/{key}.npz"
+            arrays = {"k": dataset.k, "delta": recs.delta[i] if multi else recs.delta[i, 0]}
+            if multi:
+                arrays["redshifts"] = np.asarray(dataset.redshifts)
+            np.savez(out / name, **arrays)
+            seed = "" if recs.seeds[i] < 0 else int(recs.seeds[i])
+            w.writerow([name, *(repr(float(v)) for v in recs.params[i]), seed])
+    return csv_path
+
+
+def _natural_key(path: Path) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
+
+
+def read_seed_format(csv_path: str | Path, npz_dir: str | Path | None = None) -> list[dict]:
+    """Rows of a params CSV joined to their npz spectra (by the ``file`` column, else by sorted order)."""
+    csv_path = Path(csv_path)
+    base = Path(npz_dir) if npz_dir else csv_path.parent
+    with open(csv_path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        raise StoreError(f"{csv_path} has no rows")
+    if "file" in rows[0]:
+        files = [base / r["file"] for r in rows]
+    else:
+        files = sorted(base.glob("*.npz"), key=_natural_key)
+        if len(files) != len(rows):
+            raise StoreError(f"{csv_path} has {len(rows)} rows but {base} holds {len(files)} npz files: "
+                             "add a 'file' column naming each row's npz")
+    out = []
+    for r, f in zip(rows, files, strict=True):
+        if not f.exists():
+            raise StoreError(f"{csv_path}: spectrum file {f} is missing")
+        with np.load(f, allow_pickle=False) as z:
+            rec = {"k": z["k"], "delta": z["delta"], "redshifts": z["redshifts"] if "redshifts" in z else None}
+        rec["params"] = {k: float(v) for k, v in r.items() if k not in ("file", "seed")}
+        rec["seed"] = int(r["seed"]) if r.get("seed") not in (None, "") else None
+        out.append(rec)
+    return out
+
+
+def import_seed_format(dataset: Dataset, csv_path: str | Path, npz_dir: str | Path | None = None) -> int:
+    """Append seed-format spectra to ``dataset`` after checking k grid, redshifts and parameter names.
+
+    Every row is checked before anything is written, so a bad file leaves the store unchanged.
+    Records without a ``seed`` column are stored with the IC seed marked unknown.
+    """
+    rows = read_seed_format(csv_path, npz_dir)
+    n_z = len(dataset.redshifts)
+    records = []
+    for i, r in enumerate(rows):
+        if set(r["params"]) != set(dataset.parameters):
+            raise StoreError(f"row {i}: parameters {sorted(r['params'])} differ from the dataset's {dataset.parameters}")
+        if r["k"].shape != dataset.k.shape or not np.allclose(r["k"], dataset.k, rtol=1e-6):
+            raise StoreError(f"row {i}: k grid differs from dataset {dataset.name}'s (relative 1e-6): "
+                             "import into a dataset made with the same box and binning")
+        delta = np.atleast_2d(r["delta"])
+        zs = r["redshifts"] if r["redshifts"] is not None else dataset.redshifts[:1]
+        if delta.shape != (n_z, len(dataset.k)) or not np.allclose(zs, dataset.redshifts):
+            raise StoreError(f"row {i}: spectrum at redshifts {list(np.atleast_1d(zs))} with shape {delta.shape}; "
+                             f"dataset {dataset.name} needs redshifts {dataset.redshifts}")
+        records.append({"params": r["params"], "seed": r["seed"], "delta": delta, "status": "ok",
+                        "design": {"imported_from": str(Path(csv_path).resolve())}})
+    if records:
+        dataset.append(records)
+    return len(records)

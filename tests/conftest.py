@@ -1,0 +1,42 @@
+"""Shared fixtures: small real 21cmFAST boxes, subprocess helpers for the Hydra entry points."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("ASTROPS_ROOT", str(ROOT))
+
+# A small box so tests are quick: HII_DIM=20 over 50 Mpc (R_BUBBLE_MAX must stay <= BOX_LEN/3).
+SMALL = [
+    "simulation.simulator.user_params.HII_DIM=20",
+    "simulation.simulator.user_params.BOX_LEN=50",
+    "simulation.design.priors.R_BUBBLE_MAX=[5.0,15.0]",
+    "progress=false",
+]
+
+
+def run_entry(script: str, *overrides: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    """Run ``python <script> overrides...`` from a neutral working directory, capturing output."""
+    cwd = kw.pop("cwd", None) or os.environ.get("PYTEST_TMPDIR", "/tmp")
+    proc = subprocess.run([sys.executable, str(ROOT / script), *overrides], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, "HYDRA_FULL_ERROR": "0"}, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def popen_entry(script: str, *overrides: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / script), *overrides], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+@pytest.fixture
+def small_sim_overrides(tmp_path: Path) -> list[str]:
+    """Overrides for simulate.py writing a small-box dataset into a private store."""
+    return [*SMALL, f"paths.store_dir={tmp_path / 'store'}", f"hydra.run.dir={tmp_path / 'hydra'}"]
