@@ -34,6 +34,28 @@ def run_simulate(cfg: DictConfig) -> int:
     return 0
 
 
+def run_train(cfg: DictConfig) -> float | None:
+    """Train; print the best checkpoint as the very last line; return ``optimized_metric`` for sweepers."""
+    from astrops.data import DataConfigError
+    from astrops.inference import InputError
+    from astrops.tracking import TrackingError
+    from astrops.training import train
+
+    try:
+        metrics, best = train(cfg)
+    except InstantiationException as exc:
+        if not isinstance(exc.__cause__, DataConfigError | TrackingError | ValueError):
+            raise
+        sys.exit(_bad_input(exc.__cause__))
+    except (DataConfigError, TrackingError, InputError, StoreError, FileNotFoundError) as exc:
+        sys.exit(_bad_input(exc))
+    name = cfg.get("optimized_metric")
+    value = metrics.get(f"best/{name}", metrics.get(name)) if name else None
+    sys.stdout.flush()
+    print(best, flush=True)
+    return value
+
+
 def _bad_input(exc: Exception) -> int:
     """One line naming the problem and the fix; exit status 2."""
     print(f"error: {exc}", file=sys.stderr)

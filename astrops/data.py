@@ -1,0 +1,205 @@
+"""LightningDataModule over a store dataset: redshift selection, cleaning, splits, scaling statistics.
+
+The data are tiny (thousands of spectra of ~20 numbers), so the whole dataset lives as tensors on
+the training device and batches are index slices of those tensors: no DataLoader, no collate, no
+per-sample Python. The fitted input transform (kept bins, log floor, standardisation) and the
+target statistics are handed to the model, which stores them as buffers in its checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+
+import lightning as L
+import numpy as np
+import torch
+
+from astrops.models.transforms import SpectrumTransform, TargetCodec
+from astrops.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class DataConfigError(ValueError):
+    """A data configuration that cannot work with the dataset (one line, names the fix)."""
+
+
+class DeviceBatches:
+    """Shuffled mini-batches sliced from tensors already on the device.
+
+    Under DDP each rank takes a disjoint, equal-sized slice of every epoch's permutation.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0,
+                 rank: int = 0, world_size: int = 1):
+        self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
+        self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
+        # training ranks need equal step counts (DDP all-reduces every step); evaluation keeps every sample
+        self.per_rank = len(x) // world_size if shuffle else -(-len(x) // world_size)
+
+    def __len__(self) -> int:
+        return max(1, -(-self.per_rank // self.batch_size))
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.x)
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(n, generator=g).to(self.x.device)
+            self.epoch += 1
+        else:
+            order = torch.arange(n, device=self.x.device)
+        if self.world_size > 1 and self.shuffle:
+            order = order[self.rank * self.per_rank:(self.rank + 1) * self.per_rank]
+        elif self.world_size > 1:
+            order = order.tensor_split(self.world_size)[self.rank]
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            yield self.x[idx], self.y[idx]
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (rest, taken): ``fraction`` of each stratum taken, deterministically from ``seed``."""
+    rng = np.random.default_rng(seed)
+    taken = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        rng.shuffle(members)
+        taken.append(members[: int(round(fraction * len(members)))])
+    taken = np.sort(np.concatenate(taken))
+    rest = np.setdiff1d(np.arange(len(labels)), taken)
+    return rest, taken
+
+
+class SpectraDataModule(L.LightningDataModule):
+    """Spectra and parameters of one store dataset, split by simulation.
+
+    The split depends only on ``split_seed`` (not on the training seed), so seed sweeps and ensemble
+    members share one test set; it is stratified on the class of the first parameter (ζ), so
+    regression and classification runs see identical splits.
+    """
+
+    def __init__(self, store_dir: str, dataset: str | None = None, redshifts: list[float] | tuple = (8.0,),
+                 feature_transform: str = "log10", standardize_features: bool = True,
+                 standardize_targets: bool = True, split_seed: int = 0, test_fraction: float = 0.2,
+                 val_fraction: float = 0.1, batch_size: int = 32, eval_batch_size: int = 4096,
+                 target_ranges: dict[str, list[float]] | None = None, n_classes: int = 25):
+        super().__init__()
+        if feature_transform not in ("raw", "log10"):
+            raise DataConfigError(f"data.feature_transform={feature_transform!r}: choose 'raw' or 'log10'")
+        if not 0 < test_fraction < 1 or not 0 < val_fraction < 1:
+            raise DataConfigError("data.test_fraction and data.val_fraction must lie in (0, 1)")
+        self.store_dir, self.dataset_ref = store_dir, dataset
+        self.redshifts = [float(z) for z in redshifts]
+        self.feature_transform, self.standardize_features = feature_transform, standardize_features
+        self.standardize_targets = standardize_targets
+        self.split_seed, self.test_fraction, self.val_fraction = split_seed, test_fraction, val_fraction
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.target_ranges, self.n_classes = target_ranges, n_classes
+        self._prepared = False
+
+    # -- loading, cleaning, splitting (once; idempotent) -------------------------------------
+    def prepare(self) -> None:
+        """Read the dataset, select redshifts, clean, split and fit the transforms (CPU, numpy)."""
+        if self._prepared:
+            return
+        ds = Store(self.store_dir).dataset(self.dataset_ref)
+        recs = ds.load()
+        if len(recs) == 0:
+            raise DataConfigError(f"dataset {ds.name} in {self.store_dir} has no spectra: run simulate.py first")
+        missing = [z for z in self.redshifts if not np.isclose(ds.redshifts, z).any()]
+        if missing:
+            raise DataConfigError(f"data.redshifts {missing} not in dataset {ds.name} (it has {ds.redshifts})")
+        zi = [int(np.flatnonzero(np.isclose(ds.redshifts, z))[0]) for z in self.redshifts]
+        delta = recs.delta[:, zi, :]  # (N, n_z, n_k)
+        self.dataset, self.parameters, self.k = ds, ds.parameters, ds.k
+        self.params = recs.params
+        self.xH = recs.xH[:, zi]
+        self.keys = recs.keys
+
+        ranges = self.target_ranges or {p: ds_prior(recs, p, i) for i, p in enumerate(self.parameters)}
+        self.ranges = np.array([ranges[p] for p in self.parameters], dtype=np.float64)
+        outside = (self.params < self.ranges[:, 0]) | (self.params > self.ranges[:, 1])
+        if outside.any():
+            bad = [self.parameters[j] for j in np.unique(np.nonzero(outside)[1])]
+            raise DataConfigError(f"{outside.any(axis=1).sum()} records have {bad} outside data.target_ranges "
+                                  f"{ranges}: widen the ranges to the prior the data were drawn from")
+        edges = np.stack([np.linspace(lo, hi, self.n_classes + 1) for lo, hi in self.ranges])
+        self.edges = edges
+
+        finite = np.isfinite(delta)
+        keep = finite.all(axis=0)  # (n_z, n_k)
+        inconsistent = finite.any(axis=0) & ~keep
+        if inconsistent.any():
+            raise DataConfigError(f"k-bins {np.argwhere(inconsistent).tolist()} are finite in some spectra and not in others: "
+                                  "the dataset mixes binnings; run `python -m astrops.store verify`")
+        if not (keep == keep[0]).all():
+            raise DataConfigError("non-finite k-bins differ between redshifts: cannot build one feature grid")
+        self.kept_bins = np.flatnonzero(keep[0])
+        self.delta = delta
+
+        strata = np.clip(np.searchsorted(edges[0], self.params[:, 0], side="right") - 1, 0, self.n_classes - 1)
+        trainval, self.test_idx = stratified_split(strata, self.test_fraction, self.split_seed)
+        rest, val = stratified_split(strata[trainval], self.val_fraction, self.split_seed + 1)
+        self.train_idx, self.val_idx = trainval[rest], trainval[val]
+
+        self.transform = SpectrumTransform.fit(delta[self.train_idx], self.kept_bins, self.feature_transform,
+                                               self.standardize_features)
+        self.codec = TargetCodec.fit(self.params[self.train_idx], edges, self.standardize_targets)
+        self._prepared = True
+        log.info("dataset %s: %d spectra, redshifts %s, %d of %d k-bins kept; split %d/%d/%d (split_seed %d)",
+                 ds.name, len(self.params), self.redshifts, len(self.kept_bins), len(self.k),
+                 len(self.train_idx), len(self.val_idx), len(self.test_idx), self.split_seed)
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        """(n_redshifts, n_kept_bins): channels and length of the model input."""
+        self.prepare()
+        return len(self.redshifts), len(self.kept_bins)
+
+    def lineage(self) -> dict[str, str | int]:
+        """What a result depends on, for MLflow tags and the checkpoint."""
+        self.prepare()
+        test_keys = ",".join(sorted(self.keys[self.test_idx]))
+        return {"dataset_name": self.dataset.name, "dataset_hash": self.dataset.hash, "n_records": len(self.params),
+                "split_seed": self.split_seed, "n_train": len(self.train_idx), "n_val": len(self.val_idx),
+                "n_test": len(self.test_idx), "test_hash": hashlib.sha256(test_keys.encode()).hexdigest()[:16],
+                "redshifts": str(self.redshifts)}
+
+    # -- Lightning hooks --------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare()
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        self.rank = self.trainer.global_rank if self.trainer is not None else 0
+        self.world_size = self.trainer.world_size if self.trainer is not None else 1
+        self.seed = torch.initial_seed() % 2**31
+        x = torch.as_tensor(np.nan_to_num(self.delta, nan=0.0), dtype=torch.float32, device=device)
+        y = torch.as_tensor(self.params, dtype=torch.float32, device=device)
+        self.tensors = {name: (x[idx], y[idx]) for name, idx in
+                        (("train", self.train_idx), ("val", self.val_idx), ("test", self.test_idx))}
+
+    def _batches(self, split: str, train: bool) -> DeviceBatches:
+        x, y = self.tensors[split]
+        return DeviceBatches(x, y, self.batch_size if train else self.eval_batch_size, shuffle=train, seed=self.seed,
+                             rank=self.rank, world_size=self.world_size)
+
+    def train_dataloader(self) -> DeviceBatches:
+        return self._batches("train", True)
+
+    def val_dataloader(self) -> DeviceBatches:
+        return self._batches("val", False)
+
+    def test_dataloader(self) -> DeviceBatches:
+        return self._batches("test", False)
+
+
+def ds_prior(recs, name: str, j: int) -> list[float]:
+    """Prior range of a parameter from the records' design (the ranges the data were drawn from)."""
+    import json
+
+    for d in recs.table["design"].to_pylist():
+        priors = json.loads(d).get("priors")
+        if priors and name in priors:
+            return [float(v) for v in priors[name]]
+    return [float(recs.params[:, j].min()), float(recs.params[:, j].max())]

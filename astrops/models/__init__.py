@@ -1,0 +1,9 @@
+"""Models see tensors only: transforms, backbones, task heads and the LightningModule that joins them."""
+
+from astrops.models.backbones import CNNBackbone, DenseBackbone
+from astrops.models.estimator import ParameterEstimator
+from astrops.models.tasks import ClassificationTask, RegressionTask
+from astrops.models.transforms import SpectrumTransform, TargetCodec
+
+__all__ = ["CNNBackbone", "ClassificationTask", "DenseBackbone", "ParameterEstimator", "RegressionTask",
+           "SpectrumTransform", "TargetCodec"]

@@ -1,0 +1,114 @@
+"""The LightningModule: input transform → backbone → task head, with metrics in physical units.
+
+It sees tensors only. Everything needed to reuse it (transform, target codec, configs of its parts,
+parameter names, lineage) is saved in the checkpoint as plain types and tensors, so checkpoints load
+with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from astrops.metrics import ParameterMetrics
+from astrops.models.transforms import SpectrumTransform
+
+
+class ParameterEstimator(L.LightningModule):
+    """Maps raw spectra (B, n_z, n_k) in mK² to reionization parameters."""
+
+    def __init__(self, backbone: nn.Module, task: nn.Module, transform: SpectrumTransform, parameters: list[str],
+                 optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+                 scheduler: Callable[..., Any] | None = None, train_metrics: bool = True,
+                 meta: dict | None = None):
+        super().__init__()
+        self.transform, self.backbone, self.task = transform, backbone, task
+        self.param_names = list(parameters)
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        n_classes = getattr(task, "n_classes", None)
+        # ModuleDict keys may not shadow nn.Module attributes ("train"), hence the suffix
+        self.metrics = nn.ModuleDict({
+            "train_metrics": ParameterMetrics(parameters, n_classes) if train_metrics else nn.Identity(),
+            "val_metrics": ParameterMetrics(parameters, n_classes),
+            "test_metrics": ParameterMetrics(parameters, n_classes, confusion=True)})
+        self.meta = meta or {}  # plain-typed description saved in checkpoints (configs, lineage, k grid)
+        self.history: list[dict[str, float]] = []
+        self.test_results: dict[str, float] = {}
+        self.test_outputs: dict[str, list[torch.Tensor]] = {}
+
+    # -- inference --------------------------------------------------------------------------
+    def forward(self, delta: torch.Tensor) -> torch.Tensor:
+        return self.task(self.backbone(self.transform(delta)))
+
+    @torch.no_grad()
+    def predict_physical(self, delta: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.task.decode(self(delta))
+
+    # -- training loop ----------------------------------------------------------------------
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        x, y = batch
+        out = self(x)
+        loss = self.task.loss(out, y)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=len(x),
+                 sync_dist=stage != "train", prog_bar=stage == "val")
+        metrics = self.metrics[f"{stage}_metrics"]
+        if isinstance(metrics, ParameterMetrics):
+            with torch.no_grad():
+                dec = self.task.decode(out.detach())
+                cls = dec.get("class")
+                metrics.update(dec["value"], y, cls, self.task.codec.to_class(y) if cls is not None else None)
+            if stage == "test":
+                self.test_outputs.setdefault("pred", []).append(dec["value"].cpu())
+                self.test_outputs.setdefault("true", []).append(y.cpu())
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def _epoch_end(self, stage: str) -> dict[str, float]:
+        metrics = self.metrics[f"{stage}_metrics"]
+        if not isinstance(metrics, ParameterMetrics):
+            return {}
+        values = metrics.compute(stage, self.task.codec.std)
+        self.log_dict(values, sync_dist=False)  # torchmetrics already synchronised across processes
+        metrics.reset()
+        return values
+
+    def on_train_epoch_end(self) -> None:
+        values = self._epoch_end("train")
+        logged = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.endswith("/loss")}
+        self.history.append({"epoch": self.current_epoch, **logged, **{k: v for k, v in values.items() if "/R2/" in k}})
+
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_end("val")
+
+    def on_test_epoch_start(self) -> None:
+        self.test_outputs = {}
+
+    def on_test_epoch_end(self) -> None:
+        self.confusion = [c.cpu() for c in self.metrics["test_metrics"].confusion_matrices()]
+        self.test_results = self._epoch_end("test")
+
+    def configure_optimizers(self):
+        if self.optimizer_factory is None:
+            raise RuntimeError("this model was loaded for inference: no optimizer configured")
+        opt = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return opt
+        sched = self.scheduler_factory(optimizer=opt)
+        monitor = "val/loss"
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": monitor, "interval": "epoch"}}
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["astrops"] = self.meta

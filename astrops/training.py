@@ -1,0 +1,119 @@
+"""``train(cfg)``: build every part from the Hydra config, fit, test, and leave a complete MLflow run."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from astrops import __version__, report, tracking
+from astrops.data import SpectraDataModule
+
+log = logging.getLogger(__name__)
+
+
+def build_model(cfg: DictConfig, dm: SpectraDataModule, meta: dict) -> L.LightningModule:
+    """Backbone sized to the data, task head with the data's target codec, joined with the input transform."""
+    backbone = instantiate(cfg.model.backbone, input_shape=dm.input_shape)
+    task = instantiate(cfg.task, codec=dm.codec, in_features=backbone.out_features)
+    model = instantiate(cfg.model, backbone=backbone, task=task, transform=dm.transform, parameters=dm.parameters)
+    model.meta = meta  # set after instantiate: meta holds configs with _target_ keys that must stay plain data
+    return model
+
+
+def checkpoint_meta(cfg: DictConfig, dm: SpectraDataModule) -> dict[str, Any]:
+    """Plain-typed description stored in every checkpoint: enough to rebuild and apply the model."""
+    return {
+        "astrops_version": __version__,
+        "model": OmegaConf.to_container(cfg.model.backbone, resolve=True),
+        "task": OmegaConf.to_container(cfg.task, resolve=True),
+        "model_name": cfg.get("model_name", ""), "task_name": cfg.get("task_kind", ""),
+        "input_shape": list(dm.input_shape), "n_classes": dm.n_classes,
+        "parameters": list(dm.parameters), "redshifts": list(dm.redshifts),
+        "k": [float(x) for x in dm.k], "kept_bins": [int(i) for i in dm.kept_bins],
+        "lineage": dm.lineage(), "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+
+
+def _resume_run_id(ckpt_path: str | None) -> str | None:
+    if not ckpt_path:
+        return None
+    if not Path(ckpt_path).is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist: give a checkpoint file (e.g. .../last.ckpt)")
+    return torch.load(ckpt_path, map_location="cpu", weights_only=True).get("astrops", {}).get("mlflow_run_id")
+
+
+def train(cfg: DictConfig) -> tuple[dict[str, float], str]:
+    """Fit and test one configuration; returns (metrics, best checkpoint path).
+
+    The metrics hold the test results, the last validation values and ``best/val/loss``.
+    """
+    L.seed_everything(cfg.seed, workers=True)
+    run_id = _resume_run_id(cfg.get("ckpt_path"))
+    dm: SpectraDataModule = instantiate(cfg.data)
+    dm.prepare()
+    meta = checkpoint_meta(cfg, dm)
+    model = build_model(cfg, dm, meta)
+
+    loggers = [instantiate(lg, run_id=run_id) if "mlflow" in name else instantiate(lg)
+               for name, lg in (cfg.get("logger") or {}).items() if lg is not None]
+    mlf = tracking.mlflow_of(loggers)
+    if mlf is not None:
+        meta["mlflow_run_id"] = mlf.run_id
+        meta["mlflow_tracking_uri"] = tracking.redact(mlf._tracking_uri)
+        tags = {"model": meta["model_name"], "task": meta["task_name"], **dm.lineage(),
+                **{k: str(v) for k, v in (cfg.get("tags") or {}).items()}}
+        tracking.log_run_start(mlf, cfg, tags)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    trainer.fit(model, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+    ckpt_cb = trainer.checkpoint_callback
+    best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else ""
+    if trainer.interrupted:
+        log.warning("training was interrupted; resume with ckpt_path=%s",
+                    ckpt_cb.last_model_path if ckpt_cb is not None else "<last.ckpt>")
+    trainer.test(model, datamodule=dm, ckpt_path=best or None, weights_only=True)
+    results = {k: float(v) for k, v in model.test_results.items()}
+    if trainer.is_global_zero:
+        _finish(cfg, model, dm, mlf, results, best)
+    if ckpt_cb is not None and ckpt_cb.best_model_score is not None:
+        results[f"best/{ckpt_cb.monitor}"] = float(ckpt_cb.best_model_score)
+    results.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/") and v.numel() == 1})
+    return results, best
+
+
+def _finish(cfg: DictConfig, model, dm: SpectraDataModule, mlf, results: dict[str, float], best: str) -> None:
+    """Console table, figures and files; MLflow artifacts when MLflow is on."""
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kind = model.task.kind
+    table = report.metrics_table(results, dm.parameters, kind)
+    print(f"\nTest metrics ({dm.dataset.name}, {len(dm.test_idx)} test spectra):\n{table}\n")
+    (out_dir / "metrics_table.md").write_text(table + "\n")
+    (out_dir / "best_checkpoint.txt").write_text(best + "\n")
+    figures = {"training_curves": report.training_curves(model.history)}
+    if model.test_outputs:
+        pred = torch.cat(model.test_outputs["pred"]).numpy()
+        true = torch.cat(model.test_outputs["true"]).numpy()
+        r2 = {p: results.get(f"test/R2/{p}", float("nan")) for p in dm.parameters}
+        figures["pred_vs_true"] = report.pred_vs_true(pred, true, dm.parameters, r2)
+    if getattr(model, "confusion", None):
+        figures["confusion_matrices"] = report.confusion_matrices(model.confusion, dm.parameters)
+    if mlf is None:
+        for name, fig in figures.items():
+            fig.savefig(out_dir / f"{name}.png", dpi=110)
+        return
+    tracking.log_figures(mlf, figures)
+    tracking.log_file(mlf, out_dir / "metrics_table.md")
+    client = mlf.experiment
+    client.set_tag(mlf.run_id, "best_checkpoint", best)
+    if best:
+        tracking.log_file(mlf, best, "checkpoints")
+    print(f"MLflow run {mlf.run_id} in experiment '{cfg.experiment_name}': "
+          f"mlflow ui --backend-store-uri {tracking.redact(mlf._tracking_uri)}")
