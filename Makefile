@@ -36,9 +36,13 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
+# The whole pipeline on 2 cores in a few minutes: fresh simulations, training on the bundled reference
+# data, MLflow logging, the metrics table, and how to open the UI.
 demo: $(STAMP)
 	$(BIN)/python simulate.py simulation.n=4 simulation.workers=2
 	$(BIN)/python -m astrops.store info data/store
+	$(BIN)/python train.py callbacks.progress_bar=null
+	@echo "Open the MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow/mlflow.db"
 
 reference: $(STAMP)
 	$(BIN)/python simulate.py simulation=reference_multiz paths.store_dir=$(CURDIR)/data/reference simulation.workers=2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from hydra.errors import InstantiationException
@@ -54,6 +55,36 @@ def run_train(cfg: DictConfig) -> float | None:
     sys.stdout.flush()
     print(best, flush=True)
     return value
+
+
+def run_predict(cfg: DictConfig) -> int:
+    """Predict parameters for the spectra in ``cfg.input`` and write them as CSV with a lineage header."""
+    import json
+
+    import numpy as np
+
+    from astrops.inference import InputError, load_model
+
+    try:
+        predictor = load_model(cfg.ckpt_path)
+        path = cfg.input
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"input {path} does not exist: give an npz with 'k' and 'delta'")
+        with np.load(path, allow_pickle=False) as z:
+            if "k" not in z or "delta" not in z:
+                raise InputError(f"{path} lacks 'k' or 'delta': it must be in 21CMMC's format")
+            df = predictor.predict(z["k"], z["delta"], z.get("redshifts"))
+    except (InputError, FileNotFoundError, ValueError) as exc:
+        return _bad_input(exc)
+    lineage = {k: predictor.meta.get(k) for k in ("model_name", "task_name", "redshifts", "lineage",
+                                                  "mlflow_run_id", "astrops_version")}
+    with open(cfg.output, "w") as fh:
+        fh.write(f"# astrops predictions from {os.path.abspath(cfg.ckpt_path)}\n")
+        fh.write(f"# model {json.dumps(lineage, default=str)}\n")
+        df.to_csv(fh, index=False)
+    log.info("wrote %d predictions to %s", len(df), cfg.output)
+    print(os.path.abspath(cfg.output))
+    return 0
 
 
 def _bad_input(exc: Exception) -> int:

@@ -40,3 +40,31 @@ def popen_entry(script: str, *overrides: str, **kw) -> subprocess.Popen:
 def small_sim_overrides(tmp_path: Path) -> list[str]:
     """Overrides for simulate.py writing a small-box dataset into a private store."""
     return [*SMALL, f"paths.store_dir={tmp_path / 'store'}", f"hydra.run.dir={tmp_path / 'hydra'}"]
+
+
+def compose_cfg(config_name: str, overrides: list[str]):
+    """Compose a config as the entry point would (Hydra resolvers such as ${hydra:...} work)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    from omegaconf import open_dict
+
+    with open_dict(cfg):  # the task function never sees the hydra node
+        del cfg["hydra"]
+    return cfg
+
+
+@pytest.fixture
+def train_cfg(tmp_path: Path):
+    """Compose train.yaml writing everything (MLflow db, artifacts, checkpoints) under tmp_path."""
+    def make(*overrides: str):
+        return compose_cfg("train", [f"paths.output_dir={tmp_path / 'run'}", f"paths.log_dir={tmp_path / 'logs'}",
+                                     f"logger.mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+                                     f"logger.mlflow.artifact_root={tmp_path}/artifacts",
+                                     "callbacks.progress_bar=null", *overrides])
+    return make

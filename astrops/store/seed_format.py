@@ -62,7 +62,7 @@ def read_seed_format(csv_path: str | Path, npz_dir: str | Path | None = None) ->
         if not f.exists():
             raise StoreError(f"{csv_path}: spectrum file {f} is missing")
         with np.load(f, allow_pickle=False) as z:
-            rec = {"k": z["k"], "delta": z["delta"], "redshifts": z["redshifts"] if "redshifts" in z else None}
+            rec = {"k": z["k"], "delta": z["delta"], "redshifts": z.get("redshifts")}
         rec["params"] = {k: float(v) for k, v in r.items() if k not in ("file", "seed")}
         rec["seed"] = int(r["seed"]) if r.get("seed") not in (None, "") else None
         out.append(rec)
