@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import mlflow
 import numpy as np
 import pytest
 import torch
 from conftest import run_entry
 
+import mlflow
 from astrops.data import DataConfigError, SpectraDataModule
 from astrops.inference import InputError, load_model
 from astrops.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS

@@ -9,8 +9,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from astrops.store.files import StoreError
 from astrops.store.seed_format import export_seed_format, import_seed_format
-from astrops.store.store import Store, StoreError
+from astrops.store.store import Store
 
 
 def _info(store: Store, args: argparse.Namespace) -> int:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from astrops.store.store import Dataset, StoreError
+from astrops.store.dataset import Dataset
+from astrops.store.files import StoreError
 
 
 def export_seed_format(dataset: Dataset, out_dir: str | Path) -> Path:

@@ -1,0 +1,269 @@
+"""One dataset: metadata plus append-only Parquet record files (see docs/design.md)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import time
+import uuid
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
+import pyarrow.parquet as pq
+
+from astrops.store.files import (
+    RECORDS,
+    TMP_PREFIX,
+    StoreError,
+    atomic_write_bytes,
+    canonical_json,
+    record_key,
+)
+
+
+@dataclass
+class Records:
+    """Columns of a dataset's records as numpy arrays (one row per simulation)."""
+
+    keys: np.ndarray  # (N,) str
+    params: np.ndarray  # (N, n_params) float64, columns in Dataset.parameters order
+    seeds: np.ndarray  # (N,) int64, -1 where the IC seed is unknown (imported data)
+    delta: np.ndarray  # (N, n_z, n_k) float64, mK^2
+    xH: np.ndarray  # (N, n_z) global neutral fraction
+    Tb: np.ndarray  # (N, n_z) mean brightness temperature, mK
+    table: pa.Table  # everything else (status, error, design, versions, wall_time, ...)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+class Dataset:
+    """One dataset directory: metadata plus append-only Parquet record files."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        meta_file = self.path / "dataset.json"
+        if not meta_file.exists():
+            raise StoreError(f"{self.path} is not an astrops dataset (no dataset.json)")
+        self.meta: dict = json.loads(meta_file.read_text())
+
+    # -- metadata ---------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def hash(self) -> str:
+        return self.meta["hash"]
+
+    @property
+    def spec(self) -> dict:
+        return self.meta["spec"]
+
+    @property
+    def parameters(self) -> list[str]:
+        return list(self.meta["parameters"])
+
+    @property
+    def redshifts(self) -> list[float]:
+        return [float(z) for z in self.meta["redshifts"]]
+
+    @property
+    def k(self) -> np.ndarray:
+        return np.asarray(self.meta["k"], dtype=np.float64)
+
+    # -- writing ----------------------------------------------------------------------------
+    def append(self, rows: list[dict]) -> Path:
+        """Durably add records (dicts as produced by a simulator or an import) in one new file."""
+        if not rows:
+            raise ValueError("append() needs at least one record")
+        n_z, n_k = len(self.redshifts), len(self.k)
+        cols: dict[str, list] = {c: [] for c in self._columns()}
+        for row in rows:
+            delta = np.asarray(row.get("delta", np.full((n_z, n_k), np.nan)), dtype=np.float64)
+            if delta.shape != (n_z, n_k):
+                raise StoreError(f"record delta has shape {delta.shape}, dataset {self.name} needs ({n_z}, {n_k})")
+            params = {p: float(row["params"][p]) for p in self.parameters}
+            seed = row.get("seed")
+            cols["key"].append(record_key(params, seed))
+            for p in self.parameters:
+                cols[p].append(params[p])
+            cols["seed"].append(None if seed is None else int(seed))
+            cols["delta"].append(delta.ravel())
+            cols["xH"].append(np.asarray(row.get("xH", np.full(n_z, np.nan)), dtype=np.float64))
+            cols["Tb"].append(np.asarray(row.get("Tb", np.full(n_z, np.nan)), dtype=np.float64))
+            cols["status"].append(row.get("status", "ok"))
+            cols["error"].append(row.get("error", ""))
+            cols["index"].append(int(row.get("index", -1)))
+            cols["design"].append(canonical_json(row.get("design", {})))
+            cols["versions"].append(canonical_json(row.get("versions", {})))
+            cols["wall_time"].append(float(row.get("wall_time", np.nan)))
+            cols["created"].append(time.time())
+        table = pa.table(cols, schema=self._schema())
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        name = f"part-{time.strftime('%Y%m%dT%H%M%S')}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
+        out = self.path / RECORDS / name
+        try:
+            atomic_write_bytes(out, sink.getvalue().to_pybytes())
+        except OSError as exc:
+            raise StoreError(
+                f"could not write records to {out.parent}: {exc.strerror or exc}; records already stored are intact"
+            ) from exc
+        return out
+
+    def _columns(self) -> list[str]:
+        return self._schema().names
+
+    def _schema(self) -> pa.Schema:
+        fields = [pa.field("key", pa.string())]
+        fields += [pa.field(p, pa.float64()) for p in self.parameters]
+        fields += [
+            pa.field("seed", pa.int64()),
+            pa.field("delta", pa.list_(pa.float64())),  # row-major (n_z, n_k)
+            pa.field("xH", pa.list_(pa.float64())),
+            pa.field("Tb", pa.list_(pa.float64())),
+            pa.field("status", pa.string()),
+            pa.field("error", pa.string()),
+            pa.field("index", pa.int64()),
+            pa.field("design", pa.string()),
+            pa.field("versions", pa.string()),
+            pa.field("wall_time", pa.float64()),
+            pa.field("created", pa.float64()),
+        ]
+        return pa.schema(fields)
+
+    # -- reading ----------------------------------------------------------------------------
+    def record_files(self) -> list[Path]:
+        """Complete record files (temporary, half-written ones are never listed)."""
+        return sorted(p for p in (self.path / RECORDS).glob("*.parquet") if not p.name.startswith(TMP_PREFIX))
+
+    def read_table(self, include_failed: bool = False) -> pa.Table:
+        """All records, de-duplicated by key (a successful record wins over a failed one).
+
+        Unreadable files are skipped with a warning (``verify`` names them); files removed by a
+        concurrent :meth:`compact` between listing and reading trigger a fresh listing.
+        """
+        for _attempt in range(5):
+            tables, vanished = [], False
+            for f in self.record_files():
+                try:
+                    tables.append(pq.read_table(f, schema=self._schema()))
+                except FileNotFoundError:
+                    vanished = True
+                    break
+                except (pa.ArrowException, OSError) as exc:
+                    warnings.warn(f"skipping unreadable record file {f}: {exc}", stacklevel=2)
+            if not vanished:
+                break
+        else:
+            raise StoreError(f"record files of {self.path} kept changing while reading; retry")
+        if not tables:
+            return self._schema().empty_table()
+        table = pa.concat_tables(tables)
+        table = _dedupe(table)
+        if not include_failed:
+            table = table.filter(pa.compute.equal(table["status"], "ok"))
+        return table
+
+    def keys(self, include_failed: bool = True) -> set[str]:
+        """Keys of the records present (by default failed ones too: they are not retried)."""
+        return set(self.read_table(include_failed=include_failed).column("key").to_pylist())
+
+    def load(self, include_failed: bool = False) -> Records:
+        """Records as numpy arrays; ``delta`` is (N, n_z, n_k) in mK^2."""
+        t = self.read_table(include_failed=include_failed)
+        n, n_z, n_k = t.num_rows, len(self.redshifts), len(self.k)
+        seeds = t["seed"].fill_null(-1).to_numpy()
+        return Records(
+            keys=np.asarray(t["key"].to_pylist(), dtype=object),
+            params=np.column_stack([t[p].to_numpy() for p in self.parameters]) if n else np.empty((0, len(self.parameters))),
+            seeds=np.asarray(seeds, dtype=np.int64),
+            delta=_list_column(t["delta"], (n, n_z, n_k)),
+            xH=_list_column(t["xH"], (n, n_z)),
+            Tb=_list_column(t["Tb"], (n, n_z)),
+            table=t.drop_columns(["delta", "xH", "Tb"]),
+        )
+
+    def __len__(self) -> int:
+        return self.read_table().num_rows
+
+    # -- maintenance ------------------------------------------------------------------------
+    def compact(self) -> int:
+        """Merge record files into one de-duplicated file; returns the number of records kept.
+
+        Safe next to readers (they de-duplicate) and serialised between compactors by a lock file.
+        Records appended by other writers while compacting stay in their own files.
+        """
+        lock_path = self.path / ".compact.lock"
+        with open(lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                files = self.record_files()
+                if len(files) <= 1:
+                    return self.read_table(include_failed=True).num_rows
+                tables = []
+                for f in files:
+                    try:
+                        tables.append(pq.read_table(f, schema=self._schema()))
+                    except (pa.ArrowException, OSError):
+                        files.remove(f)  # left in place for `verify` to report
+                merged = _dedupe(pa.concat_tables(tables))
+                sink = pa.BufferOutputStream()
+                pq.write_table(merged, sink, compression="zstd")
+                out = self.path / RECORDS / f"shard-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
+                atomic_write_bytes(out, sink.getvalue().to_pybytes())
+                for f in files:
+                    with contextlib.suppress(FileNotFoundError):
+                        f.unlink()
+                return merged.num_rows
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def verify(self) -> list[str]:
+        """Problems found: unreadable record files, leftover temporary files, a wrong k grid."""
+        problems = []
+        for f in self.record_files():
+            try:
+                t = pq.read_table(f, schema=self._schema())
+                bad = [r for r in t["delta"].to_pylist() if len(r) != len(self.redshifts) * len(self.k)]
+                if bad:
+                    problems.append(f"{f}: {len(bad)} records with a wrong number of bins")
+            except (pa.ArrowException, OSError) as exc:
+                problems.append(f"{f}: unreadable ({exc})")
+        for f in (self.path / RECORDS).glob(f"{TMP_PREFIX}*"):
+            problems.append(f"{f}: leftover temporary file from an interrupted write (safe to delete)")
+        return problems
+
+
+def _dedupe(table: pa.Table) -> pa.Table:
+    """Keep one row per key, preferring status 'ok', then the earliest written."""
+    if table.num_rows == 0:
+        return table
+    status_rank = pa.compute.not_equal(table["status"], "ok").cast(pa.int8())
+    order = pa.compute.sort_indices(
+        pa.table({"key": table["key"], "r": status_rank, "c": table["created"]}),
+        sort_keys=[("key", "ascending"), ("r", "ascending"), ("c", "ascending")],
+    )
+    table = table.take(order)
+    keys = table["key"].to_numpy(zero_copy_only=False)
+    first = np.ones(len(keys), dtype=bool)
+    first[1:] = keys[1:] != keys[:-1]
+    return table.filter(pa.array(first))
+
+
+def _list_column(col: pa.ChunkedArray, shape: tuple[int, ...]) -> np.ndarray:
+    """A list<float64> column of equal-length lists as one reshaped numpy array (no Python loop)."""
+    if shape[0] == 0:
+        return np.empty(shape)
+    flat = pa.compute.list_flatten(col.combine_chunks() if col.num_chunks != 1 else col.chunk(0))
+    return flat.to_numpy(zero_copy_only=False).reshape(shape)
+
+

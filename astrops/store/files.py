@@ -1,0 +1,51 @@
+"""Identity and durability primitives of the store: hashing, keys, atomic writes."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+RECORDS = "records"
+TMP_PREFIX = ".tmp-"
+
+
+class StoreError(RuntimeError):
+    """A problem with a store that the user must fix (one line, names the fix)."""
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace: the hashed form of specs and keys."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=float)
+
+
+def spec_hash(spec: dict) -> str:
+    """Dataset identity: sha256 of the canonical JSON of its specification."""
+    return hashlib.sha256(canonical_json(spec).encode()).hexdigest()
+
+
+def record_key(params: dict[str, float], seed: int | None) -> str:
+    """Record identity inside a dataset: its parameter values (exact float repr) and IC seed."""
+    payload = canonical_json({"p": {k: repr(float(v)) for k, v in params.items()}, "s": seed})
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file + rename (readers never see a partial file)."""
+    tmp = path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
