@@ -72,6 +72,20 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     return rest, taken
 
 
+def stratified_folds(labels: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
+    """k disjoint folds covering all indices, each stratum dealt round-robin after a seeded shuffle."""
+    rng = np.random.default_rng(seed)
+    folds: list[list[int]] = [[] for _ in range(k)]
+    offset = 0
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        rng.shuffle(members)
+        for i, m in enumerate(members):
+            folds[(offset + i) % k].append(int(m))
+        offset += len(members)
+    return [np.sort(np.asarray(f, dtype=int)) for f in folds]
+
+
 class SpectraDataModule(L.LightningDataModule):
     """Spectra and parameters of one store dataset, split by simulation.
 
@@ -84,7 +98,9 @@ class SpectraDataModule(L.LightningDataModule):
                  feature_transform: str = "log10", standardize_features: bool = True,
                  standardize_targets: bool = True, split_seed: int = 0, test_fraction: float = 0.2,
                  val_fraction: float = 0.1, batch_size: int = 32, eval_batch_size: int = 4096,
-                 target_ranges: dict[str, list[float]] | None = None, n_classes: int = 25):
+                 target_ranges: dict[str, list[float]] | None = None, n_classes: int = 25,
+                 kfold: int | None = None, fold: int = 0, train_size: float | None = None,
+                 log_floor_fraction: float | None = 1e-3):
         super().__init__()
         if feature_transform not in ("raw", "log10"):
             raise DataConfigError(f"data.feature_transform={feature_transform!r}: choose 'raw' or 'log10'")
@@ -97,6 +113,10 @@ class SpectraDataModule(L.LightningDataModule):
         self.split_seed, self.test_fraction, self.val_fraction = split_seed, test_fraction, val_fraction
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.target_ranges, self.n_classes = target_ranges, n_classes
+        if kfold is not None and (kfold < 2 or not 0 <= fold < kfold):
+            raise DataConfigError(f"data.kfold={kfold} data.fold={fold}: need kfold >= 2 and 0 <= fold < kfold")
+        self.kfold, self.fold, self.train_size = kfold, fold, train_size
+        self.log_floor_fraction = log_floor_fraction
         self._prepared = False
 
     # -- loading, cleaning, splitting (once; idempotent) -------------------------------------
@@ -140,17 +160,34 @@ class SpectraDataModule(L.LightningDataModule):
         self.delta = delta
 
         strata = np.clip(np.searchsorted(edges[0], self.params[:, 0], side="right") - 1, 0, self.n_classes - 1)
-        trainval, self.test_idx = stratified_split(strata, self.test_fraction, self.split_seed)
-        rest, val = stratified_split(strata[trainval], self.val_fraction, self.split_seed + 1)
-        self.train_idx, self.val_idx = trainval[rest], trainval[val]
+        self.train_idx, self.val_idx, self.test_idx = self._split(strata)
 
         self.transform = SpectrumTransform.fit(delta[self.train_idx], self.kept_bins, self.feature_transform,
-                                               self.standardize_features)
+                                               self.standardize_features, self.log_floor_fraction)
         self.codec = TargetCodec.fit(self.params[self.train_idx], edges, self.standardize_targets)
         self._prepared = True
         log.info("dataset %s: %d spectra, redshifts %s, %d of %d k-bins kept; split %d/%d/%d (split_seed %d)",
                  ds.name, len(self.params), self.redshifts, len(self.kept_bins), len(self.k),
                  len(self.train_idx), len(self.val_idx), len(self.test_idx), self.split_seed)
+
+    def _split(self, strata: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(train, val, test) indices: stratified on ζ's class, seeded by split_seed alone."""
+        if self.kfold:
+            folds = stratified_folds(strata, self.kfold, self.split_seed)
+            test = folds[self.fold]
+            trainval = np.setdiff1d(np.arange(len(strata)), test)
+        else:
+            trainval, test = stratified_split(strata, self.test_fraction, self.split_seed)
+        rest, val = stratified_split(strata[trainval], self.val_fraction, self.split_seed + 1)
+        train = trainval[rest]
+        if self.train_size is not None:
+            n = int(self.train_size) if self.train_size > 1 else int(round(self.train_size * len(train)))
+            if not 0 < n <= len(train):
+                raise DataConfigError(f"data.train_size={self.train_size}: must be in (0, {len(train)}] spectra "
+                                      "(or a fraction in (0, 1])")
+            # a prefix of one fixed permutation: smaller training sets are subsets of larger ones
+            train = np.sort(train[np.random.default_rng(self.split_seed + 2).permutation(len(train))[:n]])
+        return train, val, test
 
     @property
     def input_shape(self) -> tuple[int, int]:
@@ -163,7 +200,8 @@ class SpectraDataModule(L.LightningDataModule):
         self.prepare()
         test_keys = ",".join(sorted(self.keys[self.test_idx]))
         return {"dataset_name": self.dataset.name, "dataset_hash": self.dataset.hash, "n_records": len(self.params),
-                "split_seed": self.split_seed, "n_train": len(self.train_idx), "n_val": len(self.val_idx),
+                "split_seed": self.split_seed, "kfold": f"{self.fold}/{self.kfold}" if self.kfold else "none",
+                "n_train": len(self.train_idx), "n_val": len(self.val_idx),
                 "n_test": len(self.test_idx), "test_hash": hashlib.sha256(test_keys.encode()).hexdigest()[:16],
                 "redshifts": str(self.redshifts)}
 

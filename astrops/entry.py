@@ -10,7 +10,6 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from astrops.simulation import SimulationConfigError, simulate_into_store
 from astrops.store import Store, StoreError
 
 log = logging.getLogger("astrops")
@@ -18,6 +17,8 @@ log = logging.getLogger("astrops")
 
 def run_simulate(cfg: DictConfig) -> int:
     """Build simulator + design from the config and fill the store; 0 on success, 2 on bad input."""
+    from astrops.simulation import SimulationConfigError, simulate_into_store
+
     s = cfg.simulation
     try:
         simulator = instantiate(s.simulator, _convert_="all")
@@ -49,7 +50,16 @@ def run_train(cfg: DictConfig) -> float | None:
             raise
         sys.exit(_bad_input(exc.__cause__))
     except (DataConfigError, TrackingError, InputError, StoreError, FileNotFoundError) as exc:
+        if _in_multirun():
+            log.error("job failed: %s", exc)
+            return float("nan")
         sys.exit(_bad_input(exc))
+    except Exception:
+        if not _in_multirun():
+            raise
+        # one failing job must not end the sweep: its MLflow run is already marked FAILED with the error
+        log.exception("job failed; the sweep goes on")
+        return float("nan")
     name = cfg.get("optimized_metric")
     value = metrics.get(f"best/{name}", metrics.get(name)) if name else None
     sys.stdout.flush()
@@ -85,6 +95,13 @@ def run_predict(cfg: DictConfig) -> int:
     log.info("wrote %d predictions to %s", len(df), cfg.output)
     print(os.path.abspath(cfg.output))
     return 0
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _bad_input(exc: Exception) -> int:

@@ -88,6 +88,21 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def sweep_tags() -> dict[str, str]:
+    """The command-line overrides of this job and, in a multirun, the sweep it belongs to."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return {}
+    hc = HydraConfig.get()
+    tags = {"overrides": " ".join(hc.overrides.task) or "(none)"}
+    if hc.mode == RunMode.MULTIRUN:
+        out = Path(hc.runtime.output_dir)
+        tags.update(sweep_id=out.parent.name, sweep_dir=str(out.parent), job_num=str(hc.job.num))
+    return tags
+
+
 def log_run_start(logger: MLFlowLogger, cfg: DictConfig, tags: dict[str, Any]) -> None:
     """Config (flattened params + config.yaml), git commit and tags: once per run."""
     container = OmegaConf.to_container(cfg, resolve=True)

@@ -40,6 +40,16 @@ def checkpoint_meta(cfg: DictConfig, dm: SpectraDataModule) -> dict[str, Any]:
     }
 
 
+def model_card(model) -> dict[str, Any]:
+    """What reusing the model needs besides its weights: grids, input scaling, target scaling, class edges."""
+    t, c = model.transform, model.task.codec
+    return {"parameters": model.param_names, "redshifts": model.meta.get("redshifts"), "k": model.meta.get("k"),
+            "kept_bins": t.kept_bins.tolist(),
+            "features": {"log10": bool(t.log10), "floor": t.floor.tolist(), "mean": t.mean.tolist(), "std": t.std.tolist()},
+            "targets": {"mean": c.mean.tolist(), "std": c.std.tolist(), "class_edges": c.edges.tolist()},
+            "lineage": model.meta.get("lineage")}
+
+
 def _resume_run_id(ckpt_path: str | None) -> str | None:
     if not ckpt_path:
         return None
@@ -51,22 +61,32 @@ def _resume_run_id(ckpt_path: str | None) -> str | None:
 def train(cfg: DictConfig) -> tuple[dict[str, float], str]:
     """Fit and test one configuration; returns (metrics, best checkpoint path).
 
-    The metrics hold the test results, the last validation values and ``best/val/loss``.
+    The metrics hold the test results, the last validation values and ``best/val/loss``. The MLflow
+    run is opened first, so a run that fails at any later step is recorded as FAILED with its error.
     """
     L.seed_everything(cfg.seed, workers=True)
     run_id = _resume_run_id(cfg.get("ckpt_path"))
+    loggers = [instantiate(lg, run_id=run_id) if "mlflow" in name else instantiate(lg)
+               for name, lg in (cfg.get("logger") or {}).items() if lg is not None]
+    mlf = tracking.mlflow_of(loggers)
+    try:
+        return _fit_and_test(cfg, loggers, mlf)
+    except BaseException as exc:
+        if mlf is not None and mlf.experiment.get_run(mlf.run_id).info.status != "FINISHED":
+            mlf.experiment.set_tag(mlf.run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
+            mlf.experiment.set_terminated(mlf.run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+
+
+def _fit_and_test(cfg: DictConfig, loggers: list, mlf) -> tuple[dict[str, float], str]:
     dm: SpectraDataModule = instantiate(cfg.data)
     dm.prepare()
     meta = checkpoint_meta(cfg, dm)
     model = build_model(cfg, dm, meta)
-
-    loggers = [instantiate(lg, run_id=run_id) if "mlflow" in name else instantiate(lg)
-               for name, lg in (cfg.get("logger") or {}).items() if lg is not None]
-    mlf = tracking.mlflow_of(loggers)
     if mlf is not None:
         meta["mlflow_run_id"] = mlf.run_id
         meta["mlflow_tracking_uri"] = tracking.redact(mlf._tracking_uri)
-        tags = {"model": meta["model_name"], "task": meta["task_name"], **dm.lineage(),
+        tags = {"model": meta["model_name"], "task": meta["task_name"], **dm.lineage(), **tracking.sweep_tags(),
                 **{k: str(v) for k, v in (cfg.get("tags") or {}).items()}}
         tracking.log_run_start(mlf, cfg, tags)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
@@ -76,15 +96,15 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], str]:
     ckpt_cb = trainer.checkpoint_callback
     best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else ""
     if trainer.interrupted:
-        log.warning("training was interrupted; resume with ckpt_path=%s",
-                    ckpt_cb.last_model_path if ckpt_cb is not None else "<last.ckpt>")
+        raise KeyboardInterrupt(f"training interrupted; resume with ckpt_path="
+                                f"{ckpt_cb.last_model_path if ckpt_cb is not None else '<last.ckpt>'}")
     trainer.test(model, datamodule=dm, ckpt_path=best or None, weights_only=True)
     results = {k: float(v) for k, v in model.test_results.items()}
     if trainer.is_global_zero:
         _finish(cfg, model, dm, mlf, results, best)
-    if ckpt_cb is not None and ckpt_cb.best_model_score is not None:
-        results[f"best/{ckpt_cb.monitor}"] = float(ckpt_cb.best_model_score)
-    results.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/") and v.numel() == 1})
+    # the model now holds the weights of the best checkpoint (loaded by test): its validation figures are
+    # what sweeps optimise (best/val/loss, best/val/R2/overall, ...)
+    results.update(model.evaluate(*dm.tensors["val"], prefix="best/val"))
     return results, best
 
 
@@ -111,6 +131,7 @@ def _finish(cfg: DictConfig, model, dm: SpectraDataModule, mlf, results: dict[st
         return
     tracking.log_figures(mlf, figures)
     tracking.log_file(mlf, out_dir / "metrics_table.md")
+    mlf.experiment.log_dict(mlf.run_id, model_card(model), "model_card.json")
     client = mlf.experiment
     client.set_tag(mlf.run_id, "best_checkpoint", best)
     if best:

@@ -39,7 +39,8 @@ def test_each_combination_trains_and_logs(tmp_path, train_cfg, model, task):
                 assert f"{stage}/{metric}/{p}" in run.data.metrics, f"{stage}/{metric}/{p} not logged"
         assert f"{stage}/loss" in run.data.metrics
     arts = {a.path for d in ("", "figures", "checkpoints") for a in client.list_artifacts(run.info.run_id, d)}
-    assert {"config.yaml", "metrics_table.md", "figures/pred_vs_true.png", "figures/training_curves.png"} <= arts
+    assert {"config.yaml", "metrics_table.md", "model_card.json", "figures/pred_vs_true.png",
+            "figures/training_curves.png"} <= arts
     if task == "classification":
         assert "figures/confusion_matrices.png" in arts
         assert 0 <= results["test/acc_pm1/ION_Tvir_MIN"] <= 1

@@ -48,6 +48,16 @@ class ParameterEstimator(L.LightningModule):
     def predict_physical(self, delta: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.task.decode(self(delta))
 
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, prefix: str) -> dict[str, float]:
+        """Loss and all metrics on (x, y) with the current weights, outside the Trainer (not logged)."""
+        out = self(x)
+        dec = self.task.decode(out)
+        metrics = ParameterMetrics(self.param_names, getattr(self.task, "n_classes", None)).to(x.device)
+        cls = dec.get("class")
+        metrics.update(dec["value"], y, cls, self.task.codec.to_class(y) if cls is not None else None)
+        return {f"{prefix}/loss": float(self.task.loss(out, y)), **metrics.compute(prefix, self.task.codec.std)}
+
     # -- training loop ----------------------------------------------------------------------
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch
