@@ -42,7 +42,7 @@ demo: $(STAMP)
 	$(BIN)/python simulate.py simulation.n=4 simulation.workers=2
 	$(BIN)/python -m astrops.store info data/store
 	$(BIN)/python train.py callbacks.progress_bar=null
-	@echo "Open the MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow/mlflow.db"
+	@echo "Open the MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/tracking/mlflow.db"
 
 reference: $(STAMP)
 	$(BIN)/python simulate.py simulation=reference_multiz paths.store_dir=$(CURDIR)/data/reference simulation.workers=2

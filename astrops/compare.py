@@ -31,7 +31,8 @@ SEED_REFERENCE = {
         "R2": [0.7760, 0.8033, 0.5367], "RMSE": [26.9926, 0.2253, 2.9702], "MAE": [18.1964, 0.1768, 2.2209],
         "MSE": [728.5987, 0.0508, 8.8220]},
 }
-_IGNORED = re.compile(r"^(seed|data\.fold|hydra\.[^=]*)=")
+# overrides that do not change what is measured: seeds/folds (aggregated over), where things are written
+_IGNORED = re.compile(r"^\+?(seed|data\.fold|ckpt_path|(hydra|logger|paths|tags)(\.[^=]*)?|callbacks\.progress_bar[^=]*)=")
 
 
 def config_key(tags: dict[str, str]) -> str:
@@ -155,7 +156,7 @@ def compare(experiment: str, tracking_uri: str, out_dir: str, filter_string: str
 
 def main(argv: list[str] | None = None) -> int:
     root = Path(os.environ.get("ASTROPS_ROOT", Path(__file__).resolve().parents[1]))
-    default_uri = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow/mlflow.db")
+    default_uri = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{root}/tracking/mlflow.db")
     ap = argparse.ArgumentParser(prog="python -m astrops.compare", description=__doc__)
     ap.add_argument("experiment", nargs="?", default="astrops")
     ap.add_argument("--filter", default="", help="MLflow search filter, e.g. \"tags.task = 'regression'\"")

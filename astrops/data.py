@@ -179,7 +179,7 @@ class SpectraDataModule(L.LightningDataModule):
         else:
             trainval, test = stratified_split(strata, self.test_fraction, self.split_seed)
         rest, val = stratified_split(strata[trainval], self.val_fraction, self.split_seed + 1)
-        train = trainval[rest]
+        train, val = trainval[rest], trainval[val]
         if self.train_size is not None:
             n = int(self.train_size) if self.train_size > 1 else int(round(self.train_size * len(train)))
             if not 0 < n <= len(train):

@@ -85,10 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         print(p)
     if args.mlflow:
         import mlflow
+
         from astrops.sweeps import prepare_experiment
 
-        uri = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow/mlflow.db")
-        exp_id = prepare_experiment(uri, "astrops-data", str(root / "mlflow" / "artifacts"))
+        uri = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{root}/tracking/mlflow.db")
+        exp_id = prepare_experiment(uri, "astrops-data", str(root / "tracking" / "artifacts"))
         client = mlflow.MlflowClient(uri)
         run = client.create_run(exp_id, run_name=f"plots-{args.dataset or 'dataset'}", tags={"kind": "data_plots"})
         for p in paths.values():

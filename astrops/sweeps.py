@@ -9,6 +9,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,8 @@ def prepare_experiment(tracking_uri: str, experiment_name: str, artifact_root: s
 
 class MlflowSweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # a unique id per sweep, inherited by the job processes (basic, joblib and submitit launchers)
+        os.environ["ASTROPS_SWEEP_ID"] = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         settings = _mlflow_settings(config)
         if settings:
             prepare_experiment(*settings)
@@ -57,8 +62,9 @@ class MlflowSweepCallback(Callback):
         client = mlflow.MlflowClient(tracking_uri)
         exp_id = prepare_experiment(tracking_uri, experiment_name, artifact_root)
         best = OmegaConf.to_container(OmegaConf.load(results), resolve=True)
-        run = client.create_run(exp_id, run_name=f"optuna-best-{results.parent.name}",
-                                tags={"sweep_id": results.parent.name, "kind": "optuna_summary"})
+        sweep_id = os.environ.get("ASTROPS_SWEEP_ID", results.parent.name)
+        run = client.create_run(exp_id, run_name=f"optuna-best-{sweep_id}",
+                                tags={"sweep_id": sweep_id, "sweep_dir": str(results.parent), "kind": "optuna_summary"})
         for k, v in (best.get("best_params") or {}).items():
             client.log_param(run.info.run_id, k, v)
         if isinstance(best.get("best_value"), int | float):

@@ -8,6 +8,7 @@ carries: config, git commit, tags and data lineage.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import subprocess
 import urllib.error
@@ -99,7 +100,8 @@ def sweep_tags() -> dict[str, str]:
     tags = {"overrides": " ".join(hc.overrides.task) or "(none)"}
     if hc.mode == RunMode.MULTIRUN:
         out = Path(hc.runtime.output_dir)
-        tags.update(sweep_id=out.parent.name, sweep_dir=str(out.parent), job_num=str(hc.job.num))
+        tags.update(sweep_id=os.environ.get("ASTROPS_SWEEP_ID", out.parent.name), sweep_dir=str(out.parent),
+                    job_num=str(hc.job.num))
     return tags
 
 

@@ -1,0 +1,141 @@
+"""The data module: cleaning from the data, deterministic stratified splits, principled log floor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from astrops.data import DataConfigError, DeviceBatches, SpectraDataModule
+from astrops.models import CNNBackbone, DenseBackbone
+from astrops.store import Store
+
+PARAMS = ["HII_EFF_FACTOR", "ION_Tvir_MIN", "R_BUBBLE_MAX"]
+K = np.geomspace(0.05, 2.0, 12)
+RANGES = {"HII_EFF_FACTOR": [5.0, 200.0], "ION_Tvir_MIN": [4.0, 6.0], "R_BUBBLE_MAX": [5.0, 20.0]}
+
+
+def toy_store(root, n=300, nan_bins=(0, 5), redshifts=(8.0, 9.0), zero_frac=0.15, seed=0):
+    """Spectra with a known dependence on the parameters; some fully ionized (all zero)."""
+    rng = np.random.default_rng(seed)
+    ds = Store(root).create_dataset("toy", {"toy": seed}, PARAMS, list(redshifts), K)
+    rows = []
+    for i in range(n):
+        p = np.array([rng.uniform(5, 200), rng.uniform(4, 6), rng.uniform(5, 20)])
+        delta = np.outer(1 + np.arange(len(redshifts)), 10 ** (p[1] - 4) * (K / K[0]) ** 0.3 * (1 + p[0] / 100))
+        if rng.random() < zero_frac:
+            delta[:] = 0.0
+        delta[:, list(nan_bins)] = np.nan
+        rows.append({"params": dict(zip(PARAMS, p, strict=True)), "seed": i, "delta": delta, "index": i})
+    ds.append(rows)
+    return ds
+
+
+def dm(root, **kw):
+    m = SpectraDataModule(str(root), target_ranges=RANGES, **kw)
+    m.prepare()
+    return m
+
+
+def test_non_finite_bins_are_found_in_the_data(tmp_path):
+    toy_store(tmp_path, nan_bins=(0, 5))
+    m = dm(tmp_path)
+    assert m.kept_bins.tolist() == [i for i in range(12) if i not in (0, 5)]
+    assert m.input_shape == (1, 10)
+
+
+def test_bins_nan_in_only_some_spectra_are_refused(tmp_path):
+    ds = toy_store(tmp_path, n=20, nan_bins=(0,))
+    bad = np.ones((2, 12))
+    bad[0, 3] = np.nan
+    ds.append([{"params": {"HII_EFF_FACTOR": 50, "ION_Tvir_MIN": 5, "R_BUBBLE_MAX": 10}, "seed": 999, "delta": bad}])
+    with pytest.raises(DataConfigError, match="finite in some spectra"):
+        dm(tmp_path)
+
+
+def test_split_is_deterministic_disjoint_and_independent_of_training_seed(tmp_path):
+    toy_store(tmp_path)
+    a, b = dm(tmp_path), dm(tmp_path)
+    torch.manual_seed(99)  # the training seed must not matter
+    c = dm(tmp_path)
+    for x in (b, c):
+        assert np.array_equal(a.test_idx, x.test_idx) and np.array_equal(a.train_idx, x.train_idx)
+    parts = [set(a.train_idx), set(a.val_idx), set(a.test_idx)]
+    assert sum(map(len, parts)) == 300 and len(set.union(*parts)) == 300
+    assert abs(len(a.test_idx) - 60) <= 25  # ~20 % per stratum
+    other = dm(tmp_path, split_seed=1)
+    assert not np.array_equal(a.test_idx, other.test_idx)
+    assert a.lineage()["test_hash"] != other.lineage()["test_hash"]
+
+
+def test_split_is_stratified_on_zeta_class(tmp_path):
+    toy_store(tmp_path, n=600)
+    m = dm(tmp_path, n_classes=5)
+    cls = np.clip(((m.params[:, 0] - 5) / 39).astype(int), 0, 4)
+    frac = np.array([np.isin(np.flatnonzero(cls == c), m.test_idx).mean() for c in range(5)])
+    assert np.all(np.abs(frac - 0.2) < 0.03), frac
+
+
+def test_kfold_covers_everything_once(tmp_path):
+    toy_store(tmp_path)
+    tests = [dm(tmp_path, kfold=4, fold=f).test_idx for f in range(4)]
+    allt = np.concatenate(tests)
+    assert sorted(allt.tolist()) == list(range(300))
+    with pytest.raises(DataConfigError, match="kfold"):
+        SpectraDataModule(str(tmp_path), kfold=4, fold=4)
+
+
+def test_train_size_gives_nested_subsets_and_same_test_set(tmp_path):
+    toy_store(tmp_path)
+    full, small, smaller = dm(tmp_path), dm(tmp_path, train_size=100), dm(tmp_path, train_size=40)
+    assert len(small.train_idx) == 100 and len(smaller.train_idx) == 40
+    assert set(smaller.train_idx) <= set(small.train_idx) <= set(full.train_idx)
+    assert np.array_equal(full.test_idx, smaller.test_idx)
+
+
+def test_zero_spectra_get_finite_features_and_do_not_dominate_scaling(tmp_path):
+    toy_store(tmp_path, zero_frac=0.15)
+    m = dm(tmp_path)
+    x = torch.as_tensor(np.nan_to_num(m.delta), dtype=torch.float32)
+    f = m.transform(x)
+    assert torch.isfinite(f).all()
+    zero = (np.nan_to_num(m.delta) == 0).all(axis=(1, 2))
+    assert zero.any()
+    z = f[torch.as_tensor(zero)]
+    assert torch.allclose(z, z[0].expand_as(z))  # all ionized spectra map to one point
+    signal = f[torch.as_tensor(~zero)]
+    assert signal.std(0).min() > 0.3  # the informative spectra keep most of the unit variance
+
+
+def test_raw_transform_without_scaling_is_the_identity_on_kept_bins(tmp_path):
+    toy_store(tmp_path)
+    m = dm(tmp_path, feature_transform="raw", standardize_features=False)
+    x = torch.as_tensor(np.nan_to_num(m.delta), dtype=torch.float32)
+    assert torch.allclose(m.transform(x), x[:, :, torch.as_tensor(m.kept_bins)])
+
+
+def test_targets_outside_the_class_ranges_are_refused(tmp_path):
+    toy_store(tmp_path)
+    with pytest.raises(DataConfigError, match="outside data.target_ranges"):
+        SpectraDataModule(str(tmp_path), target_ranges={**RANGES, "HII_EFF_FACTOR": [5, 100]}).prepare()
+
+
+def test_multi_redshift_shapes_for_both_backbones(tmp_path):
+    toy_store(tmp_path, redshifts=(8.0, 9.0))
+    m = dm(tmp_path, redshifts=[8.0, 9.0])
+    assert m.input_shape == (2, 10)
+    x = m.transform(torch.as_tensor(np.nan_to_num(m.delta[:4]), dtype=torch.float32))
+    assert x.shape == (4, 2, 10)
+    assert DenseBackbone(m.input_shape)(x).shape == (4, 32)
+    assert CNNBackbone(m.input_shape)(x).shape == (4, 64)
+    with pytest.raises(DataConfigError, match=r"data.redshifts \[7.0\]"):
+        dm(tmp_path, redshifts=[7.0])
+
+
+def test_device_batches_cover_each_rank_disjointly():
+    x, y = torch.arange(10.0)[:, None], torch.arange(10.0)[:, None]
+    seen = [torch.cat([b[0] for b in DeviceBatches(x, y, 3, True, seed=1, rank=r, world_size=2)]) for r in (0, 1)]
+    assert len(seen[0]) == len(seen[1]) == 5
+    assert set(seen[0].flatten().tolist()).isdisjoint(seen[1].flatten().tolist())
+    evals = [torch.cat([b[0] for b in DeviceBatches(x, y, 4, False, rank=r, world_size=3)]) for r in range(3)]
+    assert sorted(torch.cat(evals).flatten().tolist()) == list(range(10))

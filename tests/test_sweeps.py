@@ -1,0 +1,92 @@
+"""Sweeps end to end into a real sqlite MLflow store: grid, Optuna, parallel joblib, a failing job, compare."""
+
+from __future__ import annotations
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+from conftest import run_entry
+
+from astrops.compare import compare
+
+QUICK = ["debug=limit", "callbacks.progress_bar=null", "trainer.max_epochs=2", "trainer.limit_train_batches=3"]
+
+
+def sweep(tmp_path, *overrides, check=True):
+    return run_entry("train.py", "-m", *QUICK, f"logger.mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+                     f"logger.mlflow.artifact_root={tmp_path}/artifacts", f"paths.log_dir={tmp_path}/logs",
+                     f"hydra.sweep.dir={tmp_path}/sweep", *overrides, check=check, timeout=900)
+
+
+def runs(tmp_path):
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("astrops")
+    return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def test_grid_sweep_failing_job_and_compare(tmp_path):
+    # the four seed variants plus one job that crashes inside Lightning (negative learning rate)
+    sweep(tmp_path, "model=dense,cnn", "task=regression,classification")
+    sweep(tmp_path, "model.optimizer.lr=0.001,-1.0", "seed=1")
+    client, rs = runs(tmp_path)
+    finished = [r for r in rs if r.info.status == "FINISHED"]
+    failed = [r for r in rs if r.info.status == "FAILED"]
+    assert len(finished) == 5 and len(failed) == 1
+    assert "Invalid learning rate" in failed[0].data.tags["error"]
+    combos = {(r.data.tags["model"], r.data.tags["task"]) for r in finished}
+    assert combos == {("dense", "regression"), ("dense", "classification"), ("cnn", "regression"),
+                      ("cnn", "classification")}
+    for r in finished:
+        assert r.data.tags["sweep_id"] and "job_num" in r.data.tags and "overrides" in r.data.tags
+        assert "test/R2/ION_Tvir_MIN" in r.data.metrics
+    assert len({r.data.tags["sweep_id"] for r in rs}) == 2
+    md = compare("astrops", f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path / "cmp"))
+    table = pd.read_csv(tmp_path / "cmp" / "comparison.csv")
+    names = table["configuration"].tolist()
+    for combo in ("dense regression", "dense classification", "cnn regression", "cnn classification"):
+        assert any(n.startswith(combo + " debug=limit") for n in names), names
+    assert not any("logger." in n or "paths." in n for n in names)
+    assert "seed study: dense regression (published)" in names
+    ref = table.set_index("configuration").loc["seed study: cnn regression (published)"]
+    assert str(ref["R2/HII_EFF_FACTOR"]) == "0.776"
+    assert (tmp_path / "cmp" / "r2_by_configuration.png").stat().st_size > 10_000
+    assert md.read_text().startswith("| configuration")
+    _, rs = runs(tmp_path)
+    assert sum(r.data.tags.get("kind") == "comparison" for r in rs) == 1
+
+
+def test_seed_sweep_gives_mean_and_std(tmp_path):
+    sweep(tmp_path, "seed=1,2,3")
+    compare("astrops", f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path / "cmp"), log=False)
+    table = pd.read_csv(tmp_path / "cmp" / "comparison.csv").set_index("configuration")
+    (key,) = [k for k in table.index if k.startswith("dense regression")]
+    row = table.loc[key]
+    assert row["runs"] == "3" or row["runs"] == 3
+    assert "±" in row["R2/ION_Tvir_MIN"]
+
+
+def test_parallel_joblib_sweep_loses_nothing(tmp_path):
+    sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=1,2,3,4")
+    client, rs = runs(tmp_path)
+    assert len(rs) == 4 and all(r.info.status == "FINISHED" for r in rs)
+    reference = set(rs[0].data.metrics)
+    assert len(reference) == 3 * 4 * 4 + 3 + 2  # stages x metrics x (params + overall) + losses + epoch, lr
+    for r in rs:
+        assert set(r.data.metrics) == reference  # every metric of every run arrived
+        hist = client.get_metric_history(r.info.run_id, "val/loss")
+        assert len(hist) == 2  # one value per epoch, none lost
+
+
+def test_optuna_sweep_writes_and_logs_best_parameters(tmp_path):
+    sweep(tmp_path, "hparams_search=optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.n_startup_trials=2")
+    best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    assert set(best["best_params"]) >= {"model.optimizer.lr", "data.batch_size", "data.feature_transform"}
+    assert best["best_value"] > 0
+    client, rs = runs(tmp_path)
+    trials = [r for r in rs if r.data.tags.get("kind") != "optuna_summary"]
+    (summary,) = [r for r in rs if r.data.tags.get("kind") == "optuna_summary"]
+    assert len(trials) == 3
+    assert summary.data.metrics["best_value"] == pytest.approx(best["best_value"])
+    losses = [r.data.metrics.get("val/loss") for r in trials]
+    assert all(v is not None for v in losses)
