@@ -71,19 +71,12 @@ def run_predict(cfg: DictConfig) -> int:
     """Predict parameters for the spectra in ``cfg.input`` and write them as CSV with a lineage header."""
     import json
 
-    import numpy as np
-
-    from astrops.inference import InputError, load_model
+    from astrops.inference import InputError, load_model, read_spectra_npz
 
     try:
+        k, delta, redshifts = read_spectra_npz(cfg.input)
         predictor = load_model(cfg.ckpt_path)
-        path = cfg.input
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"input {path} does not exist: give an npz with 'k' and 'delta'")
-        with np.load(path, allow_pickle=False) as z:
-            if "k" not in z or "delta" not in z:
-                raise InputError(f"{path} lacks 'k' or 'delta': it must be in 21CMMC's format")
-            df = predictor.predict(z["k"], z["delta"], z.get("redshifts"))
+        df = predictor.predict(k, delta, redshifts)
     except (InputError, FileNotFoundError, ValueError) as exc:
         return _bad_input(exc)
     lineage = {k: predictor.meta.get(k) for k in ("model_name", "task_name", "redshifts", "lineage",

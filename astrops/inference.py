@@ -99,6 +99,21 @@ class Predictor:
         return df
 
 
+def read_spectra_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(k, delta, redshifts or None) from a 21CMMC-format npz, never unpickling anything."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"input {path} does not exist: give an npz with 'k' and 'delta'")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "k" not in z or "delta" not in z:
+                raise InputError(f"{path} lacks 'k' or 'delta': it must be in 21CMMC's format")
+            return z["k"], z["delta"], z.get("redshifts")
+    except ValueError as exc:
+        raise InputError(f"{path} holds pickled Python objects or is not an npz: refusing to load it "
+                         "(only plain numeric arrays are read)") from exc
+
+
 def load_model(path: str | Path) -> Predictor:
     """Rebuild a model from a checkpoint written by ``train.py``."""
     path = Path(path)

@@ -9,6 +9,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from astrops import __version__, report, tracking
@@ -90,6 +91,8 @@ def _fit_and_test(cfg: DictConfig, loggers: list, mlf) -> tuple[dict[str, float]
                 **{k: str(v) for k, v in (cfg.get("tags") or {}).items()}}
         tracking.log_run_start(mlf, cfg, tags)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    if not loggers:  # Lightning refuses a learning-rate monitor without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     trainer.fit(model, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))

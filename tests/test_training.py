@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import mlflow
 import numpy as np
 import pytest
 import torch
 from conftest import run_entry
 
-import mlflow
 from astrops.data import DataConfigError, SpectraDataModule
 from astrops.inference import InputError, load_model
 from astrops.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
@@ -76,9 +76,9 @@ def test_real_training_predicts_and_round_trips(tmp_path, train_cfg):
 
 
 def test_same_seed_same_metrics(tmp_path, train_cfg):
-    a, _ = train(train_cfg(*QUICK, "logger=none"))
-    b, _ = train(train_cfg(*QUICK, "logger=none"))
-    c, _ = train(train_cfg(*QUICK, "logger=none", "seed=7"))
+    a, _ = train(train_cfg(*QUICK, "logger.mlflow=null"))
+    b, _ = train(train_cfg(*QUICK, "logger.mlflow=null"))
+    c, _ = train(train_cfg(*QUICK, "logger.mlflow=null", "seed=7"))
     assert a["test/R2/ION_Tvir_MIN"] == b["test/R2/ION_Tvir_MIN"]
     assert a["test/R2/ION_Tvir_MIN"] != c["test/R2/ION_Tvir_MIN"]
 
@@ -100,7 +100,7 @@ def test_resume_from_last_checkpoint(tmp_path, train_cfg):
 
 
 def test_checkpoint_loads_with_weights_only(tmp_path, train_cfg):
-    _, best = train(train_cfg(*QUICK, "logger=none", "task=classification"))
+    _, best = train(train_cfg(*QUICK, "logger.mlflow=null", "task=classification"))
     ckpt = torch.load(best, weights_only=True)
     assert ckpt["astrops"]["n_classes"] == 25
     edges = ckpt["state_dict"]["task.codec.edges"]
@@ -114,8 +114,9 @@ def test_bad_inputs(tmp_path, train_cfg):
     assert proc.returncode != 0 and "model/transformer" in proc.stderr and "dense" in proc.stderr
     proc = run_entry("train.py", "task=ranking", check=False)
     assert proc.returncode != 0 and "task/ranking" in proc.stderr
-    proc = run_entry("predict.py", f"ckpt_path={tmp_path}/nope.ckpt", "input=x.npz", check=False)
-    assert proc.returncode == 2 and "does not exist" in proc.stderr
+    np.savez(tmp_path / "x.npz", k=np.arange(3.0), delta=np.ones(3))
+    proc = run_entry("predict.py", f"ckpt_path={tmp_path}/nope.ckpt", f"input={tmp_path}/x.npz", check=False)
+    assert proc.returncode == 2 and "checkpoint" in proc.stderr and "does not exist" in proc.stderr
     (tmp_path / "empty").mkdir()
     from astrops.store import Store
 
@@ -123,12 +124,11 @@ def test_bad_inputs(tmp_path, train_cfg):
     with pytest.raises(DataConfigError, match="has no spectra"):
         SpectraDataModule(str(tmp_path / "empty")).prepare()
     with pytest.raises(DataConfigError, match=r"data.redshifts \[6.0\]"):
-        SpectraDataModule(str(tmp_path.parent), redshifts=[6.0]) if False else \
-            SpectraDataModule(train_cfg().data.store_dir, redshifts=[6.0]).prepare()
+        SpectraDataModule(train_cfg().data.store_dir, redshifts=[6.0]).prepare()
 
 
 def test_predict_refuses_wrong_k_grid(tmp_path, train_cfg):
-    _, best = train(train_cfg(*QUICK, "logger=none"))
+    _, best = train(train_cfg(*QUICK, "logger.mlflow=null"))
     p = load_model(best)
     with pytest.raises(InputError, match="k grid"):
         p.predict(p.k * 1.01, np.ones((1, 22)))

@@ -30,9 +30,11 @@ class ParameterEstimator(L.LightningModule):
         self.param_names = list(parameters)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         n_classes = getattr(task, "n_classes", None)
+        # Training metrics are computed once per epoch on the whole training split with the epoch's final
+        # weights (one forward pass), not accumulated per step: cheaper, and a truer train-set figure.
+        self.train_metrics = train_metrics
         # ModuleDict keys may not shadow nn.Module attributes ("train"), hence the suffix
         self.metrics = nn.ModuleDict({
-            "train_metrics": ParameterMetrics(parameters, n_classes) if train_metrics else nn.Identity(),
             "val_metrics": ParameterMetrics(parameters, n_classes),
             "test_metrics": ParameterMetrics(parameters, n_classes, confusion=True)})
         self.meta = meta or {}  # plain-typed description saved in checkpoints (configs, lineage, k grid)
@@ -65,8 +67,8 @@ class ParameterEstimator(L.LightningModule):
         loss = self.task.loss(out, y)
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=len(x),
                  sync_dist=stage != "train", prog_bar=stage == "val")
-        metrics = self.metrics[f"{stage}_metrics"]
-        if isinstance(metrics, ParameterMetrics):
+        if stage != "train":
+            metrics = self.metrics[f"{stage}_metrics"]
             with torch.no_grad():
                 dec = self.task.decode(out.detach())
                 cls = dec.get("class")
@@ -87,15 +89,20 @@ class ParameterEstimator(L.LightningModule):
 
     def _epoch_end(self, stage: str) -> dict[str, float]:
         metrics = self.metrics[f"{stage}_metrics"]
-        if not isinstance(metrics, ParameterMetrics):
-            return {}
         values = metrics.compute(stage, self.task.codec.std)
         self.log_dict(values, sync_dist=False)  # torchmetrics already synchronised across processes
         metrics.reset()
         return values
 
     def on_train_epoch_end(self) -> None:
-        values = self._epoch_end("train")
+        values: dict[str, float] = {}
+        data = getattr(self.trainer.datamodule, "tensors", {}).get("train") if self.trainer.datamodule else None
+        if self.train_metrics and data is not None:
+            was_training = self.training
+            self.eval()
+            values = {k: v for k, v in self.evaluate(*data, prefix="train").items() if k != "train/loss"}
+            self.train(was_training)
+            self.log_dict(values, sync_dist=False, rank_zero_only=True)
         logged = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.endswith("/loss")}
         self.history.append({"epoch": self.current_epoch, **logged, **{k: v for k, v in values.items() if "/R2/" in k}})
 
