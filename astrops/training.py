@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -70,13 +72,36 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], str]:
     loggers = [instantiate(lg, run_id=run_id) if "mlflow" in name else instantiate(lg)
                for name, lg in (cfg.get("logger") or {}).items() if lg is not None]
     mlf = tracking.mlflow_of(loggers)
+    previous = _terminate_gracefully_on_sigterm()
     try:
         return _fit_and_test(cfg, loggers, mlf)
     except BaseException as exc:
         if mlf is not None and mlf.experiment.get_run(mlf.run_id).info.status != "FINISHED":
-            mlf.experiment.set_tag(mlf.run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
-            mlf.experiment.set_terminated(mlf.run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            interrupted = isinstance(exc, KeyboardInterrupt | SystemExit)
+            last = (cfg.get("callbacks") or {}).get("model_checkpoint")
+            hint = f"; resume with ckpt_path={last.dirpath}/last.ckpt" if interrupted and last else ""
+            msg = "interrupted (SIGTERM or Ctrl-C)" if interrupted else f"{type(exc).__name__}: {exc}"
+            mlf.experiment.set_tag(mlf.run_id, "error", (msg + hint)[:5000])
+            mlf.experiment.set_terminated(mlf.run_id, "KILLED" if interrupted else "FAILED")
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class TrainingTerminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's or a user's kill) turned into Lightning's graceful-interrupt path."""
+
+
+def _terminate_gracefully_on_sigterm():
+    """Make SIGTERM interrupt training like Ctrl-C: the run is closed as KILLED, last.ckpt stays resumable."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise TrainingTerminated(f"received signal {signum}")
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def _fit_and_test(cfg: DictConfig, loggers: list, mlf) -> tuple[dict[str, float], str]:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import pickle
+import signal
 import subprocess
 import time
 
+import mlflow
 import numpy as np
 import pytest
 import torch
-from conftest import run_entry
+from conftest import popen_entry, run_entry
 
 from astrops.inference import InputError, load_model
 from astrops.store import Store
@@ -95,3 +97,28 @@ def test_file_store_is_refused_with_the_fix():
 def test_credentials_are_redacted():
     assert redact("https://alice:s3cret@mlflow.example.org/") == "https://alice:***@mlflow.example.org/"
     assert redact("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+
+
+def test_sigterm_during_training_then_resume(tmp_path):
+    common = ["callbacks.progress_bar=null", "callbacks.early_stopping=null", f"paths.output_dir={tmp_path}/run",
+              f"logger.mlflow.tracking_uri=sqlite:///{tmp_path}/m.db", f"logger.mlflow.artifact_root={tmp_path}/a"]
+    proc = popen_entry("train.py", *common, "trainer.max_epochs=400", cwd=tmp_path)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 180
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) != 0
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/m.db")
+    exp = client.get_experiment_by_name("astrops").experiment_id
+    (run,) = client.search_runs([exp])
+    assert run.info.status == "KILLED" and "resume with ckpt_path=" in run.data.tags["error"]
+    done = torch.load(last, weights_only=True)["epoch"]
+    assert 0 <= done < 399
+    run_entry("train.py", *common, f"trainer.max_epochs={done + 3}", f"ckpt_path={last}", cwd=tmp_path)
+    (resumed,) = client.search_runs([exp])
+    assert resumed.info.run_id == run.info.run_id and resumed.info.status == "FINISHED"
+    assert torch.load(last, weights_only=True)["epoch"] == done + 2  # continued, not restarted
+    losses = client.get_metric_history(run.info.run_id, "train/loss")
+    assert len(losses) >= done + 3  # one per epoch, before and after the interruption, in the same run
