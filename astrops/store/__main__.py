@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 from astrops.store.files import StoreError
-from astrops.store.seed_format import export_seed_format, import_seed_format
+from astrops.store.seed_format import export_seed_format, import_seed_format, read_seed_format, seed_records
 from astrops.store.store import Store
 
 
@@ -55,6 +55,7 @@ def _export(store: Store, args: argparse.Namespace) -> int:
 
 
 def _import(store: Store, args: argparse.Namespace) -> int:
+    priors = None
     if args.dataset:
         dataset = store.dataset(args.dataset)
     else:  # the configuration the spectra were made with: a simulation config (default: the reference one)
@@ -67,9 +68,13 @@ def _import(store: Store, args: argparse.Namespace) -> int:
             cfg = compose("simulate", overrides=[f"simulation={args.config}", *args.overrides])
         sim = instantiate(cfg.simulation.simulator, _convert_="all")
         store.check_writable()
+        priors = {k: list(v) for k, v in cfg.simulation.design.priors.items()}
+        # every row is checked against the configuration before the dataset directory is created
+        seed_records(read_seed_format(args.csv, args.npz_dir), sim.k(), sim.redshifts,
+                     list(cfg.simulation.design.priors), priors, args.csv)
         dataset = store.create_dataset(cfg.simulation.name or sim.default_name(), sim.spec(),
                                        list(cfg.simulation.design.priors), sim.redshifts, sim.k())
-    n = import_seed_format(dataset, args.csv, args.npz_dir)
+    n = import_seed_format(dataset, args.csv, args.npz_dir, priors=priors)
     dataset.compact()
     print(f"imported {n} spectra into {dataset.name} (IC seeds unknown unless the CSV has a 'seed' column)")
     return 0

@@ -70,28 +70,39 @@ def read_seed_format(csv_path: str | Path, npz_dir: str | Path | None = None) ->
     return out
 
 
-def import_seed_format(dataset: Dataset, csv_path: str | Path, npz_dir: str | Path | None = None) -> int:
-    """Append seed-format spectra to ``dataset`` after checking k grid, redshifts and parameter names.
-
-    Every row is checked before anything is written, so a bad file leaves the store unchanged.
-    Records without a ``seed`` column are stored with the IC seed marked unknown.
-    """
-    rows = read_seed_format(csv_path, npz_dir)
-    n_z = len(dataset.redshifts)
+def seed_records(rows: list[dict], k: np.ndarray, redshifts: list[float], parameters: list[str],
+                 priors: dict[str, list[float]] | None, source: str | Path) -> list[dict]:
+    """Check seed-format rows against a configuration (k grid, redshifts, names, priors); store records."""
+    n_z = len(redshifts)
     records = []
     for i, r in enumerate(rows):
-        if set(r["params"]) != set(dataset.parameters):
-            raise StoreError(f"row {i}: parameters {sorted(r['params'])} differ from the dataset's {dataset.parameters}")
-        if r["k"].shape != dataset.k.shape or not np.allclose(r["k"], dataset.k, rtol=1e-6):
-            raise StoreError(f"row {i}: k grid differs from dataset {dataset.name}'s (relative 1e-6): "
+        if set(r["params"]) != set(parameters):
+            raise StoreError(f"row {i}: parameters {sorted(r['params'])} differ from the dataset's {parameters}")
+        for name, (lo, hi) in (priors or {}).items():
+            if not lo <= r["params"][name] <= hi:
+                raise StoreError(f"row {i}: {name}={r['params'][name]} lies outside the prior [{lo}, {hi}] of the "
+                                 "configuration: import into a configuration whose priors cover it (--config / overrides)")
+        if r["k"].shape != k.shape or not np.allclose(r["k"], k, rtol=1e-6):
+            raise StoreError(f"row {i}: k grid differs from the configuration's (relative 1e-6): "
                              "import into a dataset made with the same box and binning")
         delta = np.atleast_2d(r["delta"])
-        zs = r["redshifts"] if r["redshifts"] is not None else dataset.redshifts[:1]
-        if delta.shape != (n_z, len(dataset.k)) or not np.allclose(zs, dataset.redshifts):
+        zs = r["redshifts"] if r["redshifts"] is not None else redshifts[:1]
+        if delta.shape != (n_z, len(k)) or not np.allclose(zs, redshifts):
             raise StoreError(f"row {i}: spectrum at redshifts {list(np.atleast_1d(zs))} with shape {delta.shape}; "
-                             f"dataset {dataset.name} needs redshifts {dataset.redshifts}")
+                             f"the dataset needs redshifts {redshifts}")
         records.append({"params": r["params"], "seed": r["seed"], "delta": delta, "status": "ok",
-                        "design": {"imported_from": str(Path(csv_path).resolve())}})
+                        "design": {"imported_from": str(Path(source).resolve())}})
+    return records
+
+
+def import_seed_format(dataset: Dataset, csv_path: str | Path, npz_dir: str | Path | None = None,
+                       priors: dict[str, list[float]] | None = None) -> int:
+    """Append seed-format spectra to ``dataset``; every row is checked first (a bad file changes nothing).
+
+    Records without a ``seed`` column are stored with the IC seed marked unknown.
+    """
+    records = seed_records(read_seed_format(csv_path, npz_dir), dataset.k, dataset.redshifts, dataset.parameters,
+                           priors, csv_path)
     if records:
         dataset.append(records)
     return len(records)
