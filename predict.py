@@ -14,7 +14,9 @@ os.environ.setdefault("ASTROPS_ROOT", str(Path(__file__).resolve().parent))
 def main(cfg: DictConfig) -> None:
     from astrops.entry import run_predict
 
-    sys.exit(run_predict(cfg))
+    code = run_predict(cfg)
+    if code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

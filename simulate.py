@@ -14,7 +14,9 @@ os.environ.setdefault("ASTROPS_ROOT", str(Path(__file__).resolve().parent))
 def main(cfg: DictConfig) -> None:
     from astrops.entry import run_simulate
 
-    sys.exit(run_simulate(cfg))
+    code = run_simulate(cfg)
+    if code:  # a plain return on success: launchers (submitit) must see the job finish normally
+        sys.exit(code)
 
 
 if __name__ == "__main__":

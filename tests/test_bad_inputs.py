@@ -67,3 +67,12 @@ def test_import_refuses_out_of_prior_parameters_and_writes_nothing(tmp_path, cap
 
 def load_k():
     return Store(ROOT / "data" / "reference").dataset("reference").k
+
+
+def test_resume_from_missing_checkpoint_is_refused(tmp_path):
+    from conftest import compose_cfg  # noqa: I001
+
+    cfg = compose_cfg("train", [f"paths.output_dir={tmp_path}/run", "logger.mlflow=null",
+                                f"ckpt_path={tmp_path}/gone/last.ckpt"])
+    with pytest.raises(FileNotFoundError, match="ckpt_path=.* does not exist: give a checkpoint file"):
+        train(cfg)

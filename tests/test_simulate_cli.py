@@ -113,3 +113,15 @@ def test_unwritable_store_path(tmp_path, small_sim_overrides):
     proc = run_entry("simulate.py", *small_sim_overrides, f"paths.store_dir={tmp_path}/blocker/store", check=False)
     assert proc.returncode == 2
     assert "is not writable" in proc.stderr and "paths.store_dir" in proc.stderr
+
+
+def test_submitit_shards_fill_one_store(tmp_path, small_sim_overrides):
+    """Cluster path, run locally: the submitit engine runs two shard jobs; the store gets their union."""
+    n = 6
+    overrides = [o for o in small_sim_overrides if not o.startswith("hydra.run")]
+    run_entry("simulate.py", "-m", "hydra/launcher=local", *overrides, f"simulation.n={n}",
+              "simulation.shard=0,1", "simulation.num_shards=2", f"hydra.sweep.dir={tmp_path}/sweep", timeout=600)
+    ds = only_dataset(tmp_path / "store")
+    r = ds.load()
+    assert len(r) == n and sorted(r.table["index"].to_pylist()) == list(range(n))
+    assert len(list((tmp_path / "sweep").glob("**/*_submitted.pkl"))) == 2  # two submitit jobs ran
