@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: install sysdeps test lint demo reference holdout clean help
+.PHONY: install sysdeps test lint demo reference bench clean help
 
 help:
 	@echo "make demo   - simulate a few spectra, train on the bundled reference data, log to MLflow"
@@ -49,3 +49,9 @@ reference: $(STAMP)
 
 clean:
 	rm -rf logs .pytest_cache
+
+# The quick benchmark subset (< 10 minutes on 2 cores); full commands and numbers in docs/benchmarks.md.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/store_io.py
+	$(BIN)/python benchmarks/simulation_throughput.py --reps 5
+	$(BIN)/python benchmarks/training_throughput.py --n 20000 --epochs 1 --reps 3

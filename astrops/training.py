@@ -12,6 +12,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from astrops import __version__, report, tracking
@@ -71,7 +72,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], str]:
     run_id = _resume_run_id(cfg.get("ckpt_path"))
     loggers = [instantiate(lg, run_id=run_id) if "mlflow" in name else instantiate(lg)
                for name, lg in (cfg.get("logger") or {}).items() if lg is not None]
-    mlf = tracking.mlflow_of(loggers)
+    # under DDP every process runs this function; only rank 0 talks to MLflow (Lightning's loggers are
+    # rank-zero only too), the other ranks keep the logger object so Lightning sees the same set-up
+    mlf = tracking.mlflow_of(loggers) if rank_zero_only.rank == 0 else None
     previous = _terminate_gracefully_on_sigterm()
     try:
         return _fit_and_test(cfg, loggers, mlf)
@@ -109,16 +112,17 @@ def _fit_and_test(cfg: DictConfig, loggers: list, mlf) -> tuple[dict[str, float]
     dm.prepare()
     meta = checkpoint_meta(cfg, dm)
     model = build_model(cfg, dm, meta)
-    if mlf is not None:
-        meta["mlflow_run_id"] = mlf.run_id
-        meta["mlflow_tracking_uri"] = tracking.redact(mlf._tracking_uri)
-        tags = {"model": meta["model_name"], "task": meta["task_name"], **dm.lineage(), **tracking.sweep_tags(),
-                **{k: str(v) for k, v in (cfg.get("tags") or {}).items()}}
-        tracking.log_run_start(mlf, cfg, tags)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     if not loggers:  # Lightning refuses a learning-rate monitor without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if mlf is not None:
+        meta["mlflow_run_id"] = mlf.run_id
+        meta["mlflow_tracking_uri"] = tracking.redact(mlf._tracking_uri)
+        tags = {"model": meta["model_name"], "task": meta["task_name"], **dm.lineage(), **tracking.sweep_tags(),
+                "world_size": str(trainer.world_size),
+                **{k: str(v) for k, v in (cfg.get("tags") or {}).items()}}
+        tracking.log_run_start(mlf, cfg, tags)
 
     trainer.fit(model, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
     ckpt_cb = trainer.checkpoint_callback
