@@ -69,6 +69,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], str]:
     run is opened first, so a run that fails at any later step is recorded as FAILED with its error.
     """
     L.seed_everything(cfg.seed, workers=True)
+    if cfg.get("cpu_threads"):
+        # the networks are tiny: one intra-op thread beats several (no sync/spin overhead per op);
+        # measured in docs/benchmarks.md. Data-parallel work across processes is DDP's job.
+        torch.set_num_threads(int(cfg.cpu_threads))
     run_id = _resume_run_id(cfg.get("ckpt_path"))
     loggers = [instantiate(lg, run_id=run_id) if "mlflow" in name else instantiate(lg)
                for name, lg in (cfg.get("logger") or {}).items() if lg is not None]

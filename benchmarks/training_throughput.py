@@ -112,11 +112,12 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--batches", default="32,1024")
     ap.add_argument("--models", default="dense,cnn")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads, all sides (astrops default: 1)")
     args = ap.parse_args()
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(args.threads)
     dm, x, y = tiled_data(args.n)
     print(f"{args.n} spectra, {args.epochs} epochs, {args.reps} alternating repetitions, "
-          f"{os.cpu_count()} cores, torch {torch.__version__}, device {'cuda' if torch.cuda.is_available() else 'cpu'}")
+          f"{os.cpu_count()} cores, {args.threads} torch thread(s), torch {torch.__version__}, device {'cuda' if torch.cuda.is_available() else 'cpu'}")
     print("| model | batch | bare samples/s | plain Lightning | astrops | plain/bare | astrops/bare | astrops/plain |")
     print("|---|---|---|---|---|---|---|---|")
     sides = {"bare": bare, "plain": plain_lightning, "astrops": astrops_side}
