@@ -56,14 +56,27 @@ def test_grid_sweep_failing_job_and_compare(tmp_path):
     assert sum(r.data.tags.get("kind") == "comparison" for r in rs) == 1
 
 
-def test_seed_sweep_gives_mean_and_std(tmp_path):
-    sweep(tmp_path, "seed=1,2,3")
+def test_seed_and_train_size_sweep_gives_mean_std_and_learning_curve(tmp_path):
+    sweep(tmp_path, "seed=1,2", "data.train_size=60,120")
     compare("astrops", f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path / "cmp"), log=False)
     table = pd.read_csv(tmp_path / "cmp" / "comparison.csv").set_index("configuration")
-    (key,) = [k for k in table.index if k.startswith("dense regression")]
-    row = table.loc[key]
-    assert row["runs"] == "3" or row["runs"] == 3
-    assert "±" in row["R2/ION_Tvir_MIN"]
+    rows = [k for k in table.index if k.startswith("dense regression")]
+    assert len(rows) == 2 and all("data.train_size=" in k for k in rows)
+    for k in rows:
+        assert float(table.loc[k, "runs"]) == 2 and "±" in table.loc[k, "R2/ION_Tvir_MIN"]
+    assert (tmp_path / "cmp" / "learning_curve.png").stat().st_size > 10_000
+    runs = pd.read_csv(tmp_path / "cmp" / "runs.csv")
+    assert sorted(runs["train_size"].unique().tolist()) == [60, 120]
+
+
+def test_data_plots(tmp_path):
+    from astrops.plots import main as plots_main
+
+    assert plots_main(["spectra", "reference", "--redshift", "8", "--out", str(tmp_path)]) == 0
+    pngs = sorted(tmp_path.glob("*.png"))
+    assert [p.name.split("_z8_")[1] for p in pngs] == ["distributions.png", "spectra.png"]
+    assert all(p.stat().st_size > 20_000 for p in pngs)
+    assert plots_main(["spectra", "reference", "--redshift", "6", "--out", str(tmp_path)]) == 2
 
 
 def test_parallel_joblib_sweep_loses_nothing(tmp_path):
