@@ -62,8 +62,11 @@ def run_train(cfg: DictConfig) -> float | None:
         return float("nan")
     name = cfg.get("optimized_metric")
     value = metrics.get(f"best/{name}", metrics.get(name)) if name else None
-    sys.stdout.flush()
-    print(best, flush=True)
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank == 0:  # under DDP the other processes stay silent: one last line
+        sys.stdout.flush()
+        print(best, flush=True)
     return value
 
 
