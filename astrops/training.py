@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import mlflow
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
@@ -112,6 +114,7 @@ def _terminate_gracefully_on_sigterm():
 
 
 def _fit_and_test(cfg: DictConfig, loggers: list, mlf) -> tuple[dict[str, float], str]:
+    t_start = time.perf_counter()
     dm: SpectraDataModule = instantiate(cfg.data)
     dm.prepare()
     meta = checkpoint_meta(cfg, dm)
@@ -128,16 +131,27 @@ def _fit_and_test(cfg: DictConfig, loggers: list, mlf) -> tuple[dict[str, float]
                 **{k: str(v) for k, v in (cfg.get("tags") or {}).items()}}
         tracking.log_run_start(mlf, cfg, tags)
 
+    timing = {"setup": time.perf_counter() - t_start}
+    t0 = time.perf_counter()
     trainer.fit(model, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+    timing["fit"] = time.perf_counter() - t0
     ckpt_cb = trainer.checkpoint_callback
     best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else ""
     if trainer.interrupted:
         raise KeyboardInterrupt(f"training interrupted; resume with ckpt_path="
                                 f"{ckpt_cb.last_model_path if ckpt_cb is not None else '<last.ckpt>'}")
+    t0 = time.perf_counter()
     trainer.test(model, datamodule=dm, ckpt_path=best or None, weights_only=True)
+    timing["test"] = time.perf_counter() - t0
     results = {k: float(v) for k, v in model.test_results.items()}
     if trainer.is_global_zero:
+        t0 = time.perf_counter()
         _finish(cfg, model, dm, mlf, results, best)
+        timing["artifacts"] = time.perf_counter() - t0
+        log.info("time (s): %s", ", ".join(f"{k} {v:.2f}" for k, v in timing.items()))
+        if mlf is not None:  # where a run's wall time goes, comparable across runs in the UI
+            mlf.experiment.log_batch(mlf.run_id, metrics=[
+                mlflow.entities.Metric(f"time/{k}_s", v, int(time.time() * 1000), 0) for k, v in timing.items()])
     # the model now holds the weights of the best checkpoint (loaded by test): its validation figures are
     # what sweeps optimise (best/val/loss, best/val/R2/overall, ...)
     results.update(model.evaluate(*dm.tensors["val"], prefix="best/val"))

@@ -65,17 +65,21 @@ class ParameterEstimator(L.LightningModule):
         x, y = batch
         out = self(x)
         loss = self.task.loss(out, y)
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=len(x),
-                 sync_dist=stage != "train", prog_bar=stage == "val")
-        if stage != "train":
-            metrics = self.metrics[f"{stage}_metrics"]
-            with torch.no_grad():
-                dec = self.task.decode(out.detach())
-                cls = dec.get("class")
-                metrics.update(dec["value"], y, cls, self.task.codec.to_class(y) if cls is not None else None)
-            if stage == "test":
-                self.test_outputs.setdefault("pred", []).append(dec["value"].cpu())
-                self.test_outputs.setdefault("true", []).append(y.cpu())
+        if stage == "train":
+            # summed here and logged once per epoch: self.log on every step costs more than a tiny step
+            self._train_loss = self._train_loss + loss.detach() * len(x)
+            self._train_count += len(x)
+            return loss
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=len(x), sync_dist=True,
+                 prog_bar=stage == "val")
+        with torch.no_grad():
+            dec = self.task.decode(out.detach())
+            cls = dec.get("class")
+            self.metrics[f"{stage}_metrics"].update(dec["value"], y, cls,
+                                                     self.task.codec.to_class(y) if cls is not None else None)
+        if stage == "test":
+            self.test_outputs.setdefault("pred", []).append(dec["value"].cpu())
+            self.test_outputs.setdefault("true", []).append(y.cpu())
         return loss
 
     def training_step(self, batch, batch_idx):
@@ -94,7 +98,12 @@ class ParameterEstimator(L.LightningModule):
         metrics.reset()
         return values
 
+    def on_train_epoch_start(self) -> None:
+        self._train_loss, self._train_count = torch.zeros((), device=self.device), 0
+
     def on_train_epoch_end(self) -> None:
+        if self._train_count:
+            self.log("train/loss", self._train_loss / self._train_count, sync_dist=True)
         values: dict[str, float] = {}
         data = getattr(self.trainer.datamodule, "tensors", {}).get("train") if self.trainer.datamodule else None
         if self.train_metrics and data is not None:
