@@ -160,7 +160,10 @@ class SpectraDataModule(L.LightningDataModule):
         self.delta = delta
 
         strata = np.clip(np.searchsorted(edges[0], self.params[:, 0], side="right") - 1, 0, self.n_classes - 1)
-        self.train_idx, self.val_idx, self.test_idx = self._split(strata)
+        # spectra sharing initial conditions (simulation.sims_per_ic > 1) must land in the same split,
+        # or the test set would share cosmic variance with the training set; unknown seeds stand alone
+        groups = np.where(recs.seeds >= 0, recs.seeds, -1 - np.arange(len(recs.seeds)))
+        self.train_idx, self.val_idx, self.test_idx = self._split(strata, groups)
 
         self.transform = SpectrumTransform.fit(delta[self.train_idx], self.kept_bins, self.feature_transform,
                                                self.standardize_features, self.log_floor_fraction)
@@ -170,8 +173,16 @@ class SpectraDataModule(L.LightningDataModule):
                  ds.name, len(self.params), self.redshifts, len(self.kept_bins), len(self.k),
                  len(self.train_idx), len(self.val_idx), len(self.test_idx), self.split_seed)
 
-    def _split(self, strata: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(train, val, test) indices: stratified on ζ's class, seeded by split_seed alone."""
+    def _split(self, strata: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(train, val, test) record indices; records of one IC group always share a split."""
+        uniq, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+        if len(uniq) == len(groups):  # every spectrum its own realisation (the default)
+            return self._split_units(strata)
+        parts = self._split_units(strata[first])  # split the groups, stratified on their first member
+        return tuple(np.flatnonzero(np.isin(inverse, part)) for part in parts)
+
+    def _split_units(self, strata: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(train, val, test) indices of units: stratified on ζ's class, seeded by split_seed alone."""
         if self.kfold:
             folds = stratified_folds(strata, self.kfold, self.split_seed)
             test = folds[self.fold]

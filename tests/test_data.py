@@ -15,7 +15,7 @@ K = np.geomspace(0.05, 2.0, 12)
 RANGES = {"HII_EFF_FACTOR": [5.0, 200.0], "ION_Tvir_MIN": [4.0, 6.0], "R_BUBBLE_MAX": [5.0, 20.0]}
 
 
-def toy_store(root, n=300, nan_bins=(0, 5), redshifts=(8.0, 9.0), zero_frac=0.15, seed=0):
+def toy_store(root, n=300, nan_bins=(0, 5), redshifts=(8.0, 9.0), zero_frac=0.15, seed=0, sims_per_ic=1):
     """Spectra with a known dependence on the parameters; some fully ionized (all zero)."""
     rng = np.random.default_rng(seed)
     ds = Store(root).create_dataset("toy", {"toy": seed}, PARAMS, list(redshifts), K)
@@ -26,7 +26,7 @@ def toy_store(root, n=300, nan_bins=(0, 5), redshifts=(8.0, 9.0), zero_frac=0.15
         if rng.random() < zero_frac:
             delta[:] = 0.0
         delta[:, list(nan_bins)] = np.nan
-        rows.append({"params": dict(zip(PARAMS, p, strict=True)), "seed": i, "delta": delta, "index": i})
+        rows.append({"params": dict(zip(PARAMS, p, strict=True)), "seed": i // sims_per_ic, "delta": delta, "index": i})
     ds.append(rows)
     return ds
 
@@ -139,3 +139,14 @@ def test_device_batches_cover_each_rank_disjointly():
     assert set(seen[0].flatten().tolist()).isdisjoint(seen[1].flatten().tolist())
     evals = [torch.cat([b[0] for b in DeviceBatches(x, y, 4, False, rank=r, world_size=3)]) for r in range(3)]
     assert sorted(torch.cat(evals).flatten().tolist()) == list(range(10))
+
+
+def test_spectra_sharing_initial_conditions_stay_in_one_split(tmp_path):
+    toy_store(tmp_path, n=400, sims_per_ic=4)
+    m = dm(tmp_path)
+    seeds = Store(tmp_path).dataset().load().seeds
+    for part in (m.train_idx, m.val_idx, m.test_idx):
+        others = np.setdiff1d(np.arange(400), part)
+        assert not set(seeds[part]) & set(seeds[others]), "an IC realisation is split across train/val/test"
+    assert sum(map(len, (m.train_idx, m.val_idx, m.test_idx))) == 400
+    assert 50 <= len(m.test_idx) <= 110  # ~20 % of the 100 groups, 4 spectra each
