@@ -140,3 +140,11 @@ def test_cli_info_and_unknown_dataset(tmp_path, capsys):
     assert "2 spectra" in capsys.readouterr().out
     assert store_cli(["info", str(tmp_path), "--dataset", "nope"]) == 2
     assert "no dataset matches 'nope'" in capsys.readouterr().err
+
+
+def test_cli_provenance(tmp_path):
+    ds = make_dataset(tmp_path)
+    ds.append([rec(0), rec(1), {**rec(2), "status": "failed", "error": "x"}])
+    assert store_cli(["provenance", str(tmp_path), "--command", "python simulate.py simulation.n=3"]) == 0
+    text = (tmp_path / "PROVENANCE.md").read_text()
+    assert ds.hash in text and "2 successful, 1 failed" in text and "simulation.n=3" in text

@@ -80,6 +80,41 @@ def _import(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
+def _provenance(store: Store, args: argparse.Namespace) -> int:
+    """Write PROVENANCE.md beside the datasets: what was made, how, with which code, and what it holds."""
+    import numpy as np
+
+    blocks = ["# Provenance\n"]
+    for d in store.datasets() if not args.dataset else [store.dataset(args.dataset)]:
+        t = d.read_table(include_failed=True)
+        r = d.load()
+        ok = t["status"].to_numpy(zero_copy_only=False) == "ok"
+        wall = t["wall_time"].to_numpy()[ok]
+        versions = sorted(set(t["versions"].to_pylist()))
+        designs = sorted(set(t["design"].to_pylist()))
+        rows = [("dataset", f"`{d.name}`"), ("config hash (sha256 of the spec in dataset.json)", f"`{d.hash}`"),
+                ("records", f"{int(ok.sum())} successful, {int((~ok).sum())} failed"),
+                ("redshifts", str(d.redshifts)),
+                ("k-bins", f"{len(d.k)}, {d.k.min():.5f} to {d.k.max():.5f} 1/Mpc"),
+                ("design(s)", "<br>".join(f"`{x}`" for x in designs)),
+                ("IC seeds", f"{len(set(r.seeds.tolist()))} distinct of {len(r)}"),
+                ("versions", "<br>".join(f"`{v}`" for v in versions)),
+                ("wall time per simulation", f"median {np.median(wall):.2f} s, 10-90 % "
+                                             f"{np.percentile(wall, 10):.2f}-{np.percentile(wall, 90):.2f} s"
+                 if len(wall) else "-")]
+        for j, z in enumerate(d.redshifts):
+            x = r.xH[:, j]
+            rows.append((f"neutral fraction at z = {z:g}", f"{100 * (x == 0).mean():.1f} % fully ionized, "
+                         f"{100 * (x < 0.05).mean():.1f} % below 0.05, {100 * (x > 0.95).mean():.1f} % above 0.95"))
+        blocks.append("| | |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows) + "\n")
+    if args.command:
+        blocks.append(f"Made with:\n\n```bash\n{args.command}\n```\n")
+    out = store.root / "PROVENANCE.md"
+    out.write_text("\n".join(blocks))
+    print(f"wrote {out}")
+    return 0
+
+
 def _compact(store: Store, args: argparse.Namespace) -> int:
     for d in store.datasets() if not args.dataset else [store.dataset(args.dataset)]:
         print(f"{d.name}: {d.compact()} records in one file")
@@ -92,13 +127,16 @@ def main(argv: list[str] | None = None) -> int:
     for name, fn, hlp in (("info", _info, "datasets, counts, configs"), ("verify", _verify, "find damaged files"),
                           ("export", _export, "write params.csv + npz files"),
                           ("import", _import, "add spectra from params.csv + npz files"),
-                          ("compact", _compact, "merge record files")):
+                          ("compact", _compact, "merge record files"),
+                          ("provenance", _provenance, "write PROVENANCE.md: contents, design, versions")):
         sp = sub.add_parser(name, help=hlp)
         sp.add_argument("path", help="store directory, e.g. data/store or data/reference")
         sp.add_argument("--dataset", help="dataset name, readable name or hash prefix")
         sp.set_defaults(fn=fn)
         if name == "info":
             sp.add_argument("--json", action="store_true", help="also print each dataset.json")
+        if name == "provenance":
+            sp.add_argument("--command", help="the command that made the store, recorded verbatim")
         if name == "export":
             sp.add_argument("--out", required=True, help="output directory")
         if name == "import":
