@@ -150,3 +150,18 @@ def test_spectra_sharing_initial_conditions_stay_in_one_split(tmp_path):
         assert not set(seeds[part]) & set(seeds[others]), "an IC realisation is split across train/val/test"
     assert sum(map(len, (m.train_idx, m.val_idx, m.test_idx))) == 400
     assert 50 <= len(m.test_idx) <= 110  # ~20 % of the 100 groups, 4 spectra each
+
+
+def test_evaluate_runs_in_eval_mode_and_restores_the_mode(tmp_path):
+    """Dropout must be off when metrics are computed outside the Trainer (sweep objectives use them)."""
+    from astrops.models import ParameterEstimator, RegressionTask
+
+    toy_store(tmp_path)
+    m = dm(tmp_path)
+    backbone = DenseBackbone(m.input_shape, hidden=[64, 32], dropout=0.5)
+    model = ParameterEstimator(backbone, RegressionTask(m.codec, backbone.out_features), m.transform, m.parameters)
+    x = torch.as_tensor(np.nan_to_num(m.delta), dtype=torch.float32)
+    y = torch.as_tensor(m.params, dtype=torch.float32)
+    model.train()
+    a, b = model.evaluate(x, y, "v"), model.evaluate(x, y, "v")
+    assert a == b and model.training

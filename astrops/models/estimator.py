@@ -52,8 +52,11 @@ class ParameterEstimator(L.LightningModule):
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, prefix: str) -> dict[str, float]:
-        """Loss and all metrics on (x, y) with the current weights, outside the Trainer (not logged)."""
+        """Loss and all metrics on (x, y) with the current weights, in eval mode, outside the Trainer."""
+        was_training = self.training
+        self.eval()  # no dropout, batch-norm running statistics
         out = self(x)
+        self.train(was_training)
         dec = self.task.decode(out)
         metrics = ParameterMetrics(self.param_names, getattr(self.task, "n_classes", None)).to(x.device)
         cls = dec.get("class")
@@ -107,10 +110,7 @@ class ParameterEstimator(L.LightningModule):
         values: dict[str, float] = {}
         data = getattr(self.trainer.datamodule, "tensors", {}).get("train") if self.trainer.datamodule else None
         if self.train_metrics and data is not None:
-            was_training = self.training
-            self.eval()
             values = {k: v for k, v in self.evaluate(*data, prefix="train").items() if k != "train/loss"}
-            self.train(was_training)
             self.log_dict(values, sync_dist=False, rank_zero_only=True)
         logged = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.endswith("/loss")}
         self.history.append({"epoch": self.current_epoch, **logged, **{k: v for k, v in values.items() if "/R2/" in k}})
