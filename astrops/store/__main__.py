@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 from astrops.store.files import StoreError
-from astrops.store.seed_format import export_seed_format, import_seed_format, read_seed_format, seed_records
+from astrops.store.seed_format import export_seed_format, read_seed_format, seed_records
 from astrops.store.store import Store
 
 
@@ -55,9 +55,10 @@ def _export(store: Store, args: argparse.Namespace) -> int:
 
 
 def _import(store: Store, args: argparse.Namespace) -> int:
-    priors = None
+    rows = read_seed_format(args.csv, args.npz_dir)
     if args.dataset:
         dataset = store.dataset(args.dataset)
+        records = seed_records(rows, dataset.k, dataset.redshifts, dataset.parameters, None, args.csv)
     else:  # the configuration the spectra were made with: a simulation config (default: the reference one)
         from hydra import compose, initialize_config_dir
         from hydra.utils import instantiate
@@ -69,14 +70,15 @@ def _import(store: Store, args: argparse.Namespace) -> int:
         sim = instantiate(cfg.simulation.simulator, _convert_="all")
         store.check_writable()
         priors = {k: list(v) for k, v in cfg.simulation.design.priors.items()}
+        k = sim.k()
         # every row is checked against the configuration before the dataset directory is created
-        seed_records(read_seed_format(args.csv, args.npz_dir), sim.k(), sim.redshifts,
-                     list(cfg.simulation.design.priors), priors, args.csv)
-        dataset = store.create_dataset(cfg.simulation.name or sim.default_name(), sim.spec(),
-                                       list(cfg.simulation.design.priors), sim.redshifts, sim.k())
-    n = import_seed_format(dataset, args.csv, args.npz_dir, priors=priors)
-    dataset.compact()
-    print(f"imported {n} spectra into {dataset.name} (IC seeds unknown unless the CSV has a 'seed' column)")
+        records = seed_records(rows, k, sim.redshifts, list(priors), priors, args.csv)
+        dataset = store.create_dataset(cfg.simulation.name or sim.default_name(), sim.spec(), list(priors),
+                                       sim.redshifts, k)
+    if records:
+        dataset.append(records)
+        dataset.compact()
+    print(f"imported {len(records)} spectra into {dataset.name} (IC seeds unknown unless the CSV has a 'seed' column)")
     return 0
 
 
