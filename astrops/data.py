@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from astrops.models.transforms import SpectrumTransform, TargetCodec
-from astrops.store import Store
+from astrops.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,8 @@ class SpectraDataModule(L.LightningDataModule):
                  val_fraction: float = 0.1, batch_size: int = 32, eval_batch_size: int = 4096,
                  target_ranges: dict[str, list[float]] | None = None, n_classes: int = 25,
                  kfold: int | None = None, fold: int = 0, train_size: float | None = None,
-                 log_floor_fraction: float | None = 1e-3):
+                 log_floor_fraction: float | None = 1e-3, test_store_dir: str | None = None,
+                 test_dataset: str | None = None):
         super().__init__()
         if feature_transform not in ("raw", "log10"):
             raise DataConfigError(f"data.feature_transform={feature_transform!r}: choose 'raw' or 'log10'")
@@ -117,6 +118,10 @@ class SpectraDataModule(L.LightningDataModule):
             raise DataConfigError(f"data.kfold={kfold} data.fold={fold}: need kfold >= 2 and 0 <= fold < kfold")
         self.kfold, self.fold, self.train_size = kfold, fold, train_size
         self.log_floor_fraction = log_floor_fraction
+        if test_store_dir and kfold:
+            raise DataConfigError("data.kfold with data.test_store_dir: k-fold splits the training dataset into test "
+                                  "folds; use one of them (data.kfold=null or data.test_store_dir=null)")
+        self.test_store_dir, self.test_dataset_ref = test_store_dir, test_dataset
         self._prepared = False
 
     # -- loading, cleaning, splitting (once; idempotent) -------------------------------------
@@ -128,6 +133,10 @@ class SpectraDataModule(L.LightningDataModule):
         recs = ds.load()
         if len(recs) == 0:
             raise DataConfigError(f"dataset {ds.name} in {self.store_dir} has no spectra: run simulate.py first")
+        n_own = len(recs)
+        self.test_ds = self._load_test_dataset(ds, recs) if self.test_store_dir else None
+        if self.test_ds is not None:
+            recs = recs.concat(self.test_ds.load())
         missing = [z for z in self.redshifts if not np.isclose(ds.redshifts, z).any()]
         if missing:
             raise DataConfigError(f"data.redshifts {missing} not in dataset {ds.name} (it has {ds.redshifts})")
@@ -163,7 +172,13 @@ class SpectraDataModule(L.LightningDataModule):
         # spectra sharing initial conditions (simulation.sims_per_ic > 1) must land in the same split,
         # or the test set would share cosmic variance with the training set; unknown seeds stand alone
         groups = np.where(recs.seeds >= 0, recs.seeds, -1 - np.arange(len(recs.seeds)))
-        self.train_idx, self.val_idx, self.test_idx = self._split(strata, groups)
+        if self.test_ds is None:
+            self.train_idx, self.val_idx, self.test_idx = self._split(strata, groups)
+        else:  # every record of the training dataset trains or validates; the other dataset is the test set
+            saved, self.test_fraction = self.test_fraction, None
+            self.train_idx, self.val_idx, _ = self._split(strata[:n_own], groups[:n_own])
+            self.test_fraction = saved
+            self.test_idx = np.arange(n_own, len(recs))
 
         self.transform = SpectrumTransform.fit(delta[self.train_idx], self.kept_bins, self.feature_transform,
                                                self.standardize_features, self.log_floor_fraction)
@@ -187,6 +202,8 @@ class SpectraDataModule(L.LightningDataModule):
             folds = stratified_folds(strata, self.kfold, self.split_seed)
             test = folds[self.fold]
             trainval = np.setdiff1d(np.arange(len(strata)), test)
+        elif self.test_fraction is None:  # external test dataset
+            trainval, test = np.arange(len(strata)), np.arange(0)
         else:
             trainval, test = stratified_split(strata, self.test_fraction, self.split_seed)
         rest, val = stratified_split(strata[trainval], self.val_fraction, self.split_seed + 1)
@@ -199,6 +216,25 @@ class SpectraDataModule(L.LightningDataModule):
             # a prefix of one fixed permutation: smaller training sets are subsets of larger ones
             train = np.sort(train[np.random.default_rng(self.split_seed + 2).permutation(len(train))[:n]])
         return train, val, test
+
+    def _load_test_dataset(self, ds, recs):
+        """The held-out dataset: same simulation configuration, no initial conditions shared with training."""
+        try:
+            test = Store(self.test_store_dir).dataset(self.test_dataset_ref)
+        except StoreError as exc:
+            raise DataConfigError(f"data.test_store_dir: {exc}") from exc
+        if test.hash != ds.hash:
+            raise DataConfigError(f"test dataset {test.name} was simulated with another configuration than {ds.name} "
+                                  f"(hash {test.hash[:12]} vs {ds.hash[:12]}): simulate the held-out set with the "
+                                  "training dataset's simulation config and a different base seed")
+        test_recs = test.load()
+        if len(test_recs) == 0:
+            raise DataConfigError(f"test dataset {test.name} in {self.test_store_dir} has no spectra")
+        shared = np.intersect1d(recs.seeds[recs.seeds >= 0], test_recs.seeds[test_recs.seeds >= 0])
+        if len(shared):
+            raise DataConfigError(f"test dataset {test.name} shares {len(shared)} initial-condition seeds with {ds.name}: "
+                                  "not unseen data; simulate it with a base seed the training data do not use")
+        return test
 
     @property
     def input_shape(self) -> tuple[int, int]:
@@ -214,7 +250,8 @@ class SpectraDataModule(L.LightningDataModule):
                 "split_seed": self.split_seed, "kfold": f"{self.fold}/{self.kfold}" if self.kfold else "none",
                 "n_train": len(self.train_idx), "n_val": len(self.val_idx),
                 "n_test": len(self.test_idx), "test_hash": hashlib.sha256(test_keys.encode()).hexdigest()[:16],
-                "redshifts": str(self.redshifts)}
+                "redshifts": str(self.redshifts),
+                "test_dataset": f"{self.test_ds.name}@{self.test_ds.hash[:12]}" if self.test_ds is not None else "split"}
 
     # -- Lightning hooks --------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:

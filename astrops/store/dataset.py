@@ -43,6 +43,13 @@ class Records:
     def __len__(self) -> int:
         return len(self.keys)
 
+    def concat(self, other: Records) -> Records:
+        """These records followed by ``other``'s (datasets of one configuration, e.g. training + held-out)."""
+        return Records(*(np.concatenate([a, b]) for a, b in
+                         zip((self.keys, self.params, self.seeds, self.delta, self.xH, self.Tb),
+                             (other.keys, other.params, other.seeds, other.delta, other.xH, other.Tb), strict=True)),
+                       table=pa.concat_tables([self.table, other.table], promote_options="default"))
+
 
 class Dataset:
     """One dataset directory: metadata plus append-only Parquet record files."""
