@@ -236,6 +236,16 @@ class SpectraDataModule(L.LightningDataModule):
                                   "not unseen data; simulate it with a base seed the training data do not use")
         return test
 
+    def informative_mask(self, idx: np.ndarray) -> np.ndarray:
+        """Records whose box is partly ionized (0.05 < x̄_HI < 0.95) at one or more of the selected redshifts.
+
+        Fully ionized or fully neutral boxes carry almost no information on ζ and R_mfp at one redshift:
+        R² on this subset says how well the model does where the spectrum can constrain the parameters.
+        """
+        self.prepare()
+        xH = self.xH[idx]
+        return ((xH > 0.05) & (xH < 0.95)).any(axis=1)
+
     @property
     def input_shape(self) -> tuple[int, int]:
         """(n_redshifts, n_kept_bins): channels and length of the model input."""

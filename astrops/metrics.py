@@ -4,6 +4,10 @@ torchmetrics does the work (and the DDP synchronisation); this module only arran
 per parameter and adds the one torchmetrics lacks: accuracy within ±1 class (classes are ordered).
 Overall figures (parameter ``overall``) are means over parameters of R², of accuracies, and of
 errors in units of each parameter's training standard deviation, never sums across units.
+
+Predictive distributions (Gaussian heads, ensembles) add coverage68/95 (fraction of truths inside
+the central 68/95 % interval), NLL (in units of the training std, so parameters compare) and CRPS
+(physical units, like MAE; Gneiting & Raftery 2007 closed form); classification adds ECE.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, Metric, MetricCollection, R2Score
 from torchmetrics.classification import (
     MulticlassAccuracy,
+    MulticlassCalibrationError,
     MulticlassConfusionMatrix,
     MulticlassF1Score,
     MulticlassPrecision,
@@ -20,7 +25,46 @@ from torchmetrics.classification import (
 )
 
 REGRESSION_METRICS = ("MAE", "RMSE", "MSE", "R2")
-CLASSIFICATION_METRICS = ("acc", "acc_pm1", "precision", "recall", "F1")
+CLASSIFICATION_METRICS = ("acc", "acc_pm1", "precision", "recall", "F1", "ECE")
+DISTRIBUTION_METRICS = ("coverage68", "coverage95", "NLL", "CRPS")
+Z68, Z95 = 0.994457883209753, 1.959963984540054  # Φ⁻¹(0.84) and Φ⁻¹(0.975): central 68 % and 95 % intervals
+
+
+def gaussian_scores(mean: torch.Tensor, std: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-sample scores (B, P) of Gaussian predictions: inside 68/95 % intervals, NLL, CRPS, PIT."""
+    std = std.clamp_min(1e-12)
+    z = (target - mean) / std
+    normal = torch.distributions.Normal(0.0, 1.0)
+    pdf, cdf = normal.log_prob(z).exp(), normal.cdf(z)
+    return {"in68": (z.abs() <= Z68).float(), "in95": (z.abs() <= Z95).float(),
+            "nll": 0.5 * z**2 + torch.log(std) + 0.5 * torch.log(torch.tensor(2 * torch.pi)),
+            "crps": std * (z * (2 * cdf - 1) + 2 * pdf - 1 / torch.pi**0.5), "pit": cdf}
+
+
+class GaussianScores(Metric):
+    """Coverage of the 68/95 % intervals, mean NLL and mean CRPS per parameter."""
+
+    full_state_update = False
+
+    def __init__(self, n_params: int, **kwargs):
+        super().__init__(**kwargs)
+        for name in ("in68", "in95", "nll", "crps"):
+            self.add_state(name, default=torch.zeros(n_params, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, mean: torch.Tensor, std: torch.Tensor, target: torch.Tensor, target_std: torch.Tensor) -> None:
+        # NLL in units of the training std: independent of the parameter's units, comparable across them
+        s = gaussian_scores(mean / target_std, std / target_std, target / target_std)
+        crps = gaussian_scores(mean, std, target)["crps"]
+        self.in68 += s["in68"].sum(0).double()
+        self.in95 += s["in95"].sum(0).double()
+        self.nll += s["nll"].sum(0).double()
+        self.crps += crps.sum(0).double()
+        self.total += len(target)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        n = self.total.clamp(min=1)
+        return {"coverage68": self.in68 / n, "coverage95": self.in95 / n, "NLL": self.nll / n, "CRPS": self.crps / n}
 
 
 class WithinOneClassAccuracy(Metric):
@@ -35,6 +79,8 @@ class WithinOneClassAccuracy(Metric):
         self.add_state("total", default=torch.tensor(0.0), dist_reduce_fx="sum")
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        if preds.ndim == target.ndim + 1:  # probabilities
+            preds = preds.argmax(-1)
         self.hits += ((preds - target).abs() <= 1).sum()
         self.total += target.numel()
 
@@ -53,31 +99,47 @@ def _classification(n_classes: int) -> MetricCollection:
     return MetricCollection({"acc": MulticlassAccuracy(average="micro", **kw), "acc_pm1": WithinOneClassAccuracy(),
                              "precision": MulticlassPrecision(average="macro", **kw),
                              "recall": MulticlassRecall(average="macro", **kw),
-                             "F1": MulticlassF1Score(average="macro", **kw)})
+                             "F1": MulticlassF1Score(average="macro", **kw),
+                             "ECE": MulticlassCalibrationError(n_bins=15, norm="l1", **kw)})
 
 
 class ParameterMetrics(nn.Module):
     """All metrics of one stage. Regression metrics are computed for every task (for classification,
     on the centre of the predicted class) so regression and classification runs compare on R²."""
 
-    def __init__(self, parameters: list[str], n_classes: int | None = None, confusion: bool = False):
+    def __init__(self, parameters: list[str], n_classes: int | None = None, confusion: bool = False,
+                 distribution: bool = False):
         super().__init__()
         self.parameters = list(parameters)
         self.regression = _regression(len(parameters))
+        self.distribution = GaussianScores(len(parameters)) if distribution else None
+        self.n_classes = n_classes
         self.classification = (nn.ModuleList([_classification(n_classes) for _ in parameters])
                                if n_classes else None)
         self.confusion = (nn.ModuleList([MulticlassConfusionMatrix(n_classes, normalize="true") for _ in parameters])
                           if n_classes and confusion else None)
 
     def update(self, pred: torch.Tensor, target: torch.Tensor, pred_class: torch.Tensor | None = None,
-               target_class: torch.Tensor | None = None) -> None:
-        """``pred``/``target`` in physical units (B, P); classes (B, P) for classification."""
+               target_class: torch.Tensor | None = None, probs: torch.Tensor | None = None,
+               std: torch.Tensor | None = None, target_std: torch.Tensor | None = None) -> None:
+        """``pred``/``target``/``std`` in physical units (B, P); classes (B, P) and probs (B, P, C) for
+        classification; ``target_std`` (P,) the training std NLL is expressed in."""
         self.regression.update(pred, target)
+        if self.distribution is not None and std is not None:
+            self.distribution.update(pred, std, target, target_std if target_std is not None else torch.ones_like(std[0]))
         if self.classification is not None:
+            if probs is None:  # hard predictions: one-hot probabilities (ECE then measures over-confidence)
+                probs = torch.nn.functional.one_hot(pred_class, self.n_classes).float()
             for j, coll in enumerate(self.classification):
-                coll.update(pred_class[:, j], target_class[:, j])
+                coll.update(probs[:, j], target_class[:, j])
                 if self.confusion is not None:
                     self.confusion[j].update(pred_class[:, j], target_class[:, j])
+
+    def update_decoded(self, dec: dict[str, torch.Tensor], target: torch.Tensor, codec) -> None:
+        """Update from a task's ``decode`` output (value, and std / class / probs where the task has them)."""
+        cls = dec.get("class")
+        self.update(dec["value"], target, cls, codec.to_class(target) if cls is not None else None,
+                    probs=dec.get("probs"), std=dec.get("std"), target_std=codec.std)
 
     def compute(self, stage: str, target_std: torch.Tensor) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -88,6 +150,12 @@ class ParameterMetrics(nn.Module):
             for j, p in enumerate(self.parameters):
                 out[f"{stage}/{name}/{p}"] = float(vals[j])
             out[f"{stage}/{name}/overall"] = float((vals / scale[name].to(vals.device)).mean())
+        if self.distribution is not None and self.distribution.update_called:
+            for name, vals in self.distribution.compute().items():
+                for j, p in enumerate(self.parameters):
+                    out[f"{stage}/{name}/{p}"] = float(vals[j])
+                unit = target_std.to(vals.device).double() if name == "CRPS" else torch.ones_like(vals)
+                out[f"{stage}/{name}/overall"] = float((vals / unit).mean())
         if self.classification is not None:
             per = [coll.compute() for coll in self.classification]
             for name in CLASSIFICATION_METRICS:
@@ -101,6 +169,8 @@ class ParameterMetrics(nn.Module):
 
     def reset(self) -> None:
         self.regression.reset()
+        if self.distribution is not None:
+            self.distribution.reset()
         for group in (self.classification, self.confusion):
             for m in group or []:
                 m.reset()

@@ -68,3 +68,72 @@ def training_curves(history: list[dict[str, float]]):
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def norm_cdf(z: np.ndarray) -> np.ndarray:
+    from scipy.stats import norm
+
+    return norm.cdf(z)
+
+
+def pit_histograms(pit: np.ndarray, parameters: list[str], bins: int = 20):
+    """PIT = Φ((y-μ)/σ) per parameter: flat when calibrated, U-shaped when over-confident, domed when under."""
+    fig, axes = plt.subplots(1, len(parameters), figsize=(4.2 * len(parameters), 3.6))
+    for j, (ax, p) in enumerate(zip(np.atleast_1d(axes), parameters, strict=True)):
+        ax.hist(pit[:, j], bins=bins, range=(0, 1), density=True, alpha=0.8)
+        ax.axhline(1.0, color="k", lw=1, ls="--")
+        ax.set_xlabel("PIT")
+        ax.set_title(LABELS.get(p, p))
+    fig.tight_layout()
+    return fig
+
+
+def coverage_curves(z: np.ndarray, parameters: list[str]):
+    """Empirical against nominal coverage of central intervals, from standardised residuals z (N, P)."""
+    from scipy.stats import norm
+
+    levels = np.linspace(0.01, 0.99, 50)
+    half_width = norm.ppf(0.5 + levels / 2)
+    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    ax.plot([0, 1], [0, 1], color="k", lw=1)
+    for j, p in enumerate(parameters):
+        ax.plot(levels, (np.abs(z[:, j])[:, None] <= half_width[None, :]).mean(0), label=LABELS.get(p, p))
+    ax.set_xlabel("nominal coverage")
+    ax.set_ylabel("empirical coverage")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def coverage_table(z: np.ndarray, xH: np.ndarray, parameters: list[str],
+                   edges: tuple[float, ...] = (0.0, 0.05, 0.5, 0.95, 1.0)) -> list[dict]:
+    """68/95 % coverage with 95 % Clopper-Pearson intervals, for all records and per x̄_HI bin.
+
+    ``xH`` (N,) is the neutral fraction the bins refer to (the middle selected redshift); the binomial
+    interval says whether a miss of nominal coverage is more than counting noise.
+    """
+    from scipy.stats import binomtest
+
+    rows = []
+    bins = [("all", np.ones(len(z), bool))]
+    bins += [(f"{lo:g}<xH<={hi:g}", (xH > lo) & (xH <= hi)) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+    bins[1] = (f"xH<={edges[1]:g}", xH <= edges[1])  # fully ionized boxes (xH = 0) belong in the first bin
+    for name, sel in bins:
+        n = int(sel.sum())
+        for j, p in enumerate(parameters):
+            row = {"bin": name, "parameter": p, "n": n}
+            for level, width in (("68", 0.994457883209753), ("95", 1.959963984540054)):
+                k = int((np.abs(z[sel, j]) <= width).sum())
+                ci = binomtest(k, n).proportion_ci(0.95) if n else None
+                row[f"coverage{level}"] = k / n if n else float("nan")
+                row[f"ci{level}"] = [ci.low, ci.high] if ci else [float("nan")] * 2
+            rows.append(row)
+    return rows
+
+
+def coverage_markdown(rows: list[dict]) -> str:
+    lines = ["| x̄_HI bin | parameter | n | coverage 68 % [95 % CI] | coverage 95 % [95 % CI] |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['bin']} | {r['parameter']} | {r['n']} | {r['coverage68']:.3f} [{r['ci68'][0]:.3f}, "
+                     f"{r['ci68'][1]:.3f}] | {r['coverage95']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] |")
+    return "\n".join(lines)

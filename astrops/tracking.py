@@ -136,5 +136,15 @@ def log_figures(logger: MLFlowLogger, figures: dict[str, Any]) -> None:
         plt.close(fig)
 
 
+def log_metrics(logger: MLFlowLogger, metrics: dict[str, float], step: int = 0) -> None:
+    """Metrics computed outside Lightning's logging (timings, calibration, subsets) in one batch."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    logger.experiment.log_batch(logger.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+
 def log_file(logger: MLFlowLogger, path: str | Path, artifact_dir: str | None = None) -> None:
     logger.experiment.log_artifact(logger.run_id, str(path), artifact_dir)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import mlflow
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
@@ -18,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from astrops import __version__, report, tracking
+from astrops.calibration import calibrate_model
 from astrops.data import SpectraDataModule
 
 log = logging.getLogger(__name__)
@@ -140,22 +141,46 @@ def _fit_and_test(cfg: DictConfig, loggers: list, mlf) -> tuple[dict[str, float]
     if trainer.interrupted:
         raise KeyboardInterrupt(f"training interrupted; resume with ckpt_path="
                                 f"{ckpt_cb.last_model_path if ckpt_cb is not None else '<last.ckpt>'}")
+    if best:  # test, calibrate and save the best weights, not the last ones
+        model.load_state_dict(torch.load(best, map_location=model.device, weights_only=True)["state_dict"])
+    calibration: dict[str, float] = {}
+    if getattr(model.task, "calibrate", False):
+        calibration = calibrate_model(model, *dm.tensors["val"])
+        if best:  # the calibrated model is one checkpoint: the factors are buffers of the task head
+            best = str(Path(best).with_name(Path(best).stem + "-calibrated.ckpt"))
+            trainer.save_checkpoint(best, weights_only=False)
     t0 = time.perf_counter()
-    trainer.test(model, datamodule=dm, ckpt_path=best or None, weights_only=True)
+    trainer.test(model, datamodule=dm)
     timing["test"] = time.perf_counter() - t0
     results = {k: float(v) for k, v in model.test_results.items()}
+    results.update(calibration)
+    x_test, y_test = dm.tensors["test"]
+    informative = torch.as_tensor(dm.informative_mask(dm.test_idx), device=x_test.device)
+    if informative.any():
+        results.update({k: v for k, v in model.evaluate(x_test[informative], y_test[informative],
+                                                       prefix="test_informative").items() if not k.endswith("/loss")})
     if trainer.is_global_zero:
         t0 = time.perf_counter()
         _finish(cfg, model, dm, mlf, results, best)
         timing["artifacts"] = time.perf_counter() - t0
         log.info("time (s): %s", ", ".join(f"{k} {v:.2f}" for k, v in timing.items()))
         if mlf is not None:  # where a run's wall time goes, comparable across runs in the UI
-            mlf.experiment.log_batch(mlf.run_id, metrics=[
-                mlflow.entities.Metric(f"time/{k}_s", v, int(time.time() * 1000), 0) for k, v in timing.items()])
+            extra = {**{f"time/{k}_s": v for k, v in timing.items()},
+                     **{k: v for k, v in results.items() if k.startswith(("calibration/", "test_informative/"))}}
+            tracking.log_metrics(mlf, extra)
     # the model now holds the weights of the best checkpoint (loaded by test): its validation figures are
     # what sweeps optimise (best/val/loss, best/val/R2/overall, ...)
     results.update(model.evaluate(*dm.tensors["val"], prefix="best/val"))
     return results, best
+
+
+def uncertainty_figures(mean, std, true, dm: SpectraDataModule, out_dir: Path) -> dict:
+    """PIT histograms, coverage curves and the coverage-by-x̄_HI table of Gaussian test predictions."""
+    z = (true - mean) / np.maximum(std, 1e-12)
+    xH = dm.xH[dm.test_idx][: len(z), len(dm.redshifts) // 2]  # DDP: rank 0 holds the first part
+    (out_dir / "coverage.md").write_text(report.coverage_markdown(report.coverage_table(z, xH, dm.parameters)) + "\n")
+    return {"pit": report.pit_histograms(report.norm_cdf(z), dm.parameters),
+            "coverage_curve": report.coverage_curves(z, dm.parameters)}
 
 
 def _finish(cfg: DictConfig, model, dm: SpectraDataModule, mlf, results: dict[str, float], best: str) -> None:
@@ -173,6 +198,10 @@ def _finish(cfg: DictConfig, model, dm: SpectraDataModule, mlf, results: dict[st
         true = torch.cat(model.test_outputs["true"]).numpy()
         r2 = {p: results.get(f"test/R2/{p}", float("nan")) for p in dm.parameters}
         figures["pred_vs_true"] = report.pred_vs_true(pred, true, dm.parameters, r2)
+    if "std" in model.test_outputs:
+        figures.update(uncertainty_figures(torch.cat(model.test_outputs["pred"]).numpy(),
+                                           torch.cat(model.test_outputs["std"]).numpy(),
+                                           torch.cat(model.test_outputs["true"]).numpy(), dm, out_dir))
     if getattr(model, "confusion", None):
         figures["confusion_matrices"] = report.confusion_matrices(model.confusion, dm.parameters)
     if mlf is None:
@@ -181,6 +210,8 @@ def _finish(cfg: DictConfig, model, dm: SpectraDataModule, mlf, results: dict[st
         return
     tracking.log_figures(mlf, figures)
     tracking.log_file(mlf, out_dir / "metrics_table.md")
+    if (out_dir / "coverage.md").exists():
+        tracking.log_file(mlf, out_dir / "coverage.md")
     mlf.experiment.log_dict(mlf.run_id, model_card(model), "model_card.json")
     client = mlf.experiment
     client.set_tag(mlf.run_id, "best_checkpoint", best)

@@ -2,8 +2,8 @@
 
 from astrops.models.backbones import CNNBackbone, DenseBackbone
 from astrops.models.estimator import ParameterEstimator
-from astrops.models.tasks import ClassificationTask, RegressionTask
+from astrops.models.tasks import ClassificationTask, GaussianTask, RegressionTask
 from astrops.models.transforms import SpectrumTransform, TargetCodec
 
-__all__ = ["CNNBackbone", "ClassificationTask", "DenseBackbone", "ParameterEstimator", "RegressionTask",
+__all__ = ["CNNBackbone", "ClassificationTask", "DenseBackbone", "GaussianTask", "ParameterEstimator", "RegressionTask",
            "SpectrumTransform", "TargetCodec"]

@@ -30,13 +30,14 @@ class ParameterEstimator(L.LightningModule):
         self.param_names = list(parameters)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         n_classes = getattr(task, "n_classes", None)
+        self.distribution = getattr(task, "kind", "") == "gaussian"
         # Training metrics are computed once per epoch on the whole training split with the epoch's final
         # weights (one forward pass), not accumulated per step: cheaper, and a truer train-set figure.
         self.train_metrics = train_metrics
         # ModuleDict keys may not shadow nn.Module attributes ("train"), hence the suffix
         self.metrics = nn.ModuleDict({
-            "val_metrics": ParameterMetrics(parameters, n_classes),
-            "test_metrics": ParameterMetrics(parameters, n_classes, confusion=True)})
+            "val_metrics": ParameterMetrics(parameters, n_classes, distribution=self.distribution),
+            "test_metrics": ParameterMetrics(parameters, n_classes, confusion=True, distribution=self.distribution)})
         self.meta = meta or {}  # plain-typed description saved in checkpoints (configs, lineage, k grid)
         self.history: list[dict[str, float]] = []
         self.test_results: dict[str, float] = {}
@@ -57,10 +58,9 @@ class ParameterEstimator(L.LightningModule):
         self.eval()  # no dropout, batch-norm running statistics
         out = self(x)
         self.train(was_training)
-        dec = self.task.decode(out)
-        metrics = ParameterMetrics(self.param_names, getattr(self.task, "n_classes", None)).to(x.device)
-        cls = dec.get("class")
-        metrics.update(dec["value"], y, cls, self.task.codec.to_class(y) if cls is not None else None)
+        metrics = ParameterMetrics(self.param_names, getattr(self.task, "n_classes", None),
+                                   distribution=self.distribution).to(x.device)
+        metrics.update_decoded(self.task.decode(out), y, self.task.codec)
         return {f"{prefix}/loss": float(self.task.loss(out, y)), **metrics.compute(prefix, self.task.codec.std)}
 
     # -- training loop ----------------------------------------------------------------------
@@ -77,12 +77,11 @@ class ParameterEstimator(L.LightningModule):
                  prog_bar=stage == "val")
         with torch.no_grad():
             dec = self.task.decode(out.detach())
-            cls = dec.get("class")
-            self.metrics[f"{stage}_metrics"].update(dec["value"], y, cls,
-                                                     self.task.codec.to_class(y) if cls is not None else None)
+            self.metrics[f"{stage}_metrics"].update_decoded(dec, y, self.task.codec)
         if stage == "test":
-            self.test_outputs.setdefault("pred", []).append(dec["value"].cpu())
-            self.test_outputs.setdefault("true", []).append(y.cpu())
+            for name, t in (("pred", dec["value"]), ("true", y), ("std", dec.get("std")), ("probs", dec.get("probs"))):
+                if t is not None:
+                    self.test_outputs.setdefault(name, []).append(t.cpu())
         return loss
 
     def training_step(self, batch, batch_idx):

@@ -1,0 +1,198 @@
+"""Classical scikit-learn baselines: ``python baselines.py [-m] baseline=random_forest,knn,...``.
+
+A network's R² says little until it stands beside what a random forest or a ridge regression reaches
+on the same problem. So a baseline here sees exactly what the networks see: the same
+:class:`SpectraDataModule`, the same train/val/test indices (it fits on the training split only, as the
+networks do), the same fitted input transform and the same standardised targets. Its MLflow run lands
+in the same store and experiment with the same metric keys and lineage tags (``test_hash``), so it sits
+beside neural runs in the MLflow UI and in ``python -m astrops.compare``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from sklearn.utils._param_validation import InvalidParameterError
+from threadpoolctl import threadpool_limits
+
+from astrops import report, tracking
+from astrops.data import DataConfigError, SpectraDataModule
+from astrops.metrics import ParameterMetrics
+from astrops.store import StoreError
+
+log = logging.getLogger(__name__)
+STAGES = ("train", "val", "test")
+
+
+class BaselineConfigError(ValueError):
+    """A baseline estimator that cannot be built or fitted with the configured hyperparameters."""
+
+
+def informative_mask(xH: np.ndarray) -> np.ndarray:
+    """Records (N, n_z) that are mid-reionization (0.05 < x_H < 0.95) at one selected redshift at least.
+
+    Fully ionized or fully neutral boxes carry (almost) no information on the parameters, so every model
+    fails on them alike; the figure on the rest tells models apart. NaN counts as not informative.
+    """
+    xH = np.asarray(xH, dtype=np.float64).reshape(len(xH), -1)
+    with np.errstate(invalid="ignore"):
+        return ((xH > 0.05) & (xH < 0.95)).any(axis=1)
+
+
+def features(dm: SpectraDataModule, idx: np.ndarray) -> np.ndarray:
+    """(len(idx), n_z * n_kept): the networks' input (kept bins, log floor, standardised), flattened."""
+    x = torch.as_tensor(np.nan_to_num(dm.delta[idx], nan=0.0), dtype=torch.float32)
+    with torch.no_grad():
+        return dm.transform(x).flatten(1).numpy()
+
+
+def evaluate(dm: SpectraDataModule, z_pred: np.ndarray, idx: np.ndarray, stage: str) -> dict[str, float]:
+    """Metrics in physical units with the neural runs' keys; ``{stage}/loss`` is their regression loss
+    (MSE on standardised targets), so ``val/loss`` compares with ``val/loss`` of a network."""
+    z = torch.as_tensor(z_pred, dtype=torch.float32)
+    y = torch.as_tensor(dm.params[idx], dtype=torch.float32)
+    metrics = ParameterMetrics(dm.parameters)
+    metrics.update(dm.codec.decode(z), y)
+    loss = float(torch.nn.functional.mse_loss(z, dm.codec.encode(y)))
+    return {f"{stage}/loss": loss, **metrics.compute(stage, dm.codec.std)}
+
+
+def fit_and_evaluate(estimator: Any, dm: SpectraDataModule, name: str,
+                     cpu_threads: int | None) -> tuple[dict[str, float], np.ndarray, dict[str, float]]:
+    """Fit on the training split; metrics on train/val/test and the informative test subset.
+
+    Returns (metrics, test predictions in physical units, timing in seconds).
+    """
+    idx = {"train": dm.train_idx, "val": dm.val_idx, "test": dm.test_idx}
+    x = {s: features(dm, i) for s, i in idx.items()}
+    z_train = dm.codec.encode(torch.as_tensor(dm.params[dm.train_idx], dtype=torch.float32)).numpy()
+    # HistGradientBoosting (OpenMP) and Ridge/KNN (BLAS) would otherwise take every core
+    with threadpool_limits(limits=cpu_threads):
+        t0 = time.perf_counter()
+        try:
+            estimator.fit(x["train"], z_train)
+        except InvalidParameterError as exc:
+            raise BaselineConfigError(f"baseline={name}: {exc} Fix the baseline.* override "
+                                      f"(defaults in conf/baseline/{name}.yaml)") from exc
+        timing = {"fit": time.perf_counter() - t0}
+        t0 = time.perf_counter()
+        z_pred = {s: np.asarray(estimator.predict(x[s]), dtype=np.float32).reshape(len(x[s]), -1) for s in STAGES}
+    results: dict[str, float] = {}
+    for s in STAGES:
+        results.update(evaluate(dm, z_pred[s], idx[s], s))
+    keep = informative_mask(dm.xH[dm.test_idx])
+    if keep.sum() >= 2:  # R² needs two samples
+        results.update({k: v for k, v in evaluate(dm, z_pred["test"][keep], dm.test_idx[keep],
+                                                   "test_informative").items() if k != "test_informative/loss"})
+    else:
+        log.warning("only %d informative test spectra: no test_informative metrics", keep.sum())
+    timing["test"] = time.perf_counter() - t0
+    pred = dm.codec.decode(torch.as_tensor(z_pred["test"])).numpy()
+    return results, pred, timing
+
+
+def run_baseline(cfg: DictConfig) -> dict[str, float]:
+    """Fit one baseline, print its summary and metrics table, and leave a FINISHED (or FAILED) MLflow run.
+
+    The MLflow run is opened first, so a failure at any later step is recorded as FAILED with its error.
+    """
+    name = str(cfg.model_name)
+    if cfg.get("cpu_threads"):
+        torch.set_num_threads(int(cfg.cpu_threads))
+    lg = (cfg.get("logger") or {}).get("mlflow")
+    mlf = instantiate(lg, tags={"model": name, "task": "regression", "baseline": "true"}) if lg else None
+    try:
+        return _run(cfg, name, mlf)
+    except BaseException as exc:
+        if mlf is not None and mlf.experiment.get_run(mlf.run_id).info.status != "FINISHED":
+            interrupted = isinstance(exc, KeyboardInterrupt | SystemExit)
+            msg = "interrupted (SIGTERM or Ctrl-C)" if interrupted else f"{type(exc).__name__}: {exc}"
+            mlf.experiment.set_tag(mlf.run_id, "error", msg[:5000])
+            mlf.experiment.set_terminated(mlf.run_id, "KILLED" if interrupted else "FAILED")
+        raise
+
+
+def _run(cfg: DictConfig, name: str, mlf) -> dict[str, float]:
+    t_start = time.perf_counter()
+    dm: SpectraDataModule = instantiate(cfg.data)
+    dm.prepare()
+    try:
+        estimator = instantiate(cfg.baseline, _convert_="all")
+    except InstantiationException as exc:
+        raise BaselineConfigError(f"baseline={name}: {exc.__cause__ or exc}. Fix the baseline.* override "
+                                  f"(defaults in conf/baseline/{name}.yaml)") from exc
+    if mlf is not None:
+        tags = {"model": name, "task": "regression", "baseline": "true", **dm.lineage(), **tracking.sweep_tags(),
+                **{k: str(v) for k, v in (cfg.get("tags") or {}).items()}}
+        tracking.log_run_start(mlf, cfg, tags)
+    timing = {"setup": time.perf_counter() - t_start}
+    results, pred, t = fit_and_evaluate(estimator, dm, name, cfg.get("cpu_threads"))
+    timing.update(t)
+
+    t0 = time.perf_counter()
+    n_inf = int(informative_mask(dm.xH[dm.test_idx]).sum())
+    table = (f"Test metrics ({dm.dataset.name}, {len(dm.test_idx)} test spectra):\n"
+             f"{report.metrics_table(results, dm.parameters, 'regression')}\n\n"
+             f"Informative test spectra (0.05 < x_H < 0.95 at a selected redshift; {n_inf}):\n"
+             f"{report.metrics_table(results, dm.parameters, 'regression', stage='test_informative')}")
+    r2 = {p: results.get(f"test/R2/{p}", float("nan")) for p in dm.parameters}
+    r2_inf = {p: results.get(f"test_informative/R2/{p}", float("nan")) for p in dm.parameters}
+    print(f"{name}: test R² " + ", ".join(f"{p} {v:.3f}" for p, v in r2.items())
+          + f" | informative ({n_inf}) " + ", ".join(f"{p} {v:.3f}" for p, v in r2_inf.items())
+          + f" | fit {timing['fit']:.1f} s")
+    print(f"\n{table}\n")
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics_table.md").write_text(f"# baseline {name}\n\n{table}\n")
+    fig = report.pred_vs_true(pred, dm.params[dm.test_idx], dm.parameters, r2)
+    if mlf is None:
+        fig.savefig(out_dir / "pred_vs_true.png", dpi=110)
+        report.plt.close(fig)
+        return results
+    mlf.log_metrics(results, step=0)
+    tracking.log_figures(mlf, {"pred_vs_true": fig})
+    tracking.log_file(mlf, out_dir / "metrics_table.md")
+    timing["artifacts"] = time.perf_counter() - t0
+    mlf.log_metrics({f"time/{k}_s": v for k, v in timing.items()}, step=0)
+    mlf.finalize("success")
+    print(f"MLflow run {mlf.run_id} in experiment '{cfg.experiment_name}': "
+          f"mlflow ui --backend-store-uri {tracking.redact(mlf._tracking_uri)}")
+    return results
+
+
+def run_baselines(cfg: DictConfig) -> float | None:
+    """Entry point behind ``baselines.py``: bad input → one line and exit 2; a multirun goes on past a job."""
+    from astrops.entry import _bad_input, _in_multirun
+    from astrops.tracking import TrackingError
+
+    try:
+        results = run_baseline(cfg)
+    except InstantiationException as exc:  # the data module or the logger refused its configuration
+        if not isinstance(exc.__cause__, DataConfigError | TrackingError | ValueError):
+            raise
+        return _refuse(exc.__cause__, _in_multirun(), _bad_input)
+    except (BaselineConfigError, DataConfigError, TrackingError, StoreError, FileNotFoundError) as exc:
+        return _refuse(exc, _in_multirun(), _bad_input)
+    except Exception:
+        if not _in_multirun():
+            raise
+        log.exception("job failed; the sweep goes on")  # its MLflow run is marked FAILED with the error
+        return float("nan")
+    name = cfg.get("optimized_metric")
+    return results.get(name) if name else None
+
+
+def _refuse(exc: Exception, multirun: bool, bad_input) -> float:
+    if multirun:
+        log.error("job failed: %s", exc)
+        return float("nan")
+    sys.exit(bad_input(exc))
