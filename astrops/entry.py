@@ -44,7 +44,12 @@ def run_train(cfg: DictConfig) -> float | None:
     from astrops.training import train
 
     try:
-        metrics, best = train(cfg)
+        if int((cfg.get("ensemble") or {}).get("members", 1)) > 1:
+            from astrops.ensemble_training import train_ensemble
+
+            metrics, best = train_ensemble(cfg)
+        else:
+            metrics, best = train(cfg)
     except InstantiationException as exc:
         if not isinstance(exc.__cause__, DataConfigError | TrackingError | ValueError):
             raise

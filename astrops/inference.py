@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -16,6 +16,9 @@ import torch
 from hydra.utils import instantiate
 
 from astrops.models import ParameterEstimator, SpectrumTransform, TargetCodec
+
+if TYPE_CHECKING:
+    from astrops.ensemble import Ensemble
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,7 @@ def _only_astrops_targets(node: Any) -> None:
 class Predictor:
     """A trained model plus the k grid and redshifts it expects."""
 
-    def __init__(self, model: ParameterEstimator, meta: dict):
+    def __init__(self, model: ParameterEstimator | Ensemble, meta: dict):
         self.model, self.meta = model.eval(), meta
         self.k = np.asarray(meta["k"], dtype=np.float64)
         self.redshifts = [float(z) for z in meta["redshifts"]]
@@ -91,6 +94,9 @@ class Predictor:
                         "their predictions are extrapolations", int(far.sum()), len(x))
         dec = self.model.predict_physical(x)
         df = pd.DataFrame(dec["value"].numpy().astype(np.float64), columns=self.parameters)
+        if "std" in dec:  # Gaussian heads and ensembles: 1σ of the (calibrated) predictive distribution
+            for j, p in enumerate(self.parameters):
+                df[f"{p}_std"] = dec["std"][:, j].numpy().astype(np.float64)
         if "class" in dec:
             for j, p in enumerate(self.parameters):
                 df[f"{p}_class"] = dec["class"][:, j].numpy()
@@ -115,8 +121,32 @@ def read_spectra_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def load_model(path: str | Path) -> Predictor:
-    """Rebuild a model from a checkpoint written by ``train.py``."""
+    """Rebuild a model from a checkpoint written by ``train.py``, or an ensemble from its directory."""
     path = Path(path)
+    if path.is_dir():
+        return _load_ensemble(path)
+    model, meta = _load_estimator(path)
+    return Predictor(model, meta)
+
+
+def _load_ensemble(path: Path) -> Predictor:
+    from astrops import ensemble
+
+    try:
+        manifest = ensemble.read_manifest(path)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    members = [_load_estimator(path / name) for name in manifest["members"]]
+    try:
+        model = ensemble.Ensemble([m for m, _ in members], manifest.get("calibration"))
+    except ValueError as exc:
+        raise InputError(f"{path}: {exc}") from exc
+    meta = {**members[0][1], "ensemble": {k: v for k, v in manifest.items() if k != "format"}}
+    meta["mlflow_run_id"] = manifest.get("mlflow_run_id", meta.get("mlflow_run_id"))
+    return Predictor(model, meta)
+
+
+def _load_estimator(path: Path) -> tuple[ParameterEstimator, dict]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist: pass the path train.py printed last")
     try:
@@ -136,7 +166,8 @@ def load_model(path: str | Path) -> Predictor:
     task = instantiate(meta["task"], codec=codec, in_features=backbone.out_features)
     model = ParameterEstimator(backbone, task, transform, meta["parameters"], train_metrics=False, meta=meta)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [m for m in missing if not m.startswith("metrics.")]
+    # metric states are not weights; calibration factors absent from older checkpoints default to 1
+    missing = [m for m in missing if not m.startswith("metrics.") and not m.endswith((".var_scale", ".temperature"))]
     if missing:
         raise InputError(f"checkpoint {path} lacks weights {missing[:3]}...: it does not match its own config")
-    return Predictor(model, meta)
+    return model, meta

@@ -174,3 +174,12 @@ class ParameterMetrics(nn.Module):
         for group in (self.classification, self.confusion):
             for m in group or []:
                 m.reset()
+
+
+def score(dec: dict[str, torch.Tensor], target: torch.Tensor, codec, parameters: list[str], prefix: str,
+          n_classes: int | None = None) -> dict[str, float]:
+    """All metrics of decoded predictions at once (ensembles, subsets): keys ``{prefix}/{metric}/{param}``."""
+    metrics = ParameterMetrics(parameters, n_classes if "probs" in dec else None,
+                               distribution="std" in dec).to(target.device)
+    metrics.update_decoded(dec, target, codec)
+    return metrics.compute(prefix, codec.std)

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from astrops import __version__, report, tracking
 from astrops.calibration import calibrate_model
 from astrops.data import SpectraDataModule
+from astrops.saliency import compute_saliency
 
 log = logging.getLogger(__name__)
 
@@ -174,47 +175,52 @@ def _fit_and_test(cfg: DictConfig, loggers: list, mlf) -> tuple[dict[str, float]
     return results, best
 
 
-def uncertainty_figures(mean, std, true, dm: SpectraDataModule, out_dir: Path) -> dict:
-    """PIT histograms, coverage curves and the coverage-by-x̄_HI table of Gaussian test predictions."""
-    z = (true - mean) / np.maximum(std, 1e-12)
-    xH = dm.xH[dm.test_idx][: len(z), len(dm.redshifts) // 2]  # DDP: rank 0 holds the first part
-    (out_dir / "coverage.md").write_text(report.coverage_markdown(report.coverage_table(z, xH, dm.parameters)) + "\n")
-    return {"pit": report.pit_histograms(report.norm_cdf(z), dm.parameters),
-            "coverage_curve": report.coverage_curves(z, dm.parameters)}
-
-
-def _finish(cfg: DictConfig, model, dm: SpectraDataModule, mlf, results: dict[str, float], best: str) -> None:
-    """Console table, figures and files; MLflow artifacts when MLflow is on."""
-    out_dir = Path(cfg.paths.output_dir)
+def report_results(dm: SpectraDataModule, kind: str, results: dict[str, float], outputs: dict[str, np.ndarray],
+                   out_dir: Path, mlf=None, confusion: list | None = None, history: list | None = None) -> None:
+    """Console table, figures (pred-vs-true; PIT, coverage curve and coverage table when there is a std;
+    confusion matrices) and files; logged to MLflow when ``mlf`` is given, else saved beside the run."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    kind = model.task.kind
     table = report.metrics_table(results, dm.parameters, kind)
-    print(f"\nTest metrics ({dm.dataset.name}, {len(dm.test_idx)} test spectra):\n{table}\n")
+    print(f"\nTest metrics ({dm.dataset.name}, {len(outputs.get('true', dm.test_idx))} test spectra):\n{table}\n")
     (out_dir / "metrics_table.md").write_text(table + "\n")
-    (out_dir / "best_checkpoint.txt").write_text(best + "\n")
-    figures = {"training_curves": report.training_curves(model.history)}
-    if model.test_outputs:
-        pred = torch.cat(model.test_outputs["pred"]).numpy()
-        true = torch.cat(model.test_outputs["true"]).numpy()
+    figures = {"training_curves": report.training_curves(history)} if history else {}
+    if "pred" in outputs:
         r2 = {p: results.get(f"test/R2/{p}", float("nan")) for p in dm.parameters}
-        figures["pred_vs_true"] = report.pred_vs_true(pred, true, dm.parameters, r2)
-    if "std" in model.test_outputs:
-        figures.update(uncertainty_figures(torch.cat(model.test_outputs["pred"]).numpy(),
-                                           torch.cat(model.test_outputs["std"]).numpy(),
-                                           torch.cat(model.test_outputs["true"]).numpy(), dm, out_dir))
-    if getattr(model, "confusion", None):
-        figures["confusion_matrices"] = report.confusion_matrices(model.confusion, dm.parameters)
+        figures["pred_vs_true"] = report.pred_vs_true(outputs["pred"], outputs["true"], dm.parameters, r2)
+    if "std" in outputs:
+        z = (outputs["true"] - outputs["pred"]) / np.maximum(outputs["std"], 1e-12)
+        xH = dm.xH[dm.test_idx][: len(z), len(dm.redshifts) // 2]  # DDP: rank 0 holds the first part
+        (out_dir / "coverage.md").write_text(report.coverage_markdown(report.coverage_table(z, xH, dm.parameters)) + "\n")
+        figures["pit"] = report.pit_histograms(report.norm_cdf(z), dm.parameters)
+        figures["coverage_curve"] = report.coverage_curves(z, dm.parameters)
+    if confusion:
+        figures["confusion_matrices"] = report.confusion_matrices(confusion, dm.parameters)
     if mlf is None:
         for name, fig in figures.items():
             fig.savefig(out_dir / f"{name}.png", dpi=110)
         return
     tracking.log_figures(mlf, figures)
-    tracking.log_file(mlf, out_dir / "metrics_table.md")
-    if (out_dir / "coverage.md").exists():
-        tracking.log_file(mlf, out_dir / "coverage.md")
+    for name in ("metrics_table.md", "coverage.md"):
+        if (out_dir / name).exists():
+            tracking.log_file(mlf, out_dir / name)
+
+
+def _finish(cfg: DictConfig, model, dm: SpectraDataModule, mlf, results: dict[str, float], best: str) -> None:
+    """Report, model card, best checkpoint as an artifact."""
+    out_dir = Path(cfg.paths.output_dir)
+    outputs = {k: torch.cat(v).numpy() for k, v in model.test_outputs.items()}
+    report_results(dm, model.task.kind, results, outputs, out_dir, mlf, getattr(model, "confusion", None),
+                   model.history)
+    (out_dir / "best_checkpoint.txt").write_text(best + "\n")
+    if mlf is None:
+        return
     mlf.experiment.log_dict(mlf.run_id, model_card(model), "model_card.json")
-    client = mlf.experiment
-    client.set_tag(mlf.run_id, "best_checkpoint", best)
+    if cfg.get("saliency", True) and dm.tensors["test"][0].shape[0] > 1:
+        # which k-bins and redshifts each parameter relies on (input gradients, permutation importance)
+        fig, table = compute_saliency(model, *dm.tensors["test"])
+        tracking.log_figures(mlf, {"saliency": fig})
+        mlf.experiment.log_dict(mlf.run_id, table, "saliency.json")
+    mlf.experiment.set_tag(mlf.run_id, "best_checkpoint", best)
     if best:
         tracking.log_file(mlf, best, "checkpoints")
     print(f"MLflow run {mlf.run_id} in experiment '{cfg.experiment_name}': "
