@@ -28,6 +28,7 @@ from astrops import report, tracking
 from astrops.data import DataConfigError, SpectraDataModule
 from astrops.metrics import ParameterMetrics
 from astrops.store import StoreError
+from astrops.training import report_results
 
 log = logging.getLogger(__name__)
 STAGES = ("train", "val", "test")
@@ -35,17 +36,6 @@ STAGES = ("train", "val", "test")
 
 class BaselineConfigError(ValueError):
     """A baseline estimator that cannot be built or fitted with the configured hyperparameters."""
-
-
-def informative_mask(xH: np.ndarray) -> np.ndarray:
-    """Records (N, n_z) that are mid-reionization (0.05 < x_H < 0.95) at one selected redshift at least.
-
-    Fully ionized or fully neutral boxes carry (almost) no information on the parameters, so every model
-    fails on them alike; the figure on the rest tells models apart. NaN counts as not informative.
-    """
-    xH = np.asarray(xH, dtype=np.float64).reshape(len(xH), -1)
-    with np.errstate(invalid="ignore"):
-        return ((xH > 0.05) & (xH < 0.95)).any(axis=1)
 
 
 def features(dm: SpectraDataModule, idx: np.ndarray) -> np.ndarray:
@@ -89,7 +79,7 @@ def fit_and_evaluate(estimator: Any, dm: SpectraDataModule, name: str,
     results: dict[str, float] = {}
     for s in STAGES:
         results.update(evaluate(dm, z_pred[s], idx[s], s))
-    keep = informative_mask(dm.xH[dm.test_idx])
+    keep = dm.informative_mask(dm.test_idx)  # the neural runs' subset
     if keep.sum() >= 2:  # R² needs two samples
         results.update({k: v for k, v in evaluate(dm, z_pred["test"][keep], dm.test_idx[keep],
                                                    "test_informative").items() if k != "test_informative/loss"})
@@ -139,30 +129,21 @@ def _run(cfg: DictConfig, name: str, mlf) -> dict[str, float]:
     timing.update(t)
 
     t0 = time.perf_counter()
-    n_inf = int(informative_mask(dm.xH[dm.test_idx]).sum())
-    table = (f"Test metrics ({dm.dataset.name}, {len(dm.test_idx)} test spectra):\n"
-             f"{report.metrics_table(results, dm.parameters, 'regression')}\n\n"
-             f"Informative test spectra (0.05 < x_H < 0.95 at a selected redshift; {n_inf}):\n"
-             f"{report.metrics_table(results, dm.parameters, 'regression', stage='test_informative')}")
+    n_inf = int(dm.informative_mask(dm.test_idx).sum())
     r2 = {p: results.get(f"test/R2/{p}", float("nan")) for p in dm.parameters}
     r2_inf = {p: results.get(f"test_informative/R2/{p}", float("nan")) for p in dm.parameters}
     print(f"{name}: test R² " + ", ".join(f"{p} {v:.3f}" for p, v in r2.items())
           + f" | informative ({n_inf}) " + ", ".join(f"{p} {v:.3f}" for p, v in r2_inf.items())
           + f" | fit {timing['fit']:.1f} s")
-    print(f"\n{table}\n")
-    out_dir = Path(cfg.paths.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics_table.md").write_text(f"# baseline {name}\n\n{table}\n")
-    fig = report.pred_vs_true(pred, dm.params[dm.test_idx], dm.parameters, r2)
+    # the neural runs' report: console table, metrics_table.md, pred-vs-true figure, MLflow artifacts
+    outputs = {"pred": pred, "true": dm.params[dm.test_idx]}
+    report_results(dm, "regression", results, outputs, Path(cfg.paths.output_dir), mlf)
+    print(f"Informative test spectra (0.05 < x_H < 0.95 at a selected redshift; {n_inf}):\n"
+          f"{report.metrics_table(results, dm.parameters, 'regression', stage='test_informative')}\n")
     if mlf is None:
-        fig.savefig(out_dir / "pred_vs_true.png", dpi=110)
-        report.plt.close(fig)
         return results
-    mlf.log_metrics(results, step=0)
-    tracking.log_figures(mlf, {"pred_vs_true": fig})
-    tracking.log_file(mlf, out_dir / "metrics_table.md")
     timing["artifacts"] = time.perf_counter() - t0
-    mlf.log_metrics({f"time/{k}_s": v for k, v in timing.items()}, step=0)
+    tracking.log_metrics(mlf, {**results, **{f"time/{k}_s": v for k, v in timing.items()}})
     mlf.finalize("success")
     print(f"MLflow run {mlf.run_id} in experiment '{cfg.experiment_name}': "
           f"mlflow ui --backend-store-uri {tracking.redact(mlf._tracking_uri)}")

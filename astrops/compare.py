@@ -32,7 +32,7 @@ SEED_REFERENCE = {
         "MSE": [728.5987, 0.0508, 8.8220]},
 }
 # overrides that do not change what is measured: seeds/folds (aggregated over), where things are written
-_IGNORED = re.compile(r"^\+?(seed|data\.fold|ckpt_path|(hydra|logger|paths|tags)(\.[^=]*)?|callbacks\.progress_bar[^=]*)=")
+_IGNORED = re.compile(r"^\+?(seed|data\.fold|ckpt_path|baseline|(hydra|logger|paths|tags)(\.[^=]*)?|callbacks\.progress_bar[^=]*)=")
 
 
 def config_key(tags: dict[str, str]) -> str:

@@ -243,8 +243,7 @@ class SpectraDataModule(L.LightningDataModule):
         R² on this subset says how well the model does where the spectrum can constrain the parameters.
         """
         self.prepare()
-        xH = self.xH[idx]
-        return ((xH > 0.05) & (xH < 0.95)).any(axis=1)
+        return informative_mask(self.xH[idx])
 
     @property
     def input_shape(self) -> tuple[int, int]:
@@ -288,6 +287,13 @@ class SpectraDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DeviceBatches:
         return self._batches("test", False)
+
+
+def informative_mask(xH: np.ndarray) -> np.ndarray:
+    """(N, n_z) neutral fractions → partly ionized (0.05 < x̄_HI < 0.95) at one redshift at least; NaN is not."""
+    xH = np.asarray(xH, dtype=np.float64).reshape(len(xH), -1)
+    with np.errstate(invalid="ignore"):
+        return ((xH > 0.05) & (xH < 0.95)).any(axis=1)
 
 
 def ds_prior(recs, name: str, j: int) -> list[float]:
