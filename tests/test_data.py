@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 
 from astrops.data import DataConfigError, DeviceBatches, SpectraDataModule
 from astrops.models import CNNBackbone, DenseBackbone
@@ -15,10 +16,11 @@ K = np.geomspace(0.05, 2.0, 12)
 RANGES = {"HII_EFF_FACTOR": [5.0, 200.0], "ION_Tvir_MIN": [4.0, 6.0], "R_BUBBLE_MAX": [5.0, 20.0]}
 
 
-def toy_store(root, n=300, nan_bins=(0, 5), redshifts=(8.0, 9.0), zero_frac=0.15, seed=0, sims_per_ic=1):
+def toy_store(root, n=300, nan_bins=(0, 5), redshifts=(8.0, 9.0), zero_frac=0.15, seed=0, sims_per_ic=1,
+              spec_seed=None, ic_offset=0, name="toy"):
     """Spectra with a known dependence on the parameters; some fully ionized (all zero)."""
     rng = np.random.default_rng(seed)
-    ds = Store(root).create_dataset("toy", {"toy": seed}, PARAMS, list(redshifts), K)
+    ds = Store(root).create_dataset(name, {"toy": seed if spec_seed is None else spec_seed}, PARAMS, list(redshifts), K)
     rows = []
     for i in range(n):
         p = np.array([rng.uniform(5, 200), rng.uniform(4, 6), rng.uniform(5, 20)])
@@ -26,7 +28,7 @@ def toy_store(root, n=300, nan_bins=(0, 5), redshifts=(8.0, 9.0), zero_frac=0.15
         if rng.random() < zero_frac:
             delta[:] = 0.0
         delta[:, list(nan_bins)] = np.nan
-        rows.append({"params": dict(zip(PARAMS, p, strict=True)), "seed": i // sims_per_ic, "delta": delta, "index": i})
+        rows.append({"params": dict(zip(PARAMS, p, strict=True)), "seed": ic_offset + i // sims_per_ic, "delta": delta, "index": i})
     ds.append(rows)
     return ds
 
@@ -165,3 +167,38 @@ def test_evaluate_runs_in_eval_mode_and_restores_the_mode(tmp_path):
     model.train()
     a, b = model.evaluate(x, y, "v"), model.evaluate(x, y, "v")
     assert a == b and model.training
+
+
+def test_held_out_dataset_becomes_the_whole_test_set(tmp_path):
+    toy_store(tmp_path / "train", n=200)
+    toy_store(tmp_path / "held", n=80, seed=1, spec_seed=0, ic_offset=10_000, name="held")
+    m = dm(tmp_path / "train", test_store_dir=str(tmp_path / "held"))
+    assert len(m.test_idx) == 80 and (m.test_idx >= 200).all()
+    assert len(m.train_idx) + len(m.val_idx) == 200  # every training-set simulation trains or validates
+    assert m.lineage()["test_dataset"].startswith("held-")
+    inner = dm(tmp_path / "train")
+    assert m.lineage()["test_hash"] != inner.lineage()["test_hash"]
+    np.testing.assert_array_equal(m.params[m.test_idx], Store(tmp_path / "held").dataset().load().params)
+
+
+def test_held_out_dataset_must_match_configuration_and_be_unseen(tmp_path):
+    toy_store(tmp_path / "train", n=100)
+    toy_store(tmp_path / "other", n=50, seed=1, spec_seed=1, ic_offset=10_000)
+    with pytest.raises(DataConfigError, match="another configuration"):
+        dm(tmp_path / "train", test_store_dir=str(tmp_path / "other"))
+    toy_store(tmp_path / "same_ics", n=50, seed=1, spec_seed=0, ic_offset=0)
+    with pytest.raises(DataConfigError, match="shares 50 initial-condition seeds"):
+        dm(tmp_path / "train", test_store_dir=str(tmp_path / "same_ics"))
+    with pytest.raises(DataConfigError, match="kfold"):
+        dm(tmp_path / "train", test_store_dir=str(tmp_path / "other"), kfold=5)
+
+
+def test_bundled_holdout_is_unseen_and_complete():
+    """The shipped held-out set: 1 000 simulations of the reference configuration, none shared with training."""
+    m = SpectraDataModule(str(ROOT / "data/reference"), "reference", test_store_dir=str(ROOT / "data/holdout"),
+                          test_dataset="holdout")
+    m.prepare()
+    assert len(m.test_idx) == 1000 and len(m.train_idx) + len(m.val_idx) == 2000
+    train_params = {tuple(p) for p in m.params[:2000].round(8)}
+    assert not any(tuple(p) in train_params for p in m.params[m.test_idx].round(8))
+    assert 0.3 < m.informative_mask(m.test_idx).mean() < 0.7  # x̄_HI at z = 8 spans the prior

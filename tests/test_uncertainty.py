@@ -9,7 +9,7 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from conftest import run_entry
+from conftest import ROOT, run_entry
 
 from astrops import calibration, ensemble
 from astrops.inference import load_model
@@ -169,7 +169,8 @@ def test_gaussian_ensemble_end_to_end(tmp_path):
     predictor = load_model(directory)
     from astrops.data import SpectraDataModule
 
-    dm = SpectraDataModule("data/reference", "reference", test_store_dir="data/holdout", test_dataset="holdout")
+    dm = SpectraDataModule(str(ROOT / "data/reference"), "reference", test_store_dir=str(ROOT / "data/holdout"),
+                           test_dataset="holdout")
     dm.prepare()
     np.savez(tmp_path / "in.npz", k=dm.k, delta=dm.delta[dm.test_idx][:50, 0, :])
     out = tmp_path / "pred.csv"
