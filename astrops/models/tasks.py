@@ -80,15 +80,18 @@ class GaussianTask(nn.Module):
 class ClassificationTask(nn.Module):
     """n_classes logits per parameter; the loss is the sum of the per-parameter cross-entropies.
 
-    ``temperature`` (P,) divides the logits at prediction time (temperature scaling on the validation
-    split); training uses the raw logits.
+    The classes are ordered bins of one continuous parameter, so a one-class miss is far better than a
+    ten-class one. ``label_sigma`` > 0 (in classes) trains against a Gaussian-smoothed target over
+    neighbouring classes instead of a one-hot one, which teaches that order (ordinal soft labels);
+    0 is the seed's plain cross-entropy. ``temperature`` (P,) divides the logits at prediction time
+    (temperature scaling on the validation split); training uses the raw logits.
     """
 
     kind = "classification"
 
-    def __init__(self, codec: TargetCodec, in_features: int, calibrate: bool = True):
+    def __init__(self, codec: TargetCodec, in_features: int, calibrate: bool = True, label_sigma: float = 0.0):
         super().__init__()
-        self.codec, self.calibrate = codec, calibrate
+        self.codec, self.calibrate, self.label_sigma = codec, calibrate, label_sigma
         self.n_params, self.n_classes = codec.mean.numel(), codec.n_classes
         self.head = nn.Linear(in_features, self.n_params * self.n_classes)
         self.register_buffer("temperature", torch.ones(self.n_params))
@@ -97,8 +100,12 @@ class ClassificationTask(nn.Module):
         return self.head(h).view(-1, self.n_params, self.n_classes)
 
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        target = self.codec.to_class(y)
-        return F.cross_entropy(out.reshape(-1, self.n_classes), target.reshape(-1)) * self.n_params
+        target = self.codec.to_class(y).reshape(-1)
+        if self.label_sigma > 0:
+            classes = torch.arange(self.n_classes, device=out.device)
+            soft = torch.exp(-0.5 * ((classes[None, :] - target[:, None]) / self.label_sigma) ** 2)
+            target = soft / soft.sum(-1, keepdim=True)
+        return F.cross_entropy(out.reshape(-1, self.n_classes), target) * self.n_params
 
     def decode(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
         return decode_probs((out / self.temperature[:, None]).softmax(-1), self.codec)
