@@ -25,6 +25,10 @@ from astrops.training import report_results, train
 log = logging.getLogger(__name__)
 
 
+class EnsembleConfigError(ValueError):
+    """An ensemble configuration that cannot run (one line, names the fix)."""
+
+
 def _member_cfg(cfg: DictConfig, i: int, out_dir: Path, parent_run: str | None) -> DictConfig:
     m = copy.deepcopy(cfg)
     with open_dict(m):
@@ -40,6 +44,10 @@ def _member_cfg(cfg: DictConfig, i: int, out_dir: Path, parent_run: str | None) 
 def train_ensemble(cfg: DictConfig) -> tuple[dict[str, float], str]:
     """Train ``cfg.ensemble.members`` members and evaluate their combination; returns (metrics, directory)."""
     k = int(cfg.ensemble.members)
+    devices = cfg.trainer.get("devices", 1)
+    if not (devices in (1, "1") or devices == [0]):
+        raise EnsembleConfigError(f"ensemble.members={k} with trainer.devices={devices}: members train one after another on "
+                         "one device; use trainer=default (or train members as separate jobs: -m seed=1,2,3)")
     out_dir = Path(cfg.paths.output_dir)
     lg = (cfg.get("logger") or {}).get("mlflow")
     mlf = instantiate(lg, run_name=f"{cfg.run_name}-ensemble{k}") if lg is not None else None

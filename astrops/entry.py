@@ -39,6 +39,7 @@ def run_simulate(cfg: DictConfig) -> int:
 def run_train(cfg: DictConfig) -> float | None:
     """Train; print the best checkpoint as the very last line; return ``optimized_metric`` for sweepers."""
     from astrops.data import DataConfigError
+    from astrops.ensemble_training import EnsembleConfigError
     from astrops.inference import InputError
     from astrops.tracking import TrackingError
     from astrops.training import train
@@ -54,7 +55,7 @@ def run_train(cfg: DictConfig) -> float | None:
         if not isinstance(exc.__cause__, DataConfigError | TrackingError | ValueError):
             raise
         sys.exit(_bad_input(exc.__cause__))
-    except (DataConfigError, TrackingError, InputError, StoreError, FileNotFoundError) as exc:
+    except (DataConfigError, EnsembleConfigError, TrackingError, InputError, StoreError, FileNotFoundError) as exc:
         if _in_multirun():
             log.error("job failed: %s", exc)
             return float("nan")

@@ -76,3 +76,26 @@ def test_resume_from_missing_checkpoint_is_refused(tmp_path):
                                 f"ckpt_path={tmp_path}/gone/last.ckpt"])
     with pytest.raises(FileNotFoundError, match="ckpt_path=.* does not exist: give a checkpoint file"):
         train(cfg)
+
+
+def test_ensemble_with_several_devices_is_refused_before_training(tmp_path):
+    from conftest import run_entry  # noqa: I001
+
+    proc = run_entry("train.py", "ensemble.members=3", "trainer=ddp", "logger=none", f"hydra.run.dir={tmp_path}/run",
+                     check=False)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert "ensemble.members=3 with trainer.devices=2" in line and "trainer=default" in line
+    assert not (tmp_path / "run" / "member_0").exists()
+
+
+def test_predict_refuses_a_directory_that_is_not_an_ensemble(tmp_path):
+    from conftest import run_entry  # noqa: I001
+
+    (tmp_path / "notanensemble").mkdir()
+    np.savez(tmp_path / "in.npz", k=load_k(), delta=np.ones((2, 22)))
+    proc = run_entry("predict.py", f"ckpt_path={tmp_path / 'notanensemble'}", f"input={tmp_path / 'in.npz'}",
+                     f"output={tmp_path / 'out.csv'}", f"hydra.run.dir={tmp_path}/h", check=False)
+    assert proc.returncode == 2 and not (tmp_path / "out.csv").exists()
+    (line,) = proc.stderr.strip().splitlines()
+    assert "without manifest.json" in line and "ensemble directory" in line
