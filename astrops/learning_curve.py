@@ -21,8 +21,9 @@ import numpy as np
 from astrops.report import LABELS, plt
 
 
-def collect(tracking_uri: str, experiment: str, metric: str = "test/R2") -> dict:
-    """{(redshifts, n_train): {parameter: [values over seeds]}} of the experiment's finished single runs."""
+def collect(tracking_uri: str, experiment: str, metric: str = "test/R2", task: str = "regression") -> dict:
+    """{(redshifts, n_train): {parameter: [values over seeds]}} of the experiment's finished single
+    network runs of one task (ensemble runs and baselines left out)."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri)
@@ -32,7 +33,7 @@ def collect(tracking_uri: str, experiment: str, metric: str = "test/R2") -> dict
     groups: dict = defaultdict(lambda: defaultdict(list))
     for run in client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'", max_results=10_000):
         tags, metrics = run.data.tags, run.data.metrics
-        if "n_train" not in tags or "ensemble_members" in tags:
+        if "n_train" not in tags or "ensemble_members" in tags or tags.get("baseline") or tags.get("task") != task:
             continue
         for key, value in metrics.items():
             if key.startswith(metric + "/") and not key.endswith("/overall"):
@@ -74,10 +75,11 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--experiment", required=True)
     ap.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{root}/tracking/mlflow.db"))
+    ap.add_argument("--task", default="regression", help="task tag of the runs to use")
     ap.add_argument("--out", default="learning_curve.png")
     args = ap.parse_args(argv)
     try:
-        groups = collect(args.tracking_uri, args.experiment)
+        groups = collect(args.tracking_uri, args.experiment, task=args.task)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
