@@ -84,8 +84,8 @@ def test_parallel_joblib_sweep_loses_nothing(tmp_path):
     client, rs = runs(tmp_path)
     assert len(rs) == 4 and all(r.info.status == "FINISHED" for r in rs)
     reference = set(rs[0].data.metrics)
-    # stages x metrics x (params + overall) + losses + epoch, lr + time/{setup,fit,test,artifacts}_s
-    assert len(reference) == 3 * 4 * 4 + 3 + 2 + 4
+    # (stages + informative test subset) x metrics x (params + overall) + losses + epoch, lr + time/*_s
+    assert len(reference) == 4 * 4 * 4 + 3 + 2 + 4
     for r in rs:
         assert set(r.data.metrics) == reference  # every metric of every run arrived
         hist = client.get_metric_history(r.info.run_id, "val/loss")

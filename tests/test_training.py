@@ -10,7 +10,7 @@ from conftest import run_entry
 
 from astrops.data import DataConfigError, SpectraDataModule
 from astrops.inference import InputError, load_model
-from astrops.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
+from astrops.metrics import CLASSIFICATION_METRICS, DISTRIBUTION_METRICS, REGRESSION_METRICS
 from astrops.training import train
 
 QUICK = ["trainer.max_epochs=3", "trainer.limit_train_batches=5"]
@@ -25,7 +25,7 @@ def mlflow_run(tmp_path):
 
 
 @pytest.mark.parametrize("model", ["dense", "cnn"])
-@pytest.mark.parametrize("task", ["regression", "classification"])
+@pytest.mark.parametrize("task", ["regression", "classification", "gaussian"])
 def test_each_combination_trains_and_logs(tmp_path, train_cfg, model, task):
     results, best = train(train_cfg(f"model={model}", f"task={task}", *QUICK))
     client, run = mlflow_run(tmp_path)
@@ -40,10 +40,21 @@ def test_each_combination_trains_and_logs(tmp_path, train_cfg, model, task):
         assert f"{stage}/loss" in run.data.metrics
     arts = {a.path for d in ("", "figures", "checkpoints") for a in client.list_artifacts(run.info.run_id, d)}
     assert {"config.yaml", "metrics_table.md", "model_card.json", "figures/pred_vs_true.png",
-            "figures/training_curves.png"} <= arts
+            "figures/training_curves.png", "figures/saliency.png", "saliency.json"} <= arts
     if task == "classification":
         assert "figures/confusion_matrices.png" in arts
         assert 0 <= results["test/acc_pm1/ION_Tvir_MIN"] <= 1
+    if task == "gaussian":
+        for stage in ("val", "test", "test_informative"):
+            for metric in DISTRIBUTION_METRICS:
+                assert f"{stage}/{metric}/R_BUBBLE_MAX" in run.data.metrics, f"{stage}/{metric}"
+        assert {"figures/pit.png", "figures/coverage_curve.png", "coverage.md"} <= arts
+    if task != "regression":  # calibrated after training: the factors are logged and in the checkpoint
+        name = "var_scale" if task == "gaussian" else "temperature"
+        assert run.data.metrics[f"calibration/{name}/ION_Tvir_MIN"] > 0
+        assert best.endswith("-calibrated.ckpt")
+        state = torch.load(best, weights_only=True)["state_dict"]
+        assert float(state[f"task.{name}"][1]) == pytest.approx(run.data.metrics[f"calibration/{name}/ION_Tvir_MIN"])
     assert any(a.startswith("checkpoints/") and a.endswith(".ckpt") for a in arts)
     assert run.data.tags["best_checkpoint"] == best
 
