@@ -1,7 +1,7 @@
 """Learning curves from MLflow: test R² against the number of training simulations.
 
     python train.py -m data=reference_holdout data.train_size=250,500,1000,1801 seed=1,2,3 experiment_name=lc
-    python -m astrops.learning_curve --experiment lc [--tracking-uri URI] [--out learning_curve.png]
+    python -m astrops.learning_curve --experiment lc [--model dense] [--tracking-uri URI] [--out learning_curve.png]
 
 Runs are grouped by redshifts (so z = 8 alone and several redshifts compare at equal numbers of
 simulations) and by ``n_train``; each point is the mean ± std over the group's training seeds.
@@ -21,7 +21,8 @@ import numpy as np
 from astrops.report import LABELS, plt
 
 
-def collect(tracking_uri: str, experiment: str, metric: str = "test/R2", task: str = "regression") -> dict:
+def collect(tracking_uri: str, experiment: str, metric: str = "test/R2", task: str = "regression",
+            model: str | None = None) -> dict:
     """{(redshifts, n_train): {parameter: [values over seeds]}} of the experiment's finished single
     network runs of one task (ensemble runs and baselines left out)."""
     import mlflow
@@ -34,6 +35,8 @@ def collect(tracking_uri: str, experiment: str, metric: str = "test/R2", task: s
     for run in client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'", max_results=10_000):
         tags, metrics = run.data.tags, run.data.metrics
         if "n_train" not in tags or "ensemble_members" in tags or tags.get("baseline") or tags.get("task") != task:
+            continue
+        if model is not None and tags.get("model") != model:
             continue
         for key, value in metrics.items():
             if key.startswith(metric + "/") and not key.endswith("/overall"):
@@ -76,10 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--experiment", required=True)
     ap.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{root}/tracking/mlflow.db"))
     ap.add_argument("--task", default="regression", help="task tag of the runs to use")
+    ap.add_argument("--model", default=None, help="model tag of the runs to use (default: all)")
     ap.add_argument("--out", default="learning_curve.png")
     args = ap.parse_args(argv)
     try:
-        groups = collect(args.tracking_uri, args.experiment, task=args.task)
+        groups = collect(args.tracking_uri, args.experiment, task=args.task, model=args.model)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
