@@ -44,8 +44,10 @@ demo: $(STAMP)
 	$(BIN)/python train.py callbacks.progress_bar=null
 	@echo "Open the MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/tracking/mlflow.db"
 
+# make reference N=4000 extends the same design (indices 2000..3999 of base seed 1); resumable.
+N ?= 2000
 reference: $(STAMP)
-	$(BIN)/python simulate.py simulation=reference_multiz paths.store_dir=$(CURDIR)/data/reference simulation.workers=2
+	$(BIN)/python simulate.py simulation=reference_multiz paths.store_dir=$(CURDIR)/data/reference simulation.workers=2 simulation.n=$(N)
 
 clean:
 	rm -rf logs .pytest_cache

@@ -66,6 +66,9 @@ def figure(groups: dict):
             ax.set_xscale("log")
             ax.set_xlabel("training simulations")
             ax.set_title(LABELS.get(p, p))
+    ns_all = [n for _, n in groups]
+    for ax in axes[0]:
+        ax.set_xlim(min(ns_all) / 1.4, max(ns_all) * 1.4)
     axes[0][0].set_ylabel("test R²")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
