@@ -68,14 +68,15 @@ def fit_and_evaluate(estimator: Any, dm: SpectraDataModule, name: str,
     # HistGradientBoosting (OpenMP) and Ridge/KNN (BLAS) would otherwise take every core
     with threadpool_limits(limits=cpu_threads):
         t0 = time.perf_counter()
-        try:
+        try:  # sklearn says what is wrong (bad hyperparameter, too few samples) as a ValueError
             estimator.fit(x["train"], z_train)
-        except InvalidParameterError as exc:
-            raise BaselineConfigError(f"baseline={name}: {exc} Fix the baseline.* override "
+            timing = {"fit": time.perf_counter() - t0}
+            t0 = time.perf_counter()
+            z_pred = {s: np.asarray(estimator.predict(x[s]), dtype=np.float32).reshape(len(x[s]), -1) for s in STAGES}
+        except (InvalidParameterError, ValueError) as exc:
+            msg = " ".join(str(exc).split())
+            raise BaselineConfigError(f"baseline={name}: {msg} Fix the baseline.* or data.* override "
                                       f"(defaults in conf/baseline/{name}.yaml)") from exc
-        timing = {"fit": time.perf_counter() - t0}
-        t0 = time.perf_counter()
-        z_pred = {s: np.asarray(estimator.predict(x[s]), dtype=np.float32).reshape(len(x[s]), -1) for s in STAGES}
     results: dict[str, float] = {}
     for s in STAGES:
         results.update(evaluate(dm, z_pred[s], idx[s], s))

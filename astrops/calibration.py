@@ -57,8 +57,11 @@ def calibrate_model(model, x_val: torch.Tensor, y_val: torch.Tensor) -> dict[str
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        dec = task.decode(model(x_val))
+        out = model(x_val)
     model.train(was_training)
-    factors = fit(dec, y_val, task.codec)[name]
+    if name == "temperature":  # fitted on the logits it will divide (no clamped log-probabilities)
+        factors = temperature(out.log_softmax(-1), task.codec.to_class(y_val))
+    else:
+        factors = fit(task.decode(out), y_val, task.codec)[name]
     getattr(task, name).copy_(factors.to(getattr(task, name).device))
     return {f"calibration/{name}/{p}": float(v) for p, v in zip(model.param_names, factors, strict=True)}

@@ -38,6 +38,10 @@ _IGNORED = re.compile(r"^\+?(seed|data\.fold|ckpt_path|baseline|(hydra|logger|pa
 def config_key(tags: dict[str, str]) -> str:
     overrides = [o for o in (tags.get("overrides") or "").split() if o != "(none)" and not _IGNORED.match(o)]
     base = f"{tags.get('model', '?')} {tags.get('task', '?')}"
+    if "ensemble_members" in tags:  # an ensemble and its own members are different things to average
+        base += f" ensemble of {tags['ensemble_members']}"
+    elif "ensemble_member" in tags:
+        base += " (ensemble member)"
     extra = [o for o in overrides if not o.startswith(("model=", "task="))]
     return base + (" " + " ".join(sorted(extra)) if extra else "")
 

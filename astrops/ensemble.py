@@ -58,7 +58,8 @@ class Ensemble(nn.Module):
             same = (m.task.kind == first.task.kind and m.param_names == first.param_names and
                     all(torch.equal(a, b) for a, b in zip(m.transform.state_dict().values(),
                                                           first.transform.state_dict().values(), strict=True)) and
-                    torch.equal(m.task.codec.mean, first.task.codec.mean))
+                    all(torch.equal(getattr(m.task.codec, b), getattr(first.task.codec, b))
+                        for b in ("mean", "std", "edges")))
             if not same:
                 raise ValueError("ensemble members differ in task, parameters, input scaling or target scaling: "
                                  "train them with one config and one data.split_seed")
@@ -110,4 +111,10 @@ def read_manifest(directory: str | Path) -> dict:
     manifest = json.loads(path.read_text())
     if manifest.get("format") != FORMAT:
         raise ValueError(f"{path} has format {manifest.get('format')!r}, expected {FORMAT!r}")
+    members, calibration = manifest.get("members"), manifest.get("calibration", {})
+    if not isinstance(members, list) or len(members) < 2 or not all(isinstance(m, str) and "/" not in m for m in members):
+        raise ValueError(f"{path}: 'members' must list at least two checkpoint file names in the directory")
+    if not isinstance(calibration, dict) or not all(isinstance(v, list) and all(isinstance(x, int | float) for x in v)
+                                                    for v in calibration.values()):
+        raise ValueError(f"{path}: 'calibration' must map names to lists of numbers")
     return manifest

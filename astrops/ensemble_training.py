@@ -48,6 +48,12 @@ def train_ensemble(cfg: DictConfig) -> tuple[dict[str, float], str]:
     if not (devices in (1, "1") or devices == [0]):
         raise EnsembleConfigError(f"ensemble.members={k} with trainer.devices={devices}: members train one after another on "
                          "one device; use trainer=default (or train members as separate jobs: -m seed=1,2,3)")
+    if cfg.get("ckpt_path"):
+        raise EnsembleConfigError("ckpt_path= with ensemble.members > 1: every member would resume the same checkpoint; "
+                                  "resume the interrupted member alone (ensemble.members=1 seed=<its seed> ckpt_path=...)")
+    if not (cfg.get("callbacks") or {}).get("model_checkpoint") or cfg.trainer.get("fast_dev_run"):
+        raise EnsembleConfigError("ensemble.members > 1 needs callbacks.model_checkpoint and no fast_dev_run: "
+                                  "the ensemble is built from the members' best checkpoints")
     out_dir = Path(cfg.paths.output_dir)
     lg = (cfg.get("logger") or {}).get("mlflow")
     mlf = instantiate(lg, run_name=f"{cfg.run_name}-ensemble{k}") if lg is not None else None
@@ -76,11 +82,19 @@ def _train_and_combine(cfg: DictConfig, k: int, out_dir: Path, mlf) -> tuple[dic
     dec = ens.predict_physical(x)
     results.update(score(dec, y, codec, params, "test", n_classes))
     informative = torch.as_tensor(dm.informative_mask(dm.test_idx))
-    if informative.any():
+    if int(informative.sum()) >= 2:  # R² needs two samples
         results.update(score({k_: v[informative] for k_, v in dec.items()}, y[informative], codec, params,
                              "test_informative", n_classes))
-    results.update(score(ens.predict_physical(dm.tensors["val"][0]), dm.tensors["val"][1], codec, params,
-                         "best/val", n_classes))
+    val_dec = ens.predict_physical(dm.tensors["val"][0])
+    results.update(score(val_dec, dm.tensors["val"][1], codec, params, "best/val", n_classes))
+    # what sweeps minimise (optimized_metric=val/loss): the ensemble's validation NLL — Gaussian (mixture
+    # mean and variance, training-std units) or the cross-entropy of the averaged class probabilities
+    if "probs" in val_dec:
+        target = codec.to_class(dm.tensors["val"][1])
+        picked = torch.gather(val_dec["probs"], 2, target.unsqueeze(-1)).clamp_min(1e-12)
+        results["best/val/loss"] = float(-picked.log().mean() * len(params))
+    else:
+        results["best/val/loss"] = results["best/val/NLL/overall"] * len(params)
     for key in [k_ for k_ in members[0][0] if k_.startswith(("test/", "test_informative/"))]:
         vals = np.array([m[0].get(key, np.nan) for m in members])  # the single members, for comparison
         results[f"members_mean/{key}"], results[f"members_std/{key}"] = float(vals.mean()), float(vals.std(ddof=1))

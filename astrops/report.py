@@ -64,7 +64,9 @@ def training_curves(history: list[dict[str, float]]):
             ax.plot(epochs, vals, label=key)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
-    ax.set_yscale("log")
+    values = [h.get(k, np.nan) for h in history for k in ("train/loss", "val/loss")]
+    if np.nanmin(values) > 0:  # the Gaussian NLL can be negative: linear axis then
+        ax.set_yscale("log")
     ax.legend()
     fig.tight_layout()
     return fig

@@ -157,7 +157,7 @@ def _fit_and_test(cfg: DictConfig, loggers: list, mlf) -> tuple[dict[str, float]
     results.update(calibration)
     x_test, y_test = dm.tensors["test"]
     informative = torch.as_tensor(dm.informative_mask(dm.test_idx), device=x_test.device)
-    if informative.any():
+    if int(informative.sum()) >= 2:  # R² needs two samples
         results.update({k: v for k, v in model.evaluate(x_test[informative], y_test[informative],
                                                        prefix="test_informative").items() if not k.endswith("/loss")})
     if trainer.is_global_zero:

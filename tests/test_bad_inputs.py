@@ -99,3 +99,24 @@ def test_predict_refuses_a_directory_that_is_not_an_ensemble(tmp_path):
     assert proc.returncode == 2 and not (tmp_path / "out.csv").exists()
     (line,) = proc.stderr.strip().splitlines()
     assert "without manifest.json" in line and "ensemble directory" in line
+
+
+@pytest.mark.parametrize("override, message", [
+    ("ckpt_path=/tmp/any/last.ckpt", "every member would resume the same checkpoint"),
+    ("callbacks=none", "needs callbacks.model_checkpoint"),
+])
+def test_ensemble_without_usable_checkpoints_is_refused_before_training(tmp_path, override, message):
+    from conftest import run_entry  # noqa: I001
+
+    proc = run_entry("train.py", "ensemble.members=2", override, "logger=none", f"hydra.run.dir={tmp_path}/run",
+                     check=False)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert message in line
+    assert not (tmp_path / "run" / "member_0").exists()
+
+
+def test_malformed_ensemble_manifest_is_refused(tmp_path):
+    (tmp_path / "manifest.json").write_text('{"format": "astrops-ensemble/1", "members": ["../../etc/x.ckpt"]}')
+    with pytest.raises(InputError, match="'members' must list at least two checkpoint file names"):
+        load_model(tmp_path)

@@ -84,3 +84,11 @@ def test_informative_mask():
     xH = np.array([[0.0, 0.01], [0.5, 1.0], [0.96, 0.99], [np.nan, 0.3], [0.05, 0.95]])
     assert informative_mask(xH).tolist() == [False, True, False, True, False]
     assert informative_mask(np.array([0.2, 1.0])).tolist() == [True, False]  # one redshift, 1-D
+
+
+def test_too_few_training_spectra_for_knn_is_one_line(tmp_path):
+    proc = run_entry("baselines.py", "baseline=knn", "data.train_size=5", "logger=none",
+                     f"hydra.run.dir={tmp_path}/run", check=False)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert "baseline=knn" in line and "n_neighbors" in line and "data.* override" in line

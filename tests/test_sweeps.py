@@ -104,3 +104,14 @@ def test_optuna_sweep_writes_and_logs_best_parameters(tmp_path):
     assert summary.data.metrics["best_value"] == pytest.approx(best["best_value"])
     losses = [r.data.metrics.get("val/loss") for r in trials]
     assert all(v is not None for v in losses)
+
+
+def test_compare_keeps_ensembles_apart_from_their_members():
+    from astrops.compare import config_key
+
+    common = {"model": "dense", "task": "regression", "overrides": "experiment=best_regression seed=1"}
+    ensemble_key = config_key({**common, "ensemble_members": "5"})
+    member_key = config_key({**common, "ensemble_member": "0"})
+    single_key = config_key(common)
+    assert len({ensemble_key, member_key, single_key}) == 3
+    assert "ensemble of 5" in ensemble_key and "member" in member_key

@@ -162,6 +162,7 @@ def test_gaussian_ensemble_end_to_end(tmp_path):
     for name in DISTRIBUTION_METRICS:
         assert f"test/{name}/ION_Tvir_MIN" in metrics and f"test_informative/{name}/ION_Tvir_MIN" in metrics
     assert "members_mean/test/R2/ION_Tvir_MIN" in metrics and "calibration/var_scale/R_BUBBLE_MAX" in metrics
+    assert np.isfinite(metrics["best/val/loss"])  # what a sweep over ensembles minimises
     arts = {a.path for d in ("", "figures", "ensemble") for a in client.list_artifacts(parent[0].info.run_id, d)}
     assert {"figures/pit.png", "figures/coverage_curve.png", "coverage.md", "ensemble/manifest.json"} <= arts
 
