@@ -134,9 +134,10 @@ class SpectraDataModule(L.LightningDataModule):
         if len(recs) == 0:
             raise DataConfigError(f"dataset {ds.name} in {self.store_dir} has no spectra: run simulate.py first")
         n_own = len(recs)
-        self.test_ds = self._load_test_dataset(ds, recs) if self.test_store_dir else None
-        if self.test_ds is not None:
-            recs = recs.concat(self.test_ds.load())
+        self.test_ds = None
+        if self.test_store_dir:
+            self.test_ds, test_recs = self._load_test_dataset(ds, recs)
+            recs = recs.concat(test_recs)
         missing = [z for z in self.redshifts if not np.isclose(ds.redshifts, z).any()]
         if missing:
             raise DataConfigError(f"data.redshifts {missing} not in dataset {ds.name} (it has {ds.redshifts})")
@@ -175,9 +176,7 @@ class SpectraDataModule(L.LightningDataModule):
         if self.test_ds is None:
             self.train_idx, self.val_idx, self.test_idx = self._split(strata, groups)
         else:  # every record of the training dataset trains or validates; the other dataset is the test set
-            saved, self.test_fraction = self.test_fraction, None
-            self.train_idx, self.val_idx, _ = self._split(strata[:n_own], groups[:n_own])
-            self.test_fraction = saved
+            self.train_idx, self.val_idx, _ = self._split(strata[:n_own], groups[:n_own], hold_out_test=False)
             self.test_idx = np.arange(n_own, len(recs))
 
         self.transform = SpectrumTransform.fit(delta[self.train_idx], self.kept_bins, self.feature_transform,
@@ -188,21 +187,25 @@ class SpectraDataModule(L.LightningDataModule):
                  ds.name, len(self.params), self.redshifts, len(self.kept_bins), len(self.k),
                  len(self.train_idx), len(self.val_idx), len(self.test_idx), self.split_seed)
 
-    def _split(self, strata: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(train, val, test) record indices; records of one IC group always share a split."""
+    def _split(self, strata: np.ndarray, groups: np.ndarray,
+               hold_out_test: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(train, val, test) record indices; records of one IC group always share a split.
+
+        ``hold_out_test=False``: no test part (an external dataset is the test set).
+        """
         uniq, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
         if len(uniq) == len(groups):  # every spectrum its own realisation (the default)
-            return self._split_units(strata)
-        parts = self._split_units(strata[first])  # split the groups, stratified on their first member
+            return self._split_units(strata, hold_out_test)
+        parts = self._split_units(strata[first], hold_out_test)  # split the groups, stratified on their first member
         return tuple(np.flatnonzero(np.isin(inverse, part)) for part in parts)
 
-    def _split_units(self, strata: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _split_units(self, strata: np.ndarray, hold_out_test: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(train, val, test) indices of units: stratified on ζ's class, seeded by split_seed alone."""
         if self.kfold:
             folds = stratified_folds(strata, self.kfold, self.split_seed)
             test = folds[self.fold]
             trainval = np.setdiff1d(np.arange(len(strata)), test)
-        elif self.test_fraction is None:  # external test dataset
+        elif not hold_out_test:  # external test dataset
             trainval, test = np.arange(len(strata)), np.arange(0)
         else:
             trainval, test = stratified_split(strata, self.test_fraction, self.split_seed)
@@ -218,7 +221,7 @@ class SpectraDataModule(L.LightningDataModule):
         return train, val, test
 
     def _load_test_dataset(self, ds, recs):
-        """The held-out dataset: same simulation configuration, no initial conditions shared with training."""
+        """(dataset, records) held out: same simulation configuration, no initial conditions shared with training."""
         try:
             test = Store(self.test_store_dir).dataset(self.test_dataset_ref)
         except StoreError as exc:
@@ -234,7 +237,7 @@ class SpectraDataModule(L.LightningDataModule):
         if len(shared):
             raise DataConfigError(f"test dataset {test.name} shares {len(shared)} initial-condition seeds with {ds.name}: "
                                   "not unseen data; simulate it with a base seed the training data do not use")
-        return test
+        return test, test_recs
 
     def informative_mask(self, idx: np.ndarray) -> np.ndarray:
         """Records whose box is partly ionized (0.05 < x̄_HI < 0.95) at one or more of the selected redshifts.

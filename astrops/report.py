@@ -116,6 +116,8 @@ def coverage_table(z: np.ndarray, xH: np.ndarray, parameters: list[str],
     """
     from scipy.stats import binomtest
 
+    from astrops.metrics import Z68, Z95
+
     rows = []
     bins = [("all", np.ones(len(z), bool))]
     bins += [(f"{lo:g}<xH<={hi:g}", (xH > lo) & (xH <= hi)) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
@@ -124,7 +126,7 @@ def coverage_table(z: np.ndarray, xH: np.ndarray, parameters: list[str],
         n = int(sel.sum())
         for j, p in enumerate(parameters):
             row = {"bin": name, "parameter": p, "n": n}
-            for level, width in (("68", 0.994457883209753), ("95", 1.959963984540054)):
+            for level, width in (("68", Z68), ("95", Z95)):
                 k = int((np.abs(z[sel, j]) <= width).sum())
                 ci = binomtest(k, n).proportion_ci(0.95) if n else None
                 row[f"coverage{level}"] = k / n if n else float("nan")

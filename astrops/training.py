@@ -169,8 +169,8 @@ def _fit_and_test(cfg: DictConfig, loggers: list, mlf) -> tuple[dict[str, float]
             extra = {**{f"time/{k}_s": v for k, v in timing.items()},
                      **{k: v for k, v in results.items() if k.startswith(("calibration/", "test_informative/"))}}
             tracking.log_metrics(mlf, extra)
-    # the model now holds the weights of the best checkpoint (loaded by test): its validation figures are
-    # what sweeps optimise (best/val/loss, best/val/R2/overall, ...)
+    # the model holds the best checkpoint's (calibrated) weights: its validation figures are what sweeps
+    # optimise (best/val/loss, best/val/R2/overall, ...)
     results.update(model.evaluate(*dm.tensors["val"], prefix="best/val"))
     return results, best
 
