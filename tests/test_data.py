@@ -17,7 +17,7 @@ RANGES = {"HII_EFF_FACTOR": [5.0, 200.0], "ION_Tvir_MIN": [4.0, 6.0], "R_BUBBLE_
 
 
 def toy_store(root, n=300, nan_bins=(0, 5), redshifts=(8.0, 9.0), zero_frac=0.15, seed=0, sims_per_ic=1,
-              spec_seed=None, ic_offset=0, name="toy"):
+              spec_seed=None, ic_offset=0, name="toy", xH=None):
     """Spectra with a known dependence on the parameters; some fully ionized (all zero)."""
     rng = np.random.default_rng(seed)
     ds = Store(root).create_dataset(name, {"toy": seed if spec_seed is None else spec_seed}, PARAMS, list(redshifts), K)
@@ -28,7 +28,8 @@ def toy_store(root, n=300, nan_bins=(0, 5), redshifts=(8.0, 9.0), zero_frac=0.15
         if rng.random() < zero_frac:
             delta[:] = 0.0
         delta[:, list(nan_bins)] = np.nan
-        rows.append({"params": dict(zip(PARAMS, p, strict=True)), "seed": ic_offset + i // sims_per_ic, "delta": delta, "index": i})
+        rows.append({"params": dict(zip(PARAMS, p, strict=True)), "seed": ic_offset + i // sims_per_ic, "delta": delta,
+                     "index": i, **({"xH": xH[i]} if xH is not None else {})})
     ds.append(rows)
     return ds
 

@@ -145,3 +145,21 @@ def test_predict_refuses_wrong_k_grid(tmp_path, train_cfg):
         p.predict(p.k * 1.01, np.ones((1, 22)))
     with pytest.raises(InputError, match="NaN"):
         p.predict(p.k, np.full((1, 22), np.nan))
+
+
+def test_a_single_informative_test_spectrum_does_not_break_the_run(tmp_path, train_cfg):
+    """R² needs two samples: with one partly ionized test box the informative-subset metrics are skipped."""
+    from test_data import RANGES, toy_store
+
+    toy_store(tmp_path / "probe", n=120, redshifts=(8.0,))
+    probe = SpectraDataModule(str(tmp_path / "probe"), redshifts=[8.0], target_ranges=RANGES)
+    probe.prepare()
+    xH = np.zeros((120, 1))
+    xH[probe.test_idx[0]] = 0.5  # the split depends on the parameters only: this one lands in the test set
+    toy_store(tmp_path / "store", n=120, redshifts=(8.0,), xH=xH)
+    results, best = train(train_cfg(f"data.store_dir={tmp_path / 'store'}", "data.dataset=null",
+                                    "trainer.max_epochs=2", "saliency=false"))
+    assert best and np.isfinite(results["test/R2/ION_Tvir_MIN"])
+    assert not any(k.startswith("test_informative/") for k in results)
+    client, run = mlflow_run(tmp_path)
+    assert run.info.status == "FINISHED"
