@@ -55,7 +55,7 @@ class GaussianScores(Metric):
     def update(self, mean: torch.Tensor, std: torch.Tensor, target: torch.Tensor, target_std: torch.Tensor) -> None:
         # NLL in units of the training std: independent of the parameter's units, comparable across them
         s = gaussian_scores(mean / target_std, std / target_std, target / target_std)
-        crps = gaussian_scores(mean, std, target)["crps"]
+        crps = s["crps"] * target_std  # CRPS scales with the units: back to physical units, like MAE
         self.in68 += s["in68"].sum(0).double()
         self.in95 += s["in95"].sum(0).double()
         self.nll += s["nll"].sum(0).double()
