@@ -179,6 +179,7 @@ class SpectraDataModule(L.LightningDataModule):
             self.train_idx, self.val_idx, _ = self._split(strata[:n_own], groups[:n_own], hold_out_test=False)
             self.test_idx = np.arange(n_own, len(recs))
 
+        self._check_split_sizes()
         self.transform = SpectrumTransform.fit(delta[self.train_idx], self.kept_bins, self.feature_transform,
                                                self.standardize_features, self.log_floor_fraction)
         self.codec = TargetCodec.fit(self.params[self.train_idx], edges, self.standardize_targets)
@@ -186,6 +187,24 @@ class SpectraDataModule(L.LightningDataModule):
         log.info("dataset %s: %d spectra, redshifts %s, %d of %d k-bins kept; split %d/%d/%d (split_seed %d)",
                  ds.name, len(self.params), self.redshifts, len(self.kept_bins), len(self.k),
                  len(self.train_idx), len(self.val_idx), len(self.test_idx), self.split_seed)
+
+    def _check_split_sizes(self, minimum: int = 2) -> None:
+        """Refuse a split that leaves any part below ``minimum`` spectra, before anything trains.
+
+        R², calibration and batch statistics need at least two samples; tiny stores (``make demo``'s
+        four spectra) would otherwise train and then fail inside torchmetrics with a FAILED run.
+        """
+        sizes = {"train": len(self.train_idx), "validation": len(self.val_idx), "test": len(self.test_idx)}
+        if min(sizes.values()) >= minimum:
+            return
+        # the fractions are rounded per ζ class, so a part is empty until each class holds a few spectra
+        smallest = (self.val_fraction if self.test_ds is not None
+                    else min(self.test_fraction, (1 - self.test_fraction) * self.val_fraction))
+        need = int(np.ceil(0.5 * self.n_classes / smallest))
+        split = " / ".join(f"{n} {name}" for name, n in sizes.items())
+        raise DataConfigError(f"{len(self.params)} spectra split into {split}: each part needs at least {minimum} "
+                              f"spectra; simulate more (about {need} or more with {self.n_classes} classes and these "
+                              "fractions) or raise data.test_fraction / data.val_fraction")
 
     def _split(self, strata: np.ndarray, groups: np.ndarray,
                hold_out_test: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -55,10 +55,13 @@ def train_ensemble(cfg: DictConfig) -> tuple[dict[str, float], str]:
         raise EnsembleConfigError("ensemble.members > 1 needs callbacks.model_checkpoint and no fast_dev_run: "
                                   "the ensemble is built from the members' best checkpoints")
     out_dir = Path(cfg.paths.output_dir)
+    # data checked before the ensemble's MLflow run exists (each member prepares its own copy again)
+    dm: SpectraDataModule = instantiate(cfg.data)
+    dm.prepare()
     lg = (cfg.get("logger") or {}).get("mlflow")
     mlf = instantiate(lg, run_name=f"{cfg.run_name}-ensemble{k}") if lg is not None else None
     try:
-        return _train_and_combine(cfg, k, out_dir, mlf)
+        return _train_and_combine(cfg, dm, k, out_dir, mlf)
     except BaseException as exc:
         if mlf is not None:
             mlf.experiment.set_tag(mlf.run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
@@ -66,12 +69,12 @@ def train_ensemble(cfg: DictConfig) -> tuple[dict[str, float], str]:
         raise
 
 
-def _train_and_combine(cfg: DictConfig, k: int, out_dir: Path, mlf) -> tuple[dict[str, float], str]:
+def _train_and_combine(cfg: DictConfig, dm: SpectraDataModule, k: int, out_dir: Path,
+                       mlf) -> tuple[dict[str, float], str]:
     members = [train(_member_cfg(cfg, i, out_dir, mlf.run_id if mlf else None)) for i in range(k)]
     from astrops.inference import load_model
 
     ens = ensemble.Ensemble([load_model(best).model for _, best in members])
-    dm: SpectraDataModule = instantiate(cfg.data)
     dm.setup()
     codec, params = ens.task.codec, ens.param_names
     results: dict[str, float] = {}

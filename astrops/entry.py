@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from astrops.store import Store, StoreError
+from astrops.validation import PREDICT_RULES, SIMULATE_RULES, TRAIN_RULES, ConfigValueError, validate
 
 log = logging.getLogger("astrops")
 
@@ -21,6 +24,7 @@ def run_simulate(cfg: DictConfig) -> int:
 
     s = cfg.simulation
     try:
+        validate(cfg, SIMULATE_RULES)
         simulator = instantiate(s.simulator, _convert_="all")
         design = instantiate(s.design, _convert_="all")
         summary = simulate_into_store(simulator, design, Store(cfg.paths.store_dir), workers=s.workers,
@@ -30,7 +34,7 @@ def run_simulate(cfg: DictConfig) -> int:
         if not isinstance(exc.__cause__, SimulationConfigError | ValueError):
             raise
         return _bad_input(exc.__cause__)
-    except (SimulationConfigError, StoreError, ValueError) as exc:
+    except (SimulationConfigError, StoreError, ValueError) as exc:  # ConfigValueError included
         return _bad_input(exc)
     log.info("%s", summary)
     return 0
@@ -38,6 +42,13 @@ def run_simulate(cfg: DictConfig) -> int:
 
 def run_train(cfg: DictConfig) -> float | None:
     """Train; print the best checkpoint as the very last line; return ``optimized_metric`` for sweepers."""
+    try:  # before the heavy imports: a typo is refused in the time Python takes to start
+        validate(cfg, TRAIN_RULES)
+    except ConfigValueError as exc:
+        if _in_multirun():
+            log.error("job failed: %s", exc)
+            return float("nan")
+        sys.exit(_bad_input(exc))
     from astrops.data import DataConfigError
     from astrops.ensemble_training import EnsembleConfigError
     from astrops.inference import InputError
@@ -77,9 +88,12 @@ def run_train(cfg: DictConfig) -> float | None:
 
 
 def run_predict(cfg: DictConfig) -> int:
-    """Predict parameters for the spectra in ``cfg.input`` and write them as CSV with a lineage header."""
-    import json
-
+    """Predict parameters for the spectra in ``cfg.input``: a plain CSV (header + rows) at ``cfg.output``
+    and its metadata (checkpoint, lineage, prior box, columns) beside it as ``<output stem>.json``."""
+    try:  # the output path too: a bad one must not cost a whole prediction
+        validate(cfg, PREDICT_RULES)
+    except ConfigValueError as exc:
+        return _bad_input(exc)
     from astrops.inference import InputError, load_model, read_spectra_npz
 
     try:
@@ -88,15 +102,29 @@ def run_predict(cfg: DictConfig) -> int:
         df = predictor.predict(k, delta, redshifts)
     except (InputError, FileNotFoundError, ValueError) as exc:
         return _bad_input(exc)
-    lineage = {k: predictor.meta.get(k) for k in ("model_name", "task_name", "redshifts", "lineage",
-                                                  "mlflow_run_id", "astrops_version")}
-    with open(cfg.output, "w") as fh:
-        fh.write(f"# astrops predictions from {os.path.abspath(cfg.ckpt_path)}\n")
-        fh.write(f"# model {json.dumps(lineage, default=str)}\n")
-        df.to_csv(fh, index=False)
-    log.info("wrote %d predictions to %s", len(df), cfg.output)
-    print(os.path.abspath(cfg.output))
+    output = Path(cfg.output)
+    sidecar = output.with_suffix(".json")
+    df.to_csv(output, index=False)
+    sidecar.write_text(json.dumps(prediction_metadata(predictor, cfg, len(df), list(df.columns)), indent=1,
+                                  default=str) + "\n")
+    log.info("wrote %d predictions to %s (metadata: %s)", len(df), output, sidecar)
+    print(os.path.abspath(output))
     return 0
+
+
+def prediction_metadata(predictor, cfg: DictConfig, n: int, columns: list[str]) -> dict:
+    """What a predictions CSV came from and what its columns mean (its ``.json`` sidecar)."""
+    meta = predictor.meta
+    units = {"HII_EFF_FACTOR": "dimensionless", "ION_Tvir_MIN": "log10(K)", "R_BUBBLE_MAX": "Mpc"}
+    return {"predictions": os.path.abspath(cfg.output), "checkpoint": os.path.abspath(cfg.ckpt_path),
+            "input": os.path.abspath(cfg.input), "n_spectra": n, "columns": columns,
+            "parameters": {p: {"unit": units.get(p, ""), "prior": list(predictor.prior_box[p])}
+                           for p in predictor.parameters},
+            "model": {k: meta.get(k) for k in ("model_name", "task_name", "redshifts", "mlflow_run_id",
+                                               "astrops_version")},
+            "ensemble": meta.get("ensemble"), "observation": meta.get("observation", "none"),
+            "lineage": meta.get("lineage"),
+            "notes": "values are clipped to the prior box; out_of_distribution/ood_reason say which rows and why"}
 
 
 def _in_multirun() -> bool:

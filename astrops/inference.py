@@ -1,21 +1,24 @@
 """Apply a trained model to spectra in 21CMMC's format: ``astrops.load_model(path).predict(k, delta)``.
 
-Checkpoints are read with ``torch.load(weights_only=True)`` (no pickled code runs) and the parts
-are rebuilt only from ``astrops.`` classes, so a crafted checkpoint cannot name arbitrary callables.
+Checkpoints are read with ``torch.load(weights_only=True)`` (no pickled code runs) and their parts
+are rebuilt only through :func:`astrops.models.registry.build` (an explicit name → class table, every
+key checked before anything is built), so a crafted checkpoint cannot name arbitrary callables.
+Every loader — ``predict.py``, :func:`load_model`, ensemble members, resuming training — reads a
+checkpoint through :func:`read_checkpoint`.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
-from hydra.utils import instantiate
 
 from astrops.models import ParameterEstimator, SpectrumTransform, TargetCodec
+from astrops.models.registry import ModelSpecError, build, check_spec
 
 if TYPE_CHECKING:
     from astrops.ensemble import Ensemble
@@ -27,18 +30,6 @@ class InputError(ValueError):
     """Spectra that do not fit the model (one line, names the fix)."""
 
 
-def _only_astrops_targets(node: Any) -> None:
-    if isinstance(node, dict):
-        target = node.get("_target_")
-        if target is not None and not str(target).startswith("astrops."):
-            raise InputError(f"checkpoint names _target_ {target!r} outside astrops: refusing to build it")
-        for v in node.values():
-            _only_astrops_targets(v)
-    elif isinstance(node, list):
-        for v in node:
-            _only_astrops_targets(v)
-
-
 class Predictor:
     """A trained model plus the k grid and redshifts it expects."""
 
@@ -48,10 +39,16 @@ class Predictor:
         self.redshifts = [float(z) for z in meta["redshifts"]]
         self.parameters = list(meta["parameters"])
         self.kept_bins = np.asarray(meta["kept_bins"], dtype=int)
+        # the prior box the model was trained on (older checkpoints: the class edges, which train.py sets to it)
+        edges = model.task.codec.edges.cpu().numpy()
+        box = meta.get("prior_box") or {p: [edges[j, 0], edges[j, -1]] for j, p in enumerate(self.parameters)}
+        self.prior_box = {p: (float(box[p][0]), float(box[p][1])) for p in self.parameters}
 
     def check(self, k: np.ndarray, delta: np.ndarray, redshifts: np.ndarray | None) -> np.ndarray:
         """Validate and reshape input to (N, n_z, n_k)."""
         k = np.asarray(k, dtype=np.float64).reshape(-1)
+        if k.size == 0 or np.ndim(delta) == 0:
+            raise InputError("k and delta are empty or scalars: give k (n_k,) and delta (n_k,), (N, n_k) or (N, n_z, n_k)")
         if k.shape != self.k.shape or not np.allclose(k, self.k, rtol=1e-6):
             raise InputError(f"k grid ({len(k)} bins, {k.min():.4g}..{k.max():.4g}) differs from the model's training grid "
                              f"({len(self.k)} bins, {self.k.min():.4g}..{self.k.max():.4g}) at relative 1e-6: "
@@ -84,16 +81,28 @@ class Predictor:
 
     @torch.no_grad()
     def predict(self, k: np.ndarray, delta: np.ndarray, redshifts: np.ndarray | None = None) -> pd.DataFrame:
-        """One row per spectrum: parameter values (class-centre values for classification) and extras."""
+        """One row per spectrum: parameter values (class-centre values for classification) and extras.
+
+        Values never leave the prior box the model was trained on: they are clipped to it, and the
+        row is flagged (``out_of_distribution``) with the reason (``ood_reason``), as is a spectrum whose
+        standardised features lie more than 6 training standard deviations out.
+        """
         d = self.check(k, delta, redshifts)
         x = torch.as_tensor(np.nan_to_num(d, nan=0.0), dtype=torch.float32)
         feats = self.model.transform(x)
-        far = (feats.abs() > 6).any(dim=(1, 2))
+        far = (feats.abs() > 6).any(dim=(1, 2)).numpy()
         if far.any():
             log.warning("%d of %d spectra lie far outside the training distribution (|standardised feature| > 6): "
                         "their predictions are extrapolations", int(far.sum()), len(x))
         dec = self.model.predict_physical(x)
-        df = pd.DataFrame(dec["value"].numpy().astype(np.float64), columns=self.parameters)
+        values = dec["value"].numpy().astype(np.float64)
+        reasons: list[list[str]] = [["features beyond 6 training sd"] if f else [] for f in far]
+        for j, p in enumerate(self.parameters):
+            lo, hi = self.prior_box[p]
+            for i in np.flatnonzero((values[:, j] < lo) | (values[:, j] > hi)):
+                reasons[i].append(f"{p} {values[i, j]:.4g} outside prior [{lo:g}, {hi:g}], clipped")
+            values[:, j] = np.clip(values[:, j], lo, hi)
+        df = pd.DataFrame(values, columns=self.parameters)
         if "std" in dec:  # Gaussian heads and ensembles: 1σ of the (calibrated) predictive distribution
             for j, p in enumerate(self.parameters):
                 df[f"{p}_std"] = dec["std"][:, j].numpy().astype(np.float64)
@@ -101,23 +110,40 @@ class Predictor:
             for j, p in enumerate(self.parameters):
                 df[f"{p}_class"] = dec["class"][:, j].numpy()
                 df[f"{p}_prob"] = dec["prob"][:, j].numpy()
-        df["out_of_distribution"] = far.numpy()
+        df["out_of_distribution"] = [bool(r) for r in reasons]
+        df["ood_reason"] = ["; ".join(r) for r in reasons]
         return df
 
 
 def read_spectra_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(k, delta, redshifts or None) from a 21CMMC-format npz, never unpickling anything."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"input {path} is a directory: give an npz file with 'k' and 'delta' "
+                         "(e.g. data/examples/spectra_z8.npz)")
     if not path.is_file():
         raise FileNotFoundError(f"input {path} does not exist: give an npz with 'k' and 'delta'")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if "k" not in z or "delta" not in z:
-                raise InputError(f"{path} lacks 'k' or 'delta': it must be in 21CMMC's format")
-            return z["k"], z["delta"], z.get("redshifts")
-    except ValueError as exc:
-        raise InputError(f"{path} holds pickled Python objects or is not an npz: refusing to load it "
-                         "(only plain numeric arrays are read)") from exc
+        z = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:  # a pickle file, a truncated zip, anything else
+        raise InputError(f"{path} is not an npz file ({type(exc).__name__}): give an npz with 'k' and 'delta' "
+                         "as numpy.savez writes it") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise InputError(f"{path} is a single .npy array, not an npz: save k and delta with numpy.savez")
+    with z:
+        missing = [key for key in ("k", "delta") if key not in z.files]
+        if missing:
+            raise InputError(f"{path} lacks {missing} (it has {sorted(z.files)}): 21CMMC's format needs 'k' (n_k,) "
+                             "and 'delta'; multi-redshift input also 'redshifts'")
+        try:
+            arrays = {key: z[key] for key in ("k", "delta", "redshifts") if key in z.files}
+        except ValueError:  # object arrays are only readable by unpickling
+            raise InputError(f"{path} holds pickled Python objects: refusing to load it "
+                             "(only plain numeric arrays are read)") from None
+    for key, a in arrays.items():
+        if not np.issubdtype(a.dtype, np.number):
+            raise InputError(f"{path}: '{key}' has dtype {a.dtype}, not numbers")
+    return arrays["k"], arrays["delta"], arrays.get("redshifts")
 
 
 def load_model(path: str | Path) -> Predictor:
@@ -146,26 +172,54 @@ def _load_ensemble(path: Path) -> Predictor:
     return Predictor(model, meta)
 
 
-def _load_estimator(path: Path) -> tuple[ParameterEstimator, dict]:
+# Fields of the checkpoint's ``astrops`` metadata the loader relies on, with their plain types.
+_META_TYPES: dict[str, type | tuple[type, ...]] = {
+    "model": dict, "task": dict, "input_shape": list, "n_classes": int, "parameters": list, "redshifts": list,
+    "k": list, "kept_bins": list}
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The checkpoint's contents after every check that needs no model: safe unpickling, astrops metadata
+    of the right types, backbone and task configs the registry accepts. Raises :class:`InputError`."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"checkpoint {path} is a directory: pass a .ckpt file (or an ensemble directory to predict)")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist: pass the path train.py printed last")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types
-        raise InputError(f"{path} is not a safe astrops checkpoint ({type(exc).__name__}): refusing to load it") from exc
+    except Exception as exc:  # unpickling errors come in many types; torch's own advice must not reach the user
+        raise InputError(f"{path} is not a safe astrops checkpoint ({type(exc).__name__}): refusing to load it") from None
     meta = ckpt.get("astrops") if isinstance(ckpt, dict) else None
-    if not meta:
-        raise InputError(f"{path} is not an astrops checkpoint (no 'astrops' metadata)")
-    _only_astrops_targets(meta["model"])
-    _only_astrops_targets(meta["task"])
-    state = ckpt["state_dict"]
-    n_z, n_k = len(meta["redshifts"]), len(meta["k"])
-    transform = SpectrumTransform(n_z, n_k, meta["kept_bins"])
-    codec = TargetCodec(len(meta["parameters"]), meta["n_classes"])
-    backbone = instantiate(meta["model"], input_shape=tuple(meta["input_shape"]))
-    task = instantiate(meta["task"], codec=codec, in_features=backbone.out_features)
-    model = ParameterEstimator(backbone, task, transform, meta["parameters"], train_metrics=False, meta=meta)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    if not isinstance(meta, dict) or not meta or not isinstance(ckpt.get("state_dict"), dict):
+        raise InputError(f"{path} is not an astrops checkpoint (no 'astrops' metadata or state_dict): "
+                         "pass a checkpoint written by train.py")
+    wrong = sorted(k for k, t in _META_TYPES.items() if not isinstance(meta.get(k), t))
+    if wrong:
+        raise InputError(f"{path}: astrops metadata fields {wrong} are missing or of the wrong type: "
+                         "the file is damaged or was not written by train.py")
+    try:
+        check_spec(meta["model"], "backbone", ("input_shape",))
+        check_spec(meta["task"], "task", ("codec", "in_features"))
+    except ModelSpecError as exc:
+        raise InputError(f"{path}: {exc}") from None
+    return ckpt
+
+
+def _load_estimator(path: Path) -> tuple[ParameterEstimator, dict]:
+    ckpt = read_checkpoint(path)
+    meta, state = ckpt["astrops"], ckpt["state_dict"]
+    try:
+        n_z, n_k = len(meta["redshifts"]), len(meta["k"])
+        transform = SpectrumTransform(n_z, n_k, meta["kept_bins"])
+        codec = TargetCodec(len(meta["parameters"]), meta["n_classes"])
+        backbone = build(meta["model"], "backbone", input_shape=tuple(meta["input_shape"]))
+        task = build(meta["task"], "task", codec=codec, in_features=backbone.out_features)
+        model = ParameterEstimator(backbone, task, transform, meta["parameters"], train_metrics=False, meta=meta)
+        missing, _ = model.load_state_dict(state, strict=False)
+    except (ValueError, TypeError, RuntimeError) as exc:  # shapes or sizes that contradict each other
+        raise InputError(f"checkpoint {path} does not match its own config ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200]}): the file is damaged") from None
     # metric states are not weights; calibration factors absent from older checkpoints default to 1
     missing = [m for m in missing if not m.startswith("metrics.") and not m.endswith((".var_scale", ".temperature"))]
     if missing:

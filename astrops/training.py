@@ -20,6 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 from astrops import __version__, report, tracking
 from astrops.calibration import calibrate_model
 from astrops.data import SpectraDataModule
+from astrops.inference import read_checkpoint
+from astrops.models.registry import build
 from astrops.saliency import compute_saliency
 
 log = logging.getLogger(__name__)
@@ -27,8 +29,9 @@ log = logging.getLogger(__name__)
 
 def build_model(cfg: DictConfig, dm: SpectraDataModule, meta: dict) -> L.LightningModule:
     """Backbone sized to the data, task head with the data's target codec, joined with the input transform."""
-    backbone = instantiate(cfg.model.backbone, input_shape=dm.input_shape)
-    task = instantiate(cfg.task, codec=dm.codec, in_features=backbone.out_features)
+    # through the same name → class table as every loader, so whatever trains can be loaded again
+    backbone = build(meta["model"], "backbone", input_shape=dm.input_shape)
+    task = build(meta["task"], "task", codec=dm.codec, in_features=backbone.out_features)
     model = instantiate(cfg.model, backbone=backbone, task=task, transform=dm.transform, parameters=dm.parameters)
     model.meta = meta  # set after instantiate: meta holds configs with _target_ keys that must stay plain data
     return model
@@ -42,6 +45,7 @@ def checkpoint_meta(cfg: DictConfig, dm: SpectraDataModule) -> dict[str, Any]:
         "task": OmegaConf.to_container(cfg.task, resolve=True),
         "model_name": cfg.get("model_name", ""), "task_name": cfg.get("task_kind", ""),
         "input_shape": list(dm.input_shape), "n_classes": dm.n_classes,
+        "prior_box": {p: [float(lo), float(hi)] for p, (lo, hi) in zip(dm.parameters, dm.ranges, strict=True)},
         "parameters": list(dm.parameters), "redshifts": list(dm.redshifts),
         "k": [float(x) for x in dm.k], "kept_bins": [int(i) for i in dm.kept_bins],
         "lineage": dm.lineage(), "config": OmegaConf.to_container(cfg, resolve=True),
@@ -59,11 +63,12 @@ def model_card(model) -> dict[str, Any]:
 
 
 def _resume_run_id(ckpt_path: str | None) -> str | None:
+    """The MLflow run a checkpoint belongs to, after the same safety checks as every loader."""
     if not ckpt_path:
         return None
     if not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist: give a checkpoint file (e.g. .../last.ckpt)")
-    return torch.load(ckpt_path, map_location="cpu", weights_only=True).get("astrops", {}).get("mlflow_run_id")
+    return read_checkpoint(ckpt_path)["astrops"].get("mlflow_run_id")
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], str]:
@@ -78,6 +83,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], str]:
         # measured in docs/benchmarks.md. Data-parallel work across processes is DDP's job.
         torch.set_num_threads(int(cfg.cpu_threads))
     run_id = _resume_run_id(cfg.get("ckpt_path"))
+    # the data are read, checked and split before any MLflow run exists: bad data leaves no FAILED run
+    dm: SpectraDataModule = instantiate(cfg.data)
+    dm.prepare()
     loggers = [instantiate(lg, run_id=run_id) if "mlflow" in name else instantiate(lg)
                for name, lg in (cfg.get("logger") or {}).items() if lg is not None]
     # under DDP every process runs this function; only rank 0 talks to MLflow (Lightning's loggers are
@@ -85,7 +93,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], str]:
     mlf = tracking.mlflow_of(loggers) if rank_zero_only.rank == 0 else None
     previous = _terminate_gracefully_on_sigterm()
     try:
-        return _fit_and_test(cfg, loggers, mlf)
+        return _fit_and_test(cfg, dm, loggers, mlf)
     except BaseException as exc:
         if mlf is not None and mlf.experiment.get_run(mlf.run_id).info.status != "FINISHED":
             interrupted = isinstance(exc, KeyboardInterrupt | SystemExit)
@@ -115,10 +123,8 @@ def _terminate_gracefully_on_sigterm():
     return signal.signal(signal.SIGTERM, handler)
 
 
-def _fit_and_test(cfg: DictConfig, loggers: list, mlf) -> tuple[dict[str, float], str]:
+def _fit_and_test(cfg: DictConfig, dm: SpectraDataModule, loggers: list, mlf) -> tuple[dict[str, float], str]:
     t_start = time.perf_counter()
-    dm: SpectraDataModule = instantiate(cfg.data)
-    dm.prepare()
     meta = checkpoint_meta(cfg, dm)
     model = build_model(cfg, dm, meta)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]

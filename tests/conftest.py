@@ -68,3 +68,16 @@ def train_cfg(tmp_path: Path):
                                      f"logger.mlflow.artifact_root={tmp_path}/artifacts",
                                      "callbacks.progress_bar=null", *overrides])
     return make
+
+
+@pytest.fixture(scope="session")
+def dense_checkpoint(tmp_path_factory) -> str:
+    """One quick dense regression model (reference data, z = 8, one short epoch, no MLflow), shared by the
+    tests that only need a model to load, tamper with or apply."""
+    from astrops.training import train
+
+    tmp = tmp_path_factory.mktemp("dense")
+    cfg = compose_cfg("train", [f"paths.output_dir={tmp}/run", "logger=none", "callbacks.progress_bar=null",
+                                "saliency=false", "trainer.max_epochs=1", "trainer.limit_train_batches=2"])
+    _, best = train(cfg)
+    return best

@@ -1,0 +1,84 @@
+"""The only classes a configuration read from disk may build: one explicit name → class table.
+
+Checkpoints, ensemble manifests and (later) MLflow Models carry the configs of their backbone and task
+as plain data with a ``_target_`` name. Handing such a dict to ``hydra.utils.instantiate`` would let the
+file name *any* importable callable, and Hydra walks module attributes, so even a prefix check
+(``astrops.``) is no defence: ``astrops.ensemble.shutil.copyfile`` is "inside astrops". Resolving the
+class and then checking its ``__module__`` is too late, because importing a module can have side
+effects. So :func:`build` looks the name up in :data:`BACKBONES` / :data:`TASKS` and nothing else,
+checks every key against the class's own keyword arguments, allows only plain values (numbers,
+strings, booleans, flat lists of them), and only then calls the class. Every loader goes through it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any
+
+from torch import nn
+
+from astrops.models.backbones import CNNBackbone, DenseBackbone
+from astrops.models.tasks import ClassificationTask, GaussianTask, RegressionTask
+
+BACKBONES: dict[str, type[nn.Module]] = {
+    "astrops.models.backbones.DenseBackbone": DenseBackbone,
+    "astrops.models.backbones.CNNBackbone": CNNBackbone,
+}
+TASKS: dict[str, type[nn.Module]] = {
+    "astrops.models.tasks.RegressionTask": RegressionTask,
+    "astrops.models.tasks.GaussianTask": GaussianTask,
+    "astrops.models.tasks.ClassificationTask": ClassificationTask,
+}
+ROLES = {"backbone": BACKBONES, "task": TASKS}
+# Sizes a file may ask for: far above any network here, far below what would exhaust memory
+# before the weights are even compared with the stored ones.
+MAX_WIDTH, MAX_LAYERS = 65_536, 64
+
+
+class ModelSpecError(ValueError):
+    """A stored model config that names something outside the table or carries unexpected keys."""
+
+
+def _plain(value: Any) -> bool:
+    if value is None or isinstance(value, bool | str):
+        return True
+    if isinstance(value, int):
+        return abs(value) <= MAX_WIDTH
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list | tuple):
+        return len(value) <= MAX_LAYERS and all(_plain(v) and not isinstance(v, list | tuple) for v in value)
+    return False
+
+
+def check_spec(spec: Any, role: str, supplied: tuple[str, ...] = ()) -> tuple[type[nn.Module], dict[str, Any]]:
+    """(class, keyword arguments) for a ``role`` config, or :class:`ModelSpecError` naming what is wrong.
+
+    ``supplied`` are the arguments the caller provides itself (input shape, codec, ...): a file may not set them.
+    """
+    table = ROLES[role]
+    if not isinstance(spec, dict):
+        raise ModelSpecError(f"{role} config is {type(spec).__name__}, not a mapping: refusing to build it")
+    target = spec.get("_target_")
+    if not isinstance(target, str) or target not in table:
+        raise ModelSpecError(f"{role} _target_ {target!r} is not one of astrops' {role} classes "
+                             f"{sorted(table)}: refusing to build it")
+    cls = table[target]
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", *supplied}
+    kwargs = {k: v for k, v in spec.items() if k != "_target_"}
+    unknown = sorted(k for k in kwargs if k not in accepted)
+    if unknown:  # _args_, _partial_, _recursive_, nested configs, and plain typos alike
+        raise ModelSpecError(f"{role} {target} has unknown keys {unknown} (accepted: {sorted(accepted)}): "
+                             "refusing to build it")
+    bad = sorted(k for k, v in kwargs.items() if not _plain(v))
+    if bad:
+        raise ModelSpecError(f"{role} {target} keys {bad} are not plain numbers, strings or flat lists of them "
+                             f"(sizes <= {MAX_WIDTH}, <= {MAX_LAYERS} entries): refusing to build it")
+    return cls, kwargs
+
+
+def build(spec: Any, role: str, **supplied: Any) -> nn.Module:
+    """Build a backbone or task from a config after :func:`check_spec`: the one way configs become modules."""
+    cls, kwargs = check_spec(spec, role, tuple(supplied))
+    return cls(**kwargs, **supplied)

@@ -1,0 +1,107 @@
+"""A checkpoint is data, never code: every loader builds only registry classes from plain values.
+
+Each hostile config below was crafted as an attacker would (issue #12): Hydra walks module attributes,
+so ``astrops.ensemble.shutil.copyfile`` and ``astrops.store.files.os.makedirs`` once ran from a
+checkpoint. The markers prove nothing ran; every loader path is exercised.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from conftest import compose_cfg, run_entry
+
+from astrops.inference import InputError, load_model, read_checkpoint
+from astrops.models.registry import ModelSpecError, build
+from astrops.training import train
+
+
+def hostile_cases(tmp):
+    src, copied, made = tmp / "secret.txt", tmp / "copied.txt", tmp / "made_dir"
+    src.write_text("secret")
+    nested_copy = {"_target_": "astrops.ensemble.shutil.copyfile", "_args_": [str(src), str(copied)]}
+    return {
+        "nested _target_ under a backbone key": ("model", lambda m: {**m, "activation": nested_copy}, copied),
+        "non-registry _target_ inside astrops": ("model", lambda m: {"_target_": "astrops.store.files.os.makedirs",
+                                                                      "name": str(made)}, made),
+        "_args_ beside a registry class": ("task", lambda t: {**t, "_args_": [str(src), str(copied)]}, copied),
+        "_partial_ on a task": ("task", lambda t: {**t, "_partial_": True}, None),
+        "unknown key": ("model", lambda m: {**m, "hidden_sizes": [4]}, None),
+        "foreign module": ("model", lambda m: {"_target_": "os.system", "command": f"touch {made}"}, made),
+        "absurd width": ("model", lambda m: {**m, "hidden": [10**9]}, None),
+    }
+
+
+def tamper(src: str, dst, part: str, change) -> None:
+    ckpt = torch.load(src, map_location="cpu", weights_only=True)
+    ckpt["astrops"][part] = change(ckpt["astrops"][part])
+    torch.save(ckpt, dst)
+
+
+def test_every_hostile_config_is_refused_by_load_model_and_runs_nothing(dense_checkpoint, tmp_path):
+    assert load_model(dense_checkpoint).predict  # the untouched checkpoint loads
+    for name, (part, change, marker) in hostile_cases(tmp_path).items():
+        bad = tmp_path / "bad.ckpt"
+        tamper(dense_checkpoint, bad, part, change)
+        with pytest.raises(InputError, match="refusing to build it") as err:
+            load_model(bad)
+        assert "\n" not in str(err.value), name
+        assert marker is None or not marker.exists(), f"{name}: the checkpoint ran code"
+
+
+def test_predict_ensemble_and_resume_paths_refuse_the_nested_target(dense_checkpoint, tmp_path):
+    (part, change, marker) = hostile_cases(tmp_path)["nested _target_ under a backbone key"]
+    bad = tmp_path / "bad.ckpt"
+    tamper(dense_checkpoint, bad, part, change)
+    # predict.py (a subprocess, as a user runs it)
+    example = tmp_path / "in.npz"
+    np.savez(example, k=read_checkpoint(dense_checkpoint)["astrops"]["k"], delta=np.ones((2, 22)))
+    out = tmp_path / "out.csv"
+    proc = run_entry("predict.py", f"ckpt_path={bad}", f"input={example}", f"output={out}",
+                     f"hydra.run.dir={tmp_path}/h", check=False)
+    assert proc.returncode == 2 and "refusing to build it" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert not out.exists()
+    # an ensemble directory whose manifest lists a hostile member next to a good one
+    ens = tmp_path / "ensemble"
+    ens.mkdir()
+    shutil.copyfile(dense_checkpoint, ens / "member_0.ckpt")
+    shutil.copyfile(bad, ens / "member_1.ckpt")
+    (ens / "manifest.json").write_text(json.dumps({"format": "astrops-ensemble/1",
+                                                   "members": ["member_0.ckpt", "member_1.ckpt"], "calibration": {}}))
+    with pytest.raises(InputError, match="refusing to build it"):
+        load_model(ens)
+    # resuming training from it
+    cfg = compose_cfg("train", [f"paths.output_dir={tmp_path}/run", "logger=none", f"ckpt_path={bad}"])
+    with pytest.raises(InputError, match="refusing to build it"):
+        train(cfg)
+    assert not marker.exists()
+
+
+def test_resuming_from_a_pickled_checkpoint_never_advises_weights_only_false(tmp_path):
+    class WritesAFile:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    evil = tmp_path / "last.ckpt"
+    evil.write_bytes(pickle.dumps({"state_dict": WritesAFile()}))
+    cfg = compose_cfg("train", [f"paths.output_dir={tmp_path}/run", "logger=none", f"ckpt_path={evil}"])
+    with pytest.raises(InputError, match="not a safe astrops checkpoint") as err:
+        train(cfg)
+    assert "weights_only" not in str(err.value) and err.value.__cause__ is None
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_registry_is_the_only_way_configs_become_modules(dense_checkpoint):
+    meta = read_checkpoint(dense_checkpoint)["astrops"]
+    backbone = build(meta["model"], "backbone", input_shape=tuple(meta["input_shape"]))
+    assert backbone.out_features == meta["model"]["hidden"][-1]
+    with pytest.raises(ModelSpecError, match="may not|unknown keys"):  # a file cannot set what the loader supplies
+        build({**meta["model"], "input_shape": [1, 2]}, "backbone", input_shape=(1, 20))
+    with pytest.raises(ModelSpecError, match="not one of astrops' task classes"):
+        build({"_target_": "astrops.models.backbones.DenseBackbone"}, "task")
