@@ -75,9 +75,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], str]:
     """Fit and test one configuration; returns (metrics, best checkpoint path).
 
     The metrics hold the test results, the last validation values and ``best/val/loss``. The MLflow
-    run is opened first, so a run that fails at any later step is recorded as FAILED with its error.
+    run is opened once the data have passed their checks (bad data leaves no run behind), and a run
+    that fails at any later step is recorded as FAILED with its error.
     """
-    L.seed_everything(cfg.seed, workers=True)
     if cfg.get("cpu_threads"):
         # the networks are tiny: one intra-op thread beats several (no sync/spin overhead per op);
         # measured in docs/benchmarks.md. Data-parallel work across processes is DDP's job.
@@ -86,6 +86,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], str]:
     # the data are read, checked and split before any MLflow run exists: bad data leaves no FAILED run
     dm: SpectraDataModule = instantiate(cfg.data)
     dm.prepare()
+    L.seed_everything(cfg.seed, workers=True)  # the split has its own seed (data.split_seed)
     loggers = [instantiate(lg, run_id=run_id) if "mlflow" in name else instantiate(lg)
                for name, lg in (cfg.get("logger") or {}).items() if lg is not None]
     # under DDP every process runs this function; only rank 0 talks to MLflow (Lightning's loggers are

@@ -1,0 +1,160 @@
+"""Bad configuration values are refused at the boundary, in one line, before any work (issue #12).
+
+hypothesis drives :func:`astrops.validation.validate` with generated values and compares its verdict
+with an independent statement of each key's contract; a few real subprocesses per entry point check
+exit status 2, one line on stderr, no traceback, and that the store, the MLflow database and the
+output path are untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, run_entry
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_data import toy_store
+
+from astrops.inference import InputError, read_spectra_npz
+from astrops.validation import PREDICT_RULES, SIMULATE_RULES, TRAIN_RULES, ConfigValueError, validate
+
+
+def _int(v, lo=None, hi=None):
+    return type(v) is int and (lo is None or v >= lo) and (hi is None or v <= hi)
+
+
+# The contract of each key, written independently of the rule tables.
+CONTRACT = {
+    "seed": lambda v: _int(v, 0, 2**32 - 1),
+    "data.split_seed": lambda v: _int(v, 0, 2**32 - 1),
+    "data.batch_size": lambda v: _int(v, 1),
+    "data.eval_batch_size": lambda v: _int(v, 1),
+    "ensemble.members": lambda v: _int(v, 1),
+    "data.n_classes": lambda v: _int(v, 2, 10_000),
+    "data.test_fraction": lambda v: type(v) in (int, float) and 0 < v < 1,
+    "data.val_fraction": lambda v: type(v) in (int, float) and 0 < v < 1,
+    "data.redshifts": lambda v: isinstance(v, list) and len(v) > 0 and len(set(v)) == len(v) and all(
+        type(z) in (int, float) and math.isfinite(z) and z > 0 for z in v),
+    "simulation.n": lambda v: _int(v, 1),
+    "simulation.workers": lambda v: _int(v, 1, 4096),
+    "simulation.n_threads": lambda v: _int(v, 1, 4096),
+    "simulation.sims_per_ic": lambda v: _int(v, 1),
+    "simulation.base_seed": lambda v: _int(v, 0, 2**32 - 1),
+    "simulation.sampler": lambda v: v in ("uniform", "lhs"),
+}
+RULES = {r.key: r for r in (*TRAIN_RULES, *SIMULATE_RULES, *PREDICT_RULES)}
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40), st.floats(allow_nan=True),
+                    st.text(max_size=8), st.sampled_from(["uniform", "lhs", "", "8", "abc"]))
+values = st.one_of(scalars, st.lists(scalars, max_size=4))
+
+
+@settings(max_examples=400, deadline=None)
+@given(key=st.sampled_from(sorted(CONTRACT)), value=values)
+def test_validator_agrees_with_each_contract_and_speaks_one_line(key, value):
+    if CONTRACT[key](value):
+        validate({key: value}, [RULES[key]])
+        return
+    with pytest.raises(ConfigValueError) as err:
+        validate({key: value}, [RULES[key]])
+    msg = str(err.value)
+    assert msg.startswith(f"{key}=") and "must be" in msg and "; " in msg and "\n" not in msg
+
+
+def test_a_missing_mandatory_value_is_named(tmp_path):
+    proc = run_entry("predict.py", f"input={tmp_path}/x.npz", f"hydra.run.dir={tmp_path}/h", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("error: ckpt_path is not set: it must be a checkpoint file or ensemble directory; "
+                                   "pass the path train.py printed last")
+
+
+def snapshot(*roots: Path) -> dict[str, str]:
+    """Every file under the roots with the hash of its bytes."""
+    out = {}
+    for root in roots:
+        for p in sorted(root.rglob("*")) if root.is_dir() else [root] if root.exists() else []:
+            if p.is_file():
+                out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def one_line_refusal(proc, *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def mlflow_db(tmp_path_factory):
+    """A real MLflow sqlite store with one experiment, to prove refusals leave it alone."""
+    from mlflow import MlflowClient
+
+    tmp = tmp_path_factory.mktemp("mlflow")
+    MlflowClient(f"sqlite:///{tmp}/mlflow.db").create_experiment("astrops")
+    return tmp
+
+
+@pytest.mark.parametrize("override, key", [
+    ("seed=abc", "seed='abc'"), ("data.batch_size=0", "data.batch_size=0"), ("data.redshifts=[]", "data.redshifts=[]"),
+    ("ensemble.members=0", "ensemble.members=0"), ("data.test_fraction=1.5", "data.test_fraction=1.5"),
+])
+def test_train_refuses_bad_values_and_touches_nothing(mlflow_db, tmp_path, override, key):
+    before = snapshot(mlflow_db)
+    proc = run_entry("train.py", override, f"logger.mlflow.tracking_uri=sqlite:///{mlflow_db}/mlflow.db",
+                     f"paths.output_dir={tmp_path}/run", f"hydra.run.dir={tmp_path}/h", check=False)
+    one_line_refusal(proc, key, "must be")
+    assert snapshot(mlflow_db) == before and not (tmp_path / "run").exists()
+
+
+def test_a_store_too_small_to_split_is_refused_before_any_run(mlflow_db, tmp_path):
+    toy_store(tmp_path / "store", n=4, redshifts=(8.0,))
+    before = snapshot(mlflow_db, tmp_path / "store")
+    proc = run_entry("train.py", "data=store", f"paths.store_dir={tmp_path}/store",
+                     "data.target_ranges.R_BUBBLE_MAX=[5.0,20.0]",
+                     f"logger.mlflow.tracking_uri=sqlite:///{mlflow_db}/mlflow.db",
+                     f"paths.output_dir={tmp_path}/run", f"hydra.run.dir={tmp_path}/h", check=False)
+    one_line_refusal(proc, "4 spectra split into", "at least 2", "simulate more")
+    assert snapshot(mlflow_db, tmp_path / "store") == before
+
+
+def test_simulate_refuses_zero_threads_before_touching_the_store(tmp_path, small_sim_overrides):
+    toy_store(tmp_path / "store", n=3, redshifts=(8.0,))
+    before = snapshot(tmp_path / "store")
+    proc = run_entry("simulate.py", *small_sim_overrides, "simulation.n_threads=0", "simulation.n=2", check=False)
+    one_line_refusal(proc, "simulation.n_threads=0", "simulation.n_threads=1")
+    assert snapshot(tmp_path / "store") == before
+
+
+@pytest.mark.parametrize("case", ["missing directory", "a directory", "json"])
+def test_predict_checks_the_output_path_before_any_work(tmp_path, case):
+    output = {"missing directory": tmp_path / "nowhere" / "p.csv", "a directory": tmp_path,
+              "json": tmp_path / "p.json"}[case]
+    np.savez(tmp_path / "in.npz", k=np.ones(3), delta=np.ones(3))
+    before = snapshot(tmp_path)
+    proc = run_entry("predict.py", f"ckpt_path={tmp_path}/none.ckpt", f"input={tmp_path}/in.npz", f"output={output}",
+                     f"hydra.run.dir={tmp_path / 'h'}", check=False)
+    one_line_refusal(proc, "output=")
+    assert {k: v for k, v in snapshot(tmp_path).items() if "/h/" not in k} == before
+
+
+def test_predict_names_what_is_wrong_with_the_input(tmp_path):
+    proc = run_entry("predict.py", "ckpt_path=x.ckpt", f"input={tmp_path}", f"hydra.run.dir={tmp_path}/h", check=False)
+    one_line_refusal(proc, "not a directory")
+    np.savez(tmp_path / "nodelta.npz", k=np.ones(3))
+    np.savez(tmp_path / "empty.npz")
+    (tmp_path / "text.npz").write_text("k,delta\n")
+    with pytest.raises(InputError, match=r"lacks \['delta'\] \(it has \['k'\]\)"):
+        read_spectra_npz(tmp_path / "nodelta.npz")
+    with pytest.raises(InputError, match=r"lacks \['k', 'delta'\] \(it has \[\]\)"):
+        read_spectra_npz(tmp_path / "empty.npz")
+    with pytest.raises(InputError, match="is not an npz file"):
+        read_spectra_npz(tmp_path / "text.npz")
+    example = ROOT / "data" / "reference"
+    with pytest.raises(InputError, match="is a directory"):
+        read_spectra_npz(example)

@@ -1,0 +1,52 @@
+"""predict.py writes a plain CSV (header + rows) and its metadata beside it; values stay in the prior box."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import torch
+from conftest import ROOT, run_entry
+
+from astrops.inference import load_model
+from astrops.store import Store
+
+PARAMS = ["HII_EFF_FACTOR", "ION_Tvir_MIN", "R_BUBBLE_MAX"]
+
+
+def holdout_spectra(n: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    ds = Store(ROOT / "data" / "holdout").dataset()
+    recs = ds.load()
+    z8 = int(np.flatnonzero(np.isclose(ds.redshifts, 8.0))[0])
+    return ds.k, recs.delta[:n, z8]
+
+
+def test_plain_csv_with_json_sidecar_and_prior_box_clipping(dense_checkpoint, tmp_path):
+    k, delta = holdout_spectra()
+    np.savez(tmp_path / "spectra.npz", k=k, delta=delta)
+    plain = load_model(dense_checkpoint).predict(k, delta)
+    assert list(plain.columns) == [*PARAMS, "out_of_distribution", "ood_reason"]
+
+    # the same model with a prior box for ζ far narrower than its predictions: every row must be clipped
+    ckpt = torch.load(dense_checkpoint, map_location="cpu", weights_only=True)
+    lo = float(plain["HII_EFF_FACTOR"].max()) + 1.0
+    ckpt["astrops"]["prior_box"]["HII_EFF_FACTOR"] = [lo, lo + 0.5]
+    narrow = tmp_path / "narrow.ckpt"
+    torch.save(ckpt, narrow)
+    out = tmp_path / "predictions.csv"
+    proc = run_entry("predict.py", f"ckpt_path={narrow}", f"input={tmp_path / 'spectra.npz'}", f"output={out}",
+                     f"hydra.run.dir={tmp_path}/h")
+    assert proc.stdout.strip().splitlines()[-1] == str(out)
+    assert not out.read_text().startswith("#")
+    df = pd.read_csv(out)
+    assert list(df.columns) == [*PARAMS, "out_of_distribution", "ood_reason"] and len(df) == len(delta)
+    assert (df["HII_EFF_FACTOR"] == lo).all() and df["out_of_distribution"].all()
+    assert df["ood_reason"].str.contains(r"HII_EFF_FACTOR [\d.]+ outside prior \[.*\], clipped").all()
+    np.testing.assert_allclose(df["ION_Tvir_MIN"], plain["ION_Tvir_MIN"], rtol=1e-6)  # others untouched
+
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["checkpoint"] == str(narrow) and meta["n_spectra"] == len(delta)
+    assert meta["parameters"]["HII_EFF_FACTOR"]["prior"] == [lo, lo + 0.5]
+    assert meta["parameters"]["ION_Tvir_MIN"]["unit"] == "log10(K)"
+    assert meta["columns"] == list(df.columns) and meta["lineage"]["dataset_name"].startswith("reference")
