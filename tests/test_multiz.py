@@ -45,7 +45,7 @@ def test_multiz_cnn_from_store_to_predict(tmp_path):
     out = tmp_path / "pred.csv"
     run_entry("predict.py", f"ckpt_path={best}", f"input={tmp_path / 'multi.npz'}", f"output={out}",
               f"hydra.run.dir={tmp_path}/p")
-    pred = pd.read_csv(out, comment="#")[PARAMS].to_numpy()
+    pred = pd.read_csv(out)[PARAMS].to_numpy()
     true = dm.params[dm.test_idx]
     r2 = 1 - ((pred - true) ** 2).sum(0) / ((true - true.mean(0)) ** 2).sum(0)
     np.testing.assert_allclose(r2, [run.data.metrics[f"test/R2/{p}"] for p in PARAMS], atol=1e-4)

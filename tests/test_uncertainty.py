@@ -179,7 +179,7 @@ def test_gaussian_ensemble_end_to_end(tmp_path):
               f"hydra.run.dir={tmp_path}/p")
     import pandas as pd
 
-    df = pd.read_csv(out, comment="#")
+    df = pd.read_csv(out)
     direct = predictor.predict(dm.k, dm.delta[dm.test_idx][:50, 0, :])
     assert {"ION_Tvir_MIN_std", "R_BUBBLE_MAX_std"} <= set(df.columns)
     np.testing.assert_allclose(df["ION_Tvir_MIN_std"], direct["ION_Tvir_MIN_std"], rtol=1e-5)
