@@ -94,15 +94,19 @@ def fit_and_evaluate(estimator: Any, dm: SpectraDataModule, name: str,
 def run_baseline(cfg: DictConfig) -> dict[str, float]:
     """Fit one baseline, print its summary and metrics table, and leave a FINISHED (or FAILED) MLflow run.
 
-    The MLflow run is opened first, so a failure at any later step is recorded as FAILED with its error.
+    The MLflow run is opened once the data have passed their checks, so a failure at any later step is
+    recorded as FAILED with its error.
     """
     name = str(cfg.model_name)
     if cfg.get("cpu_threads"):
         torch.set_num_threads(int(cfg.cpu_threads))
+    t_start = time.perf_counter()
+    dm: SpectraDataModule = instantiate(cfg.data)
+    dm.prepare()  # before the MLflow run exists: bad data leaves no FAILED run
     lg = (cfg.get("logger") or {}).get("mlflow")
     mlf = instantiate(lg, tags={"model": name, "task": "regression", "baseline": "true"}) if lg else None
     try:
-        return _run(cfg, name, mlf)
+        return _run(cfg, dm, name, mlf, t_start)
     except BaseException as exc:
         if mlf is not None and mlf.experiment.get_run(mlf.run_id).info.status != "FINISHED":
             interrupted = isinstance(exc, KeyboardInterrupt | SystemExit)
@@ -112,10 +116,7 @@ def run_baseline(cfg: DictConfig) -> dict[str, float]:
         raise
 
 
-def _run(cfg: DictConfig, name: str, mlf) -> dict[str, float]:
-    t_start = time.perf_counter()
-    dm: SpectraDataModule = instantiate(cfg.data)
-    dm.prepare()
+def _run(cfg: DictConfig, dm: SpectraDataModule, name: str, mlf, t_start: float) -> dict[str, float]:
     try:
         estimator = instantiate(cfg.baseline, _convert_="all")
     except InstantiationException as exc:
@@ -155,9 +156,13 @@ def run_baselines(cfg: DictConfig) -> float | None:
     """Entry point behind ``baselines.py``: bad input → one line and exit 2; a multirun goes on past a job."""
     from astrops.entry import _bad_input, _in_multirun
     from astrops.tracking import TrackingError
+    from astrops.validation import TRAIN_RULES, ConfigValueError, validate
 
     try:
+        validate(cfg, TRAIN_RULES)  # the keys baselines share with train.py (seed, data.*, cpu_threads)
         results = run_baseline(cfg)
+    except ConfigValueError as exc:
+        return _refuse(exc, _in_multirun(), _bad_input)
     except InstantiationException as exc:  # the data module or the logger refused its configuration
         if not isinstance(exc.__cause__, DataConfigError | TrackingError | ValueError):
             raise

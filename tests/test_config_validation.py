@@ -158,3 +158,11 @@ def test_predict_names_what_is_wrong_with_the_input(tmp_path):
     example = ROOT / "data" / "reference"
     with pytest.raises(InputError, match="is a directory"):
         read_spectra_npz(example)
+
+
+def test_baselines_share_the_training_rules(mlflow_db, tmp_path):
+    before = snapshot(mlflow_db)
+    proc = run_entry("baselines.py", "seed=-1", f"logger.mlflow.tracking_uri=sqlite:///{mlflow_db}/mlflow.db",
+                     f"hydra.run.dir={tmp_path}/h", check=False)
+    one_line_refusal(proc, "seed=-1", "must be an integer")
+    assert snapshot(mlflow_db) == before
