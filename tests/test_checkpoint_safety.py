@@ -105,3 +105,11 @@ def test_registry_is_the_only_way_configs_become_modules(dense_checkpoint):
         build({**meta["model"], "input_shape": [1, 2]}, "backbone", input_shape=(1, 20))
     with pytest.raises(ModelSpecError, match="not one of astrops' task classes"):
         build({"_target_": "astrops.models.backbones.DenseBackbone"}, "task")
+
+
+def test_damaged_metadata_is_named_not_a_traceback(tmp_path):
+    ckpt = tmp_path / "damaged.ckpt"
+    torch.save({"astrops": {"model": {"_target_": "astrops.models.backbones.DenseBackbone"}, "task": {}},
+                "state_dict": {}}, ckpt)
+    with pytest.raises(InputError, match=r"metadata fields \['input_shape', 'k', .*\] are missing or of the wrong type"):
+        load_model(ckpt)
