@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import re
+import select
 import signal
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from conftest import popen_entry, run_entry
 
-from astrops.store import Store
+from astrops.simulation import Design, runner, simulate_into_store
+from astrops.store import Store, record_key
 
 
 def only_dataset(store_dir):
@@ -125,3 +133,131 @@ def test_submitit_shards_fill_one_store(tmp_path, small_sim_overrides):
     r = ds.load()
     assert len(r) == n and sorted(r.table["index"].to_pylist()) == list(range(n))
     assert len(list((tmp_path / "sweep").glob("**/*_submitted.pkl"))) == 2  # two submitit jobs ran
+
+
+PRIORS = {"HII_EFF_FACTOR": [5.0, 200.0], "ION_Tvir_MIN": [4.0, 6.0], "R_BUBBLE_MAX": [5.0, 15.0]}
+
+
+class Interrupted(Exception):
+    pass
+
+
+class FakeSimulator:
+    """The simulator interface without 21cmFAST: instant records, every call remembered."""
+
+    box_len, redshifts, n_threads = 50.0, [8.0], 1
+
+    def __init__(self, stop_after: int | None = None, delay: float = 0.0):
+        self.calls, self.stop_after, self.delay = [], stop_after, delay
+
+    def k(self):
+        return np.geomspace(0.1, 1.0, 5)
+
+    def spec(self):
+        return {"fake": True}
+
+    def default_name(self):
+        return "fake"
+
+    def run(self, points):
+        self.calls.append([p["index"] for p in points])
+        if self.stop_after is not None and len(self.calls) > self.stop_after:
+            raise Interrupted
+        time.sleep(self.delay)
+        return [{**p, "delta": np.ones((1, 5)), "xH": [0.5], "Tb": [1.0], "status": "ok", "error": "",
+                 "wall_time": self.delay} for p in points]
+
+
+def test_streamed_design_skips_stored_points_groups_by_ic_and_logs_an_eta(tmp_path, caplog):
+    design, sim, store = Design(PRIORS, n=7, sims_per_ic=2), FakeSimulator(), Store(tmp_path / "s")
+    ds = store.create_dataset("fake", sim.spec(), list(PRIORS), sim.redshifts, sim.k())
+    ds.append(sim.run([design.point(1), design.point(4)]))  # a previous run stored points 1 and 4
+    sim.calls.clear()
+    caplog.set_level(logging.INFO, logger="astrops")
+    s = simulate_into_store(sim, design, store, progress=False)
+    assert sim.calls == [[0], [2, 3], [5], [6]]  # IC groups {0,1} {2,3} {4,5} {6} minus what is stored
+    assert (s.planned, s.already_present, s.computed, s.failed, s.total_in_dataset) == (7, 2, 5, 0, 7)
+    assert set(ds.load().keys) == {record_key(p["params"], p["seed"]) for p in map(design.point, range(7))}
+    assert "5 of 7 points" in caplog.text
+    assert re.search(r"simulations: 1/5 done, [\d.]+ s/sim, ETA \d+:\d\d", caplog.text), caplog.text
+
+
+def test_pool_keeps_a_bounded_number_of_groups_in_flight(tmp_path, monkeypatch):
+    """workers=2: at most 2 * workers groups submitted and unfinished at any time; every point once."""
+    in_flight, peak, lock = [0], [0], threading.Lock()
+
+    class CountingPool(ThreadPoolExecutor):  # the scheduling of the process pool, in threads
+        def __init__(self, workers, **_):
+            super().__init__(workers)
+
+        def submit(self, fn, *args):
+            with lock:
+                in_flight[0] += 1
+                peak[0] = max(peak[0], in_flight[0])
+            return super().submit(_counted, fn, *args)
+
+    def _counted(fn, *args):  # finished before its future is: the runner can only see it done afterwards
+        try:
+            return fn(*args)
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
+    monkeypatch.setattr(runner, "ProcessPoolExecutor", CountingPool)
+    sim = FakeSimulator(delay=0.005)
+    s = simulate_into_store(sim, Design(PRIORS, n=40), Store(tmp_path / "s"), workers=2, progress=False)
+    assert s.computed == 40 and sorted(i for c in sim.calls for i in c) == list(range(40))
+    assert 2 <= peak[0] <= 4
+
+
+def test_a_billion_point_design_starts_at_once(tmp_path):
+    """Nothing is listed up front: the first groups run and are stored at once, whatever n is."""
+    sim, t0 = FakeSimulator(stop_after=3), time.perf_counter()
+    with pytest.raises(Interrupted):
+        simulate_into_store(sim, Design(PRIORS, n=10**9), Store(tmp_path / "s"), progress=False)
+    assert time.perf_counter() - t0 < 5
+    assert sim.calls == [[0], [1], [2], [3]] and len(only_dataset(tmp_path / "s").load()) == 3
+
+
+def _vmrss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        return next(int(ln.split()[1]) for ln in fh if ln.startswith("VmRSS:"))
+
+
+def test_billion_point_run_shows_an_eta_early_in_bounded_memory(tmp_path, small_sim_overrides):
+    """simulation.n=10**9 on the small box: a progress line with an ETA within seconds, modest RSS, then killed."""
+    overrides = [o for o in small_sim_overrides if o != "progress=false"]
+    t0 = time.monotonic()
+    proc = popen_entry("simulate.py", *overrides, "progress=true", "simulation.n=1000000000", cwd=tmp_path)
+    fd, err, peak_kb, eta_after = proc.stderr.fileno(), b"", 0, None
+    try:
+        while time.monotonic() - t0 < 60 and proc.poll() is None:
+            if select.select([fd], [], [], 0.2)[0]:
+                err += os.read(fd, 65536)
+            peak_kb = max(peak_kb, _vmrss_kb(proc.pid))
+            if re.search(rb"\d+/1000000000 \[\d\d:\d\d<\d+:\d\d:\d\d, ", err):  # tqdm: [elapsed<ETA, rate]
+                eta_after = time.monotonic() - t0
+                break
+    finally:
+        proc.kill()
+        proc.wait()
+    assert eta_after is not None, (proc.returncode, err.decode()[-2000:])
+    assert eta_after < 20, f"first ETA only after {eta_after:.1f} s"
+    assert peak_kb < 1_500_000, f"RSS {peak_kb / 1e6:.2f} GB"
+    assert b"Traceback" not in err
+
+
+def tree_state(root) -> dict:
+    """Every path under root with its size and modification time: 'nothing changed' made checkable."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+
+def test_dataset_directory_as_store_is_refused(tmp_path, small_sim_overrides):
+    """paths.store_dir=<store>/<dataset> used to nest a second dataset inside the first and recompute."""
+    ds = Store(tmp_path / "store").create_dataset("ref", {"x": 1}, list(PRIORS), [8.0], np.geomspace(0.1, 1, 5))
+    before = tree_state(tmp_path / "store")
+    proc = run_entry("simulate.py", *small_sim_overrides, "simulation.n=2", f"paths.store_dir={ds.path}", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"error: {ds.path} is a dataset directory, not a store: give the store that holds "
+                                   f"it, {tmp_path / 'store'} (e.g. data/reference, not data/reference/<dataset>)")
+    assert tree_state(tmp_path / "store") == before

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -148,3 +151,123 @@ def test_cli_provenance(tmp_path):
     assert store_cli(["provenance", str(tmp_path), "--command", "python simulate.py simulation.n=3"]) == 0
     text = (tmp_path / "PROVENANCE.md").read_text()
     assert ds.hash in text and "2 successful, 1 failed" in text and "simulation.n=3" in text
+
+
+def tree_state(root) -> dict:
+    """Every path under root with its size and modification time: 'nothing changed' made checkable."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+
+def damage_all_record_files(ds):
+    for f in ds.record_files():
+        f.write_bytes(f.read_bytes()[:40])
+
+
+def test_dataset_directory_is_not_a_store(tmp_path):
+    ds = make_dataset(tmp_path / "store")
+    for wrong in (ds.path, ds.path / "records"):
+        with pytest.raises(StoreError, match=rf"is a .* not a store: give the store that holds it, {tmp_path}/store "):
+            Store(wrong)
+    assert Store(tmp_path / "store").dataset().path == ds.path
+    from astrops.data import SpectraDataModule  # training opens its store the same way
+
+    with pytest.raises(StoreError, match="is a dataset directory, not a store"):
+        SpectraDataModule(str(ds.path)).prepare()
+
+
+def test_damaged_dataset_is_not_reported_as_empty(tmp_path):
+    """All record files unreadable, or dataset.json damaged: one StoreError line naming verify, not 'run simulate.py'."""
+    from astrops.data import SpectraDataModule  # the training path: it must not say "run simulate.py first"
+
+    ds = make_dataset(tmp_path / "s")
+    ds.append([rec(0)])
+    ds.append([rec(1)])
+    damage_all_record_files(ds)
+    with pytest.raises(StoreError, match=rf"dataset {ds.name} is damaged: none of its spectra can be read \(2 unreadable "
+                                         rf"record file\(s\).*python -m astrops.store verify {tmp_path}/s"):
+        SpectraDataModule(str(tmp_path / "s")).prepare()
+    assert len(make_dataset(tmp_path / "e").load()) == 0  # an empty dataset stays empty, not damaged
+    for text in ('{"name": "toy", "ha', "\x00\xff garbage", "[]", '{"name": "toy"}'):
+        (ds.path / "dataset.json").write_text(text)
+        with pytest.raises(StoreError, match=r"dataset.json is damaged \(.*\): restore it.*astrops.store verify"):
+            Store(tmp_path / "s").dataset()
+
+
+@pytest.mark.parametrize("row,msg", [
+    ("{f},5.0,,10.0", r"row 1 \(line 3\): column ION_Tvir_MIN is blank: fill in a value or delete the row"),
+    ("{f},5.0,abc,10.0", r"row 1 \(line 3\): column ION_Tvir_MIN='abc' is not a finite number"),
+    ("{f},5.0,nan,10.0", r"column ION_Tvir_MIN='nan' is not a finite number"),
+    ("{f},5.0,4.5", r"row 1 \(line 3\): column R_BUBBLE_MAX is blank"),
+    ("{f},5.0,4.5,10.0,7", r"row 1 \(line 3\) has more cells than the header"),
+    (",5.0,4.5,10.0", r"row 1 \(line 3\): column file is blank"),
+])
+def test_bad_csv_cells_are_named_and_nothing_is_imported(tmp_path, row, msg):
+    csv_path = write_seed_csv(tmp_path, [None, row])
+    ds = make_dataset(tmp_path / "s")
+    with pytest.raises(StoreError, match=msg):
+        import_seed_format(ds, csv_path)
+    assert ds.record_files() == []
+
+
+def write_seed_csv(tmp_path, rows):
+    """params.csv with a file column; None is a good row, a string is a row template ({f}: its npz)."""
+    lines = ["file," + ",".join(PARAMS)]
+    for i, row in enumerate(rows):
+        np.savez(tmp_path / f"p{i}.npz", k=K, delta=rec(i)["delta"][0])
+        lines.append(f"p{i}.npz,50.0,5.0,10.0" if row is None else row.format(f=f"p{i}.npz"))
+    (tmp_path / "params.csv").write_text("\n".join(lines) + "\n")
+    return tmp_path / "params.csv"
+
+
+def test_cli_store_without_datasets(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert store_cli(["info", str(tmp_path / "empty")]) == 0
+    assert "no datasets" in capsys.readouterr().out
+    for cmd in ("verify", "compact", "provenance"):  # nothing verified is not a pass
+        assert store_cli([cmd, str(tmp_path / "empty")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"error: {tmp_path}/empty holds no datasets (no */dataset.json): give the store directory "
+                       "that holds them, e.g. data/reference"]
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_cli_verify_names_a_damaged_dataset_json_and_goes_on(tmp_path, capsys):
+    good, bad = make_dataset(tmp_path, name="a"), make_dataset(tmp_path, redshifts=(7.0,), name="b")
+    good.append([rec(0)])
+    (bad.path / "dataset.json").write_text('{"trunc')
+    assert store_cli(["verify", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert f"{good.name}: ok" in out and f"{bad.name}: 1 problem(s)" in out and "dataset.json is damaged" in out
+
+
+def test_cli_processes_fail_in_one_line_and_change_nothing(tmp_path):
+    """Real `python -m astrops.store` processes: broken pipe, dataset dir as store, blank CSV cell, damaged json."""
+    store = tmp_path / "store"
+    ds = Store(store).create_dataset("big", {"filler": list(range(100_000))}, PARAMS, [8.0], K)  # ~1 MB of --json
+    ds.append([rec(0)])
+    cli = f"{sys.executable} -m astrops.store"
+    before = tree_state(store)
+
+    def run(cmd: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+
+    # stdout closed early: quiet, status 141 like cat/grep under SIGPIPE
+    p = run(f"{cli} info {store} --json | head -1; echo rc=${{PIPESTATUS[0]}}; {cli} info {store} | true; "
+            "echo rc=${PIPESTATUS[0]}")
+    assert p.stdout.splitlines() == [f"{ds.name}  (1 spectra, 0 failed, 1 files)", "rc=141", "rc=141"], p.stdout
+    assert p.stderr == ""
+    write_seed_csv(tmp_path, [None, "{f},5.0,,10.0"])
+    (tmp_path / "other" / "b").mkdir(parents=True)
+    (tmp_path / "other" / "b" / "dataset.json").write_text("{")
+    cases = [
+        (f"{cli} verify {ds.path}", f"{ds.path} is a dataset directory, not a store: give the store that holds it, {store}"),
+        (f"{cli} info {ds.path}/records", f"{ds.path}/records is a dataset's records folder, not a store"),
+        (f"{cli} import {store} --csv {tmp_path}/params.csv",
+         f"{tmp_path}/params.csv row 1 (line 3): column ION_Tvir_MIN is blank: fill in a value or delete the row"),
+        (f"{cli} info {tmp_path}/other", f"{tmp_path}/other/b/dataset.json is damaged (unreadable: "),
+    ]
+    for cmd, needle in cases:
+        p = run(cmd)
+        assert p.returncode == 2 and needle in p.stderr, (cmd, p.returncode, p.stderr)
+        assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr, p.stderr
+    assert tree_state(store) == before

@@ -8,6 +8,7 @@ depends on n: extending it gives a different design (its identity includes n).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +17,37 @@ from astrops.simulation.coeval import VARIED, SimulationConfigError
 
 SAMPLERS = ("uniform", "lhs")
 _PARAM_STREAM, _SEED_STREAM, _LHS_STREAM = 0, 1, 2
+MAX_LHS_N = 10**6  # a Latin hypercube is built whole in memory (n x 3 floats) and cannot be streamed
+
+
+class ShardIndices:
+    """The design indices of one shard, computed on demand: any n costs O(1) memory.
+
+    Indices are dealt by IC group (``index // sims_per_ic``) round-robin over the shards, so points
+    sharing initial conditions land in the same job. Iteration is in increasing index order; ``len``
+    and ``in`` are arithmetic, so a design of 10**9 points is never listed.
+    """
+
+    def __init__(self, n: int, sims_per_ic: int, shard: int, num_shards: int):
+        self.n, self.k, self.shard, self.num_shards = n, sims_per_ic, shard, num_shards
+        self._n_groups = -(-n // sims_per_ic)
+
+    def __iter__(self) -> Iterator[int]:
+        for g in range(self.shard, self._n_groups, self.num_shards):
+            yield from range(g * self.k, min((g + 1) * self.k, self.n))
+
+    def __len__(self) -> int:
+        groups = len(range(self.shard, self._n_groups, self.num_shards))
+        last = self._n_groups - 1
+        short = (self._n_groups * self.k - self.n) if last % self.num_shards == self.shard else 0
+        return groups * self.k - short
+
+    def __contains__(self, index: object) -> bool:
+        return (isinstance(index, int | np.integer) and 0 <= index < self.n
+                and (int(index) // self.k) % self.num_shards == self.shard)
+
+    def __repr__(self) -> str:
+        return f"ShardIndices(n={self.n}, sims_per_ic={self.k}, shard={self.shard}/{self.num_shards})"
 
 
 @dataclass
@@ -44,6 +76,10 @@ class Design:
             raise SimulationConfigError(f"simulation.n={self.n}: the number of simulations must be a positive integer")
         if self.sampler not in SAMPLERS:
             raise SimulationConfigError(f"simulation.sampler={self.sampler!r}: choose one of {list(SAMPLERS)}")
+        if self.sampler == "lhs" and self.n > MAX_LHS_N:
+            raise SimulationConfigError(
+                f"simulation.n={self.n} with simulation.sampler=lhs: a Latin hypercube is built whole in memory, "
+                f"at most {MAX_LHS_N} points; use simulation.sampler=uniform (drawn per index, any n) or a smaller n")
         if self.sims_per_ic < 1:
             raise SimulationConfigError(f"simulation.sims_per_ic={self.sims_per_ic}: must be >= 1")
         if not 0 <= self.base_seed < 2**32:
@@ -96,11 +132,12 @@ class Design:
                   for i, name in enumerate(VARIED)}
         return {"index": index, "params": params, "seed": self.ic_seed(index), "design": self.identity()}
 
-    def indices(self, shard: int = 0, num_shards: int = 1) -> list[int]:
+    def indices(self, shard: int = 0, num_shards: int = 1) -> ShardIndices:
         """This shard's part of the design: disjoint, deterministic, together the whole design.
 
-        Sharding is by IC group so that points sharing initial conditions land in the same job.
+        Lazy (see :class:`ShardIndices`) so that a huge n neither allocates nor delays the first
+        simulation. Sharding is by IC group so that points sharing initial conditions land in the same job.
         """
         if num_shards < 1 or not 0 <= shard < num_shards:
             raise SimulationConfigError(f"simulation.shard={shard} must be in [0, num_shards={num_shards})")
-        return [i for i in range(self.n) if (i // self.sims_per_ic) % num_shards == shard]
+        return ShardIndices(self.n, self.sims_per_ic, shard, num_shards)

@@ -1,4 +1,10 @@
-"""``python -m astrops.store info|export|import|verify|compact PATH``: look after a store from the shell."""
+"""``python -m astrops.store info|export|import|verify|compact PATH``: look after a store from the shell.
+
+Exit status: 0 done (``verify``: no problems), 1 ``verify`` found problems, 2 bad input (one line on
+stderr: a wrong path, a dataset directory given as the store, ``verify``/``compact``/``provenance``
+on a store without datasets, a bad CSV), 141 stdout closed early (``... | head``): quietly, as
+``cat`` or ``grep`` killed by SIGPIPE (128 + 13), so ``set -o pipefail`` scripts see the same status.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +15,29 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from astrops.store.dataset import Dataset
 from astrops.store.files import StoreError
 from astrops.store.seed_format import export_seed_format, read_seed_format, seed_records
 from astrops.store.store import Store
 
+EPIPE_STATUS = 141
+
+
+def _selected(store: Store, args: argparse.Namespace) -> list:
+    """The datasets a command works on; none at all is an error, not an empty success."""
+    if args.dataset:
+        return [store.dataset(args.dataset)]
+    datasets = store.datasets()
+    if not datasets:
+        raise StoreError(f"{store.root} holds no datasets (no */dataset.json): give the store directory that "
+                         "holds them, e.g. data/reference")
+    return datasets
+
 
 def _info(store: Store, args: argparse.Namespace) -> int:
     datasets = store.datasets() if not args.dataset else [store.dataset(args.dataset)]
-    if not datasets:
-        print(f"{store.root}: no datasets")
+    if not datasets:  # an empty store is a valid answer to "what is in it?", but it must not look like data
+        print(f"{store.root}: no datasets (a store holds <name>-<hash>/dataset.json directories, e.g. data/reference)")
     for d in datasets:
         t = d.read_table(include_failed=True)
         status = Counter(t["status"].to_pylist())
@@ -38,8 +58,21 @@ def _info(store: Store, args: argparse.Namespace) -> int:
 
 
 def _verify(store: Store, args: argparse.Namespace) -> int:
+    """Report every dataset, damaged dataset.json files included, instead of stopping at the first."""
     bad = 0
-    for d in store.datasets() if not args.dataset else [store.dataset(args.dataset)]:
+    if args.dataset:
+        targets = [store.dataset(args.dataset)]
+    else:
+        targets = [p.parent for p in sorted(store.root.glob("*/dataset.json"))]
+        if not targets:
+            _selected(store, args)  # raises: zero datasets verified is not a pass
+    for target in targets:
+        try:
+            d = target if isinstance(target, Dataset) else Dataset(target)
+        except StoreError as exc:
+            print(f"{target.name}: 1 problem(s)\n  {exc}")
+            bad += 1
+            continue
         problems = d.verify()
         print(f"{d.name}: {'ok' if not problems else f'{len(problems)} problem(s)'}")
         for p in problems:
@@ -87,7 +120,7 @@ def _provenance(store: Store, args: argparse.Namespace) -> int:
     import numpy as np
 
     blocks = ["# Provenance\n"]
-    for d in store.datasets() if not args.dataset else [store.dataset(args.dataset)]:
+    for d in _selected(store, args):
         t = d.read_table(include_failed=True)
         r = d.load()
         ok = t["status"].to_numpy(zero_copy_only=False) == "ok"
@@ -118,7 +151,7 @@ def _provenance(store: Store, args: argparse.Namespace) -> int:
 
 
 def _compact(store: Store, args: argparse.Namespace) -> int:
-    for d in store.datasets() if not args.dataset else [store.dataset(args.dataset)]:
+    for d in _selected(store, args):
         print(f"{d.name}: {d.compact()} records in one file")
     return 0
 
@@ -157,5 +190,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def cli() -> int:
+    """``main`` for a process whose stdout may be a pipe closed early (``info ... | head -1``).
+
+    Python's standard recipe: the pending output is flushed inside the guard, and stdout is pointed
+    at /dev/null so that the interpreter's final flush cannot raise a second time.
+    """
+    try:
+        code = main()
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EPIPE_STATUS
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

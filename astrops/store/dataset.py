@@ -27,6 +27,8 @@ from astrops.store.files import (
     record_key,
 )
 
+META_KEYS = frozenset({"hash", "spec", "parameters", "redshifts", "k"})
+
 
 @dataclass
 class Records:
@@ -59,7 +61,15 @@ class Dataset:
         meta_file = self.path / "dataset.json"
         if not meta_file.exists():
             raise StoreError(f"{self.path} is not an astrops dataset (no dataset.json)")
-        self.meta: dict = json.loads(meta_file.read_text())
+        try:
+            self.meta: dict = json.loads(meta_file.read_bytes())
+            missing = sorted(META_KEYS - set(self.meta)) if isinstance(self.meta, dict) else None
+            why = "not a JSON object" if missing is None else f"keys {missing} missing" if missing else ""
+        except (ValueError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            why = f"unreadable: {getattr(exc, 'strerror', None) or exc}"
+        if why:
+            raise StoreError(f"{meta_file} is damaged ({why}): restore it from a backup or a copy of the store; "
+                             f"python -m astrops.store verify {self.path.parent} lists every damaged file")
 
     # -- metadata ---------------------------------------------------------------------------
     @property
@@ -158,8 +168,15 @@ class Dataset:
         Unreadable files are skipped with a warning (``verify`` names them); files removed by a
         concurrent :meth:`compact` between listing and reading trigger a fresh listing.
         """
+        table, unreadable = self._read(include_failed)
+        for f, exc in unreadable:
+            warnings.warn(f"skipping unreadable record file {f}: {exc}", stacklevel=2)
+        return table
+
+    def _read(self, include_failed: bool) -> tuple[pa.Table, list[tuple[Path, Exception]]]:
+        """(records, [(unreadable file, why)]): the reading behind read_table and load."""
         for _attempt in range(5):
-            tables, vanished = [], False
+            tables, unreadable, vanished = [], [], False
             for f in self.record_files():
                 try:
                     tables.append(pq.read_table(f, schema=self._schema()))
@@ -167,26 +184,36 @@ class Dataset:
                     vanished = True
                     break
                 except (pa.ArrowException, OSError) as exc:
-                    warnings.warn(f"skipping unreadable record file {f}: {exc}", stacklevel=2)
+                    unreadable.append((f, exc))
             if not vanished:
                 break
         else:
             raise StoreError(f"record files of {self.path} kept changing while reading; retry")
         if not tables:
-            return self._schema().empty_table()
+            return self._schema().empty_table(), unreadable
         table = pa.concat_tables(tables)
         table = _dedupe(table)
         if not include_failed:
             table = table.filter(pa.compute.equal(table["status"], "ok"))
-        return table
+        return table, unreadable
 
     def keys(self, include_failed: bool = True) -> set[str]:
         """Keys of the records present (by default failed ones too: they are not retried)."""
         return set(self.read_table(include_failed=include_failed).column("key").to_pylist())
 
     def load(self, include_failed: bool = False) -> Records:
-        """Records as numpy arrays; ``delta`` is (N, n_z, n_k) in mK^2."""
-        t = self.read_table(include_failed=include_failed)
+        """Records as numpy arrays; ``delta`` is (N, n_z, n_k) in mK^2.
+
+        Raises when nothing could be read because record files are damaged: an empty result would
+        otherwise pass for a dataset that was never simulated.
+        """
+        t, unreadable = self._read(include_failed)
+        if unreadable and t.num_rows == 0:
+            raise StoreError(f"dataset {self.name} is damaged: none of its spectra can be read ({len(unreadable)} "
+                             f"unreadable record file(s), e.g. {unreadable[0][0].name}): run python -m astrops.store "
+                             f"verify {self.path.parent} and restore the files it names from a backup")
+        for f, exc in unreadable:
+            warnings.warn(f"skipping unreadable record file {f}: {exc}", stacklevel=2)
         n, n_z, n_k = t.num_rows, len(self.redshifts), len(self.k)
         seeds = t["seed"].fill_null(-1).to_numpy()
         return Records(

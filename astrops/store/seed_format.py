@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -47,27 +48,57 @@ def read_seed_format(csv_path: str | Path, npz_dir: str | Path | None = None) ->
     """Rows of a params CSV joined to their npz spectra (by the ``file`` column, else by sorted order)."""
     csv_path = Path(csv_path)
     base = Path(npz_dir) if npz_dir else csv_path.parent
-    with open(csv_path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    try:
+        with open(csv_path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise StoreError(f"cannot read {csv_path} ({getattr(exc, 'strerror', None) or exc}): give a params CSV "
+                         "with --csv") from None
     if not rows:
         raise StoreError(f"{csv_path} has no rows")
     if "file" in rows[0]:
-        files = [base / r["file"] for r in rows]
+        files = [base / _cell(r["file"], f"{csv_path} row {i} (line {i + 2})", "file") for i, r in enumerate(rows)]
     else:
         files = sorted(base.glob("*.npz"), key=_natural_key)
         if len(files) != len(rows):
             raise StoreError(f"{csv_path} has {len(rows)} rows but {base} holds {len(files)} npz files: "
                              "add a 'file' column naming each row's npz")
     out = []
-    for r, f in zip(rows, files, strict=True):
-        if not f.exists():
-            raise StoreError(f"{csv_path}: spectrum file {f} is missing")
-        with np.load(f, allow_pickle=False) as z:
-            rec = {"k": z["k"], "delta": z["delta"], "redshifts": z.get("redshifts")}
-        rec["params"] = {k: float(v) for k, v in r.items() if k not in ("file", "seed")}
-        rec["seed"] = int(r["seed"]) if r.get("seed") not in (None, "") else None
+    for i, (r, f) in enumerate(zip(rows, files, strict=True)):
+        where = f"{csv_path} row {i} (line {i + 2})"
+        if not f.is_file():
+            raise StoreError(f"{where}: spectrum file {f} is missing: fix its 'file' cell or add the file")
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                rec = {"k": z["k"], "delta": z["delta"], "redshifts": z.get("redshifts")}
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise StoreError(f"{where}: {f} is not an npz with 'k' and 'delta' ({exc}): replace the file") from exc
+        rec["params"] = {k: _number(v, where, k, float) for k, v in r.items() if k not in ("file", "seed")}
+        rec["seed"] = _number(r["seed"], where, "seed", int) if r.get("seed") not in (None, "") else None
         out.append(rec)
     return out
+
+
+def _cell(cell: str | list | None, where: str, column: str | None) -> str:
+    """A CSV cell's text, or one line naming the row, the column and the fix (blank, surplus cells)."""
+    if column is None or isinstance(cell, list):  # csv puts surplus cells under the key None
+        raise StoreError(f"{where} has more cells than the header has columns: remove the extra cells")
+    if cell is None or not cell.strip():  # None: the row is shorter than the header
+        raise StoreError(f"{where}: column {column} is blank: fill in a value or delete the row")
+    return cell.strip()
+
+
+def _number(cell: str | list | None, where: str, column: str | None, kind: type) -> float | int:
+    """A CSV cell as a number (``kind``), or one line naming the row, the column and the fix."""
+    cell = _cell(cell, where, column)
+    try:
+        value = kind(cell)
+        if not np.isfinite(value):
+            raise ValueError(cell)
+        return value
+    except ValueError:
+        raise StoreError(f"{where}: column {column}={cell!r} is not {'an integer' if kind is int else 'a finite number'}: "
+                         "fix the cell") from None
 
 
 def seed_records(rows: list[dict], k: np.ndarray, redshifts: list[float], parameters: list[str],

@@ -43,7 +43,20 @@ class Store:
     """A directory of datasets (default ``data/store``)."""
 
     def __init__(self, root: str | os.PathLike):
+        """Refuse a dataset directory (or its records folder) given as the store, before any work.
+
+        Otherwise ``verify`` would pass on nothing, ``info`` would list nothing and ``simulate.py``
+        would nest a second dataset inside the first; every entry point opens stores here.
+        """
         self.root = Path(root).expanduser().absolute()
+        if (self.root / "dataset.json").is_file():
+            dataset_dir, what = self.root, "a dataset directory"
+        elif self.root.name == RECORDS and (self.root.parent / "dataset.json").is_file():
+            dataset_dir, what = self.root.parent, "a dataset's records folder"
+        else:
+            return
+        raise StoreError(f"{root} is {what}, not a store: give the store that holds it, {dataset_dir.parent} "
+                         "(e.g. data/reference, not data/reference/<dataset>)")
 
     def check_writable(self) -> None:
         """Fail before any work when the store cannot be written (one line, with the fix)."""
