@@ -10,6 +10,7 @@ single model. On disk an ensemble is a directory of member checkpoints plus ``ma
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -67,6 +68,8 @@ class Ensemble(nn.Module):
         self.kind, self.param_names = first.task.kind, first.param_names
         self.transform, self.task = first.transform, first.task
         self.calibration = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in (calibration or {}).items()}
+        if any(v.shape != (len(self.param_names),) for v in self.calibration.values()):
+            raise ValueError(f"calibration factors must have one value per parameter ({len(self.param_names)})")
 
     @torch.no_grad()
     def raw(self, delta: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -103,18 +106,32 @@ def save(directory: str | Path, checkpoints: list[str], calibration: dict[str, t
     return directory
 
 
+MAX_MEMBERS = 64
+CALIBRATIONS = ("var_scale", "temperature")  # the only factors Ensemble.calibrate writes
+
+
 def read_manifest(directory: str | Path) -> dict:
+    """The manifest after checking everything the loader uses; the members are checkpoints read by
+    :func:`astrops.checkpoints.load_estimator` like any other."""
     path = Path(directory) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{directory} is a directory without {MANIFEST}: pass a checkpoint file or an "
                                 "ensemble directory written by train.py ensemble.members=K")
-    manifest = json.loads(path.read_text())
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{path} has format {manifest.get('format')!r}, expected {FORMAT!r}")
+    try:
+        manifest = json.loads(path.read_text())
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"{path} is not readable JSON ({exc}): the ensemble directory is damaged") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise ValueError(f"{path} has format {got!r}, expected {FORMAT!r}")
     members, calibration = manifest.get("members"), manifest.get("calibration", {})
-    if not isinstance(members, list) or len(members) < 2 or not all(isinstance(m, str) and "/" not in m for m in members):
-        raise ValueError(f"{path}: 'members' must list at least two checkpoint file names in the directory")
-    if not isinstance(calibration, dict) or not all(isinstance(v, list) and all(isinstance(x, int | float) for x in v)
-                                                    for v in calibration.values()):
-        raise ValueError(f"{path}: 'calibration' must map names to lists of numbers")
+    if not (isinstance(members, list) and 2 <= len(members) <= MAX_MEMBERS and len(set(map(str, members))) == len(members)
+            and all(isinstance(m, str) and "/" not in m and m not in (".", "..") for m in members)):
+        raise ValueError(f"{path}: 'members' must list 2 to {MAX_MEMBERS} distinct checkpoint file names in the directory")
+    def finite_positive(v):
+        return (isinstance(v, list) and len(v) > 0 and all(
+            isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) and x > 0 for x in v))
+    if not isinstance(calibration, dict) or not all(k in CALIBRATIONS and finite_positive(v)
+                                                    for k, v in calibration.items()):
+        raise ValueError(f"{path}: 'calibration' may only map {list(CALIBRATIONS)} to lists of finite positive numbers")
     return manifest

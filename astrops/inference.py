@@ -17,17 +17,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from astrops.models import ParameterEstimator, SpectrumTransform, TargetCodec
-from astrops.models.registry import ModelSpecError, build, check_spec
+from astrops.checkpoints import InputError, load_estimator, read_checkpoint
+from astrops.models import ParameterEstimator
+
+__all__ = ["InputError", "Predictor", "load_model", "read_checkpoint", "read_spectra_npz"]
 
 if TYPE_CHECKING:
     from astrops.ensemble import Ensemble
 
 log = logging.getLogger(__name__)
-
-
-class InputError(ValueError):
-    """Spectra that do not fit the model (one line, names the fix)."""
 
 
 class Predictor:
@@ -96,6 +94,12 @@ class Predictor:
                         "their predictions are extrapolations", int(far.sum()), len(x))
         dec = self.model.predict_physical(x)
         values = dec["value"].numpy().astype(np.float64)
+        broken = ~np.isfinite(values).all(axis=1)
+        if "std" in dec:
+            broken |= ~np.isfinite(dec["std"].numpy()).all(axis=1)
+        if broken.any():  # a diverged or damaged model: no number is better than a made-up one
+            raise InputError(f"the model returns NaN/inf for {int(broken.sum())} of {len(values)} spectra: its weights "
+                             "are damaged or training diverged; use another checkpoint (e.g. the best, not last.ckpt)")
         reasons: list[list[str]] = [["features beyond 6 training sd"] if f else [] for f in far]
         for j, p in enumerate(self.parameters):
             lo, hi = self.prior_box[p]
@@ -151,7 +155,7 @@ def load_model(path: str | Path) -> Predictor:
     path = Path(path)
     if path.is_dir():
         return _load_ensemble(path)
-    model, meta = _load_estimator(path)
+    model, meta = load_estimator(path)
     return Predictor(model, meta)
 
 
@@ -162,7 +166,7 @@ def _load_ensemble(path: Path) -> Predictor:
         manifest = ensemble.read_manifest(path)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
-    members = [_load_estimator(path / name) for name in manifest["members"]]
+    members = [load_estimator(path / name) for name in manifest["members"]]
     try:
         model = ensemble.Ensemble([m for m, _ in members], manifest.get("calibration"))
     except ValueError as exc:
@@ -170,58 +174,3 @@ def _load_ensemble(path: Path) -> Predictor:
     meta = {**members[0][1], "ensemble": {k: v for k, v in manifest.items() if k != "format"}}
     meta["mlflow_run_id"] = manifest.get("mlflow_run_id", meta.get("mlflow_run_id"))
     return Predictor(model, meta)
-
-
-# Fields of the checkpoint's ``astrops`` metadata the loader relies on, with their plain types.
-_META_TYPES: dict[str, type | tuple[type, ...]] = {
-    "model": dict, "task": dict, "input_shape": list, "n_classes": int, "parameters": list, "redshifts": list,
-    "k": list, "kept_bins": list}
-
-
-def read_checkpoint(path: str | Path) -> dict:
-    """The checkpoint's contents after every check that needs no model: safe unpickling, astrops metadata
-    of the right types, backbone and task configs the registry accepts. Raises :class:`InputError`."""
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"checkpoint {path} is a directory: pass a .ckpt file (or an ensemble directory to predict)")
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist: pass the path train.py printed last")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types; torch's own advice must not reach the user
-        raise InputError(f"{path} is not a safe astrops checkpoint ({type(exc).__name__}): refusing to load it") from None
-    meta = ckpt.get("astrops") if isinstance(ckpt, dict) else None
-    if not isinstance(meta, dict) or not meta or not isinstance(ckpt.get("state_dict"), dict):
-        raise InputError(f"{path} is not an astrops checkpoint (no 'astrops' metadata or state_dict): "
-                         "pass a checkpoint written by train.py")
-    wrong = sorted(k for k, t in _META_TYPES.items() if not isinstance(meta.get(k), t))
-    if wrong:
-        raise InputError(f"{path}: astrops metadata fields {wrong} are missing or of the wrong type: "
-                         "the file is damaged or was not written by train.py")
-    try:
-        check_spec(meta["model"], "backbone", ("input_shape",))
-        check_spec(meta["task"], "task", ("codec", "in_features"))
-    except ModelSpecError as exc:
-        raise InputError(f"{path}: {exc}") from None
-    return ckpt
-
-
-def _load_estimator(path: Path) -> tuple[ParameterEstimator, dict]:
-    ckpt = read_checkpoint(path)
-    meta, state = ckpt["astrops"], ckpt["state_dict"]
-    try:
-        n_z, n_k = len(meta["redshifts"]), len(meta["k"])
-        transform = SpectrumTransform(n_z, n_k, meta["kept_bins"])
-        codec = TargetCodec(len(meta["parameters"]), meta["n_classes"])
-        backbone = build(meta["model"], "backbone", input_shape=tuple(meta["input_shape"]))
-        task = build(meta["task"], "task", codec=codec, in_features=backbone.out_features)
-        model = ParameterEstimator(backbone, task, transform, meta["parameters"], train_metrics=False, meta=meta)
-        missing, _ = model.load_state_dict(state, strict=False)
-    except (ValueError, TypeError, RuntimeError) as exc:  # shapes or sizes that contradict each other
-        raise InputError(f"checkpoint {path} does not match its own config ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:200]}): the file is damaged") from None
-    # metric states are not weights; calibration factors absent from older checkpoints default to 1
-    missing = [m for m in missing if not m.startswith("metrics.") and not m.endswith((".var_scale", ".temperature"))]
-    if missing:
-        raise InputError(f"checkpoint {path} lacks weights {missing[:3]}...: it does not match its own config")
-    return model, meta

@@ -19,8 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from astrops import __version__, report, tracking
 from astrops.calibration import calibrate_model
+from astrops.checkpoints import read_checkpoint
 from astrops.data import SpectraDataModule
-from astrops.inference import read_checkpoint
 from astrops.models.registry import build
 from astrops.saliency import compute_saliency
 

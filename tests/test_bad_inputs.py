@@ -118,5 +118,5 @@ def test_ensemble_without_usable_checkpoints_is_refused_before_training(tmp_path
 
 def test_malformed_ensemble_manifest_is_refused(tmp_path):
     (tmp_path / "manifest.json").write_text('{"format": "astrops-ensemble/1", "members": ["../../etc/x.ckpt"]}')
-    with pytest.raises(InputError, match="'members' must list at least two checkpoint file names"):
+    with pytest.raises(InputError, match="'members' must list 2 to 64 distinct checkpoint file names"):
         load_model(tmp_path)

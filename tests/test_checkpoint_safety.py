@@ -111,5 +111,51 @@ def test_damaged_metadata_is_named_not_a_traceback(tmp_path):
     ckpt = tmp_path / "damaged.ckpt"
     torch.save({"astrops": {"model": {"_target_": "astrops.models.backbones.DenseBackbone"}, "task": {}},
                 "state_dict": {}}, ckpt)
-    with pytest.raises(InputError, match=r"metadata fields \['input_shape', 'k', .*\] are missing or of the wrong type"):
+    with pytest.raises(InputError, match=r"metadata fields \['k', 'redshifts', .*\] are missing, of the wrong type"):
         load_model(ckpt)
+
+
+@pytest.mark.parametrize("field, change, message", [
+    ("prior_box", lambda m: {k: v for k, v in m["prior_box"].items() if k != "R_BUBBLE_MAX"}, r"\['prior_box'\]"),
+    ("prior_box", lambda m: {**m["prior_box"], "ION_Tvir_MIN": [float("nan"), 6.0]}, r"\['prior_box'\]"),
+    ("prior_box", lambda m: {**m["prior_box"], "ION_Tvir_MIN": [6.0, 4.0]}, r"\['prior_box'\]"),
+    ("kept_bins", lambda m: [*m["kept_bins"][:-1], 99], r"\['kept_bins'\]"),
+    ("kept_bins", lambda m: [-1, *m["kept_bins"][1:]], r"\['kept_bins'\]"),
+    ("input_shape", lambda m: [1, m["input_shape"][1] + 1], r"\['input_shape'\]"),
+    ("n_classes", lambda m: 10**12, r"\['n_classes'\]"),
+    ("mlflow_run_id", lambda m: "../../x", "is not an MLflow run id"),
+    ("model", lambda m: {**m["model"], "hidden": [65_536] * 64}, "more than 1e\\+08 weights"),
+    ("model", lambda m: {**m["model"], "hidden": [128, 128, 128]}, "missing or of another shape"),
+])
+def test_inconsistent_metadata_is_refused_before_anything_is_allocated(dense_checkpoint, tmp_path, field, change,
+                                                                      message):
+    ckpt = torch.load(dense_checkpoint, map_location="cpu", weights_only=True)
+    ckpt["astrops"][field] = change(ckpt["astrops"])
+    bad = tmp_path / "bad.ckpt"
+    torch.save(ckpt, bad)
+    with pytest.raises(InputError, match=message) as err:
+        load_model(bad)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("manifest, message", [
+    ("[1, 2]", "has format 'list'"),
+    ("{not json", "is not readable JSON"),
+    ('{"format": "astrops-ensemble/1", "members": ["member_0.ckpt", "member_0.ckpt"]}', "2 to 64 distinct"),
+    ('{"format": "astrops-ensemble/1", "members": ["member_0.ckpt", ".."]}', "2 to 64 distinct"),
+    ('{"format": "astrops-ensemble/1", "members": ["member_0.ckpt", "member_1.ckpt"], "calibration": {"var_scale": [-1, 1, 1]}}',
+     "finite positive numbers"),
+    ('{"format": "astrops-ensemble/1", "members": ["member_0.ckpt", "member_1.ckpt"], "calibration": {"var_scale": [NaN, 1, 1]}}',
+     "finite positive numbers"),
+    ('{"format": "astrops-ensemble/1", "members": ["member_0.ckpt", "member_1.ckpt"], "calibration": {"os.system": [1, 1, 1]}}',
+     "may only map"),
+    ('{"format": "astrops-ensemble/1", "members": ["member_0.ckpt", "member_1.ckpt"], "calibration": {"var_scale": [1, 1]}}',
+     "one value per parameter"),
+])
+def test_malformed_manifests_are_refused_in_one_line(dense_checkpoint, tmp_path, manifest, message):
+    for i in range(2):
+        shutil.copyfile(dense_checkpoint, tmp_path / f"member_{i}.ckpt")
+    (tmp_path / "manifest.json").write_text(manifest)
+    with pytest.raises(InputError, match=message) as err:
+        load_model(tmp_path)
+    assert "\n" not in str(err.value)

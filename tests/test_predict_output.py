@@ -6,10 +6,11 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from conftest import ROOT, run_entry
 
-from astrops.inference import load_model
+from astrops.inference import InputError, load_model
 from astrops.store import Store
 
 PARAMS = ["HII_EFF_FACTOR", "ION_Tvir_MIN", "R_BUBBLE_MAX"]
@@ -50,3 +51,13 @@ def test_plain_csv_with_json_sidecar_and_prior_box_clipping(dense_checkpoint, tm
     assert meta["parameters"]["HII_EFF_FACTOR"]["prior"] == [lo, lo + 0.5]
     assert meta["parameters"]["ION_Tvir_MIN"]["unit"] == "log10(K)"
     assert meta["columns"] == list(df.columns) and meta["lineage"]["dataset_name"].startswith("reference")
+
+
+def test_a_model_returning_nan_is_refused_not_written(dense_checkpoint, tmp_path):
+    ckpt = torch.load(dense_checkpoint, map_location="cpu", weights_only=True)
+    head = next(k for k in ckpt["state_dict"] if k.startswith("task.head.") and k.endswith("weight"))
+    ckpt["state_dict"][head] = torch.full_like(ckpt["state_dict"][head], float("nan"))
+    torch.save(ckpt, tmp_path / "diverged.ckpt")
+    k, delta = holdout_spectra(3)
+    with pytest.raises(InputError, match="returns NaN/inf for 3 of 3 spectra"):
+        load_model(tmp_path / "diverged.ckpt").predict(k, delta)

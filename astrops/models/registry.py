@@ -31,8 +31,8 @@ TASKS: dict[str, type[nn.Module]] = {
     "astrops.models.tasks.ClassificationTask": ClassificationTask,
 }
 ROLES = {"backbone": BACKBONES, "task": TASKS}
-# Sizes a file may ask for: far above any network here, far below what would exhaust memory
-# before the weights are even compared with the stored ones.
+# Sizes a file may ask for: far above any network here. (The loader also compares the total size,
+# built on PyTorch's meta device, with the stored weights before anything real is allocated.)
 MAX_WIDTH, MAX_LAYERS = 65_536, 64
 
 
