@@ -106,7 +106,7 @@ def run_predict(cfg: DictConfig) -> int:
     sidecar = output.with_suffix(".json")
     df.to_csv(output, index=False)
     sidecar.write_text(json.dumps(prediction_metadata(predictor, cfg, len(df), list(df.columns)), indent=1,
-                                  default=str) + "\n")
+                                  default=str, allow_nan=False) + "\n")
     log.info("wrote %d predictions to %s (metadata: %s)", len(df), output, sidecar)
     print(os.path.abspath(output))
     return 0

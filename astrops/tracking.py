@@ -63,6 +63,24 @@ def mlflow_logger(experiment_name: str, tracking_uri: str, artifact_root: str | 
                         run_id=run_id, tags=tags, artifact_location=artifact_location)
 
 
+def check_resumable(tracking_uri: str, run_id: str, ckpt_path: str) -> None:
+    """Refuse, before anything is created, to resume into a run the tracking store does not hold
+    (a checkpoint copied from another machine, a reset database)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    fix = ("resume with the tracking store it was trained with (logger.mlflow.tracking_uri=...), "
+           "or train with logger=csv")
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
+        raise TrackingError(f"ckpt_path={ckpt_path} belongs to MLflow run {run_id}, but {redact(tracking_uri)} "
+                            f"does not exist: {fix}")
+    try:
+        MlflowClient(tracking_uri).get_run(run_id)
+    except MlflowException:
+        raise TrackingError(f"ckpt_path={ckpt_path} belongs to MLflow run {run_id}, which {redact(tracking_uri)} "
+                            f"does not hold: {fix}") from None
+
+
 def mlflow_of(loggers: list[Logger]) -> MLFlowLogger | None:
     return next((lg for lg in loggers if isinstance(lg, MLFlowLogger)), None)
 

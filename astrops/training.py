@@ -83,6 +83,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], str]:
         # measured in docs/benchmarks.md. Data-parallel work across processes is DDP's job.
         torch.set_num_threads(int(cfg.cpu_threads))
     run_id = _resume_run_id(cfg.get("ckpt_path"))
+    mlflow_cfg = (cfg.get("logger") or {}).get("mlflow")
+    if run_id and mlflow_cfg is not None and rank_zero_only.rank == 0:
+        tracking.check_resumable(mlflow_cfg.tracking_uri, run_id, cfg.ckpt_path)
     # the data are read, checked and split before any MLflow run exists: bad data leaves no FAILED run
     dm: SpectraDataModule = instantiate(cfg.data)
     dm.prepare()

@@ -9,6 +9,7 @@ value must be, and how to fix it, so every refusal reads the same: one line, the
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Callable, Iterable
@@ -38,7 +39,7 @@ class Rule:
     def check(self, value: Any) -> None:
         try:
             good = bool(self.ok(value))
-        except (TypeError, ValueError, OverflowError):
+        except (TypeError, ValueError, OverflowError, OSError):  # OSError: e.g. a file name too long
             good = False
         if not good:
             raise ConfigValueError(f"{self.key}={_show(value)}: must be {self.must}; {self.fix}")
@@ -126,6 +127,7 @@ SIMULATE_RULES: tuple[Rule, ...] = (
     positive_int("simulation.n", "the size of the design, e.g. simulation.n=200"),
     positive_int("simulation.workers", "e.g. simulation.workers=2", hi=4096),
     positive_int("simulation.n_threads", "OpenMP threads per worker, e.g. simulation.n_threads=1", hi=4096),
+    positive_int("simulation.simulator.n_threads", "OpenMP threads per worker, e.g. simulation.n_threads=1", hi=4096),
     positive_int("simulation.sims_per_ic", "e.g. simulation.sims_per_ic=1"),
     positive_int("simulation.num_shards", "e.g. simulation.num_shards=64 with simulation.shard=0..63"),
     Rule("simulation.shard", lambda v: is_int(v, 0), "an integer >= 0 (and < simulation.num_shards)",
@@ -144,4 +146,20 @@ PREDICT_RULES: tuple[Rule, ...] = (
     writable_file("output"),
     Rule("output", lambda v: not str(v).endswith(".json"), "a CSV path, not .json",
          "the metadata goes beside it as <output stem>.json: e.g. output=predictions.csv"),
+    Rule("output", lambda v: _sidecar_free(Path(v).with_suffix(".json")),
+         "a path whose <stem>.json is free or an earlier predictions sidecar",
+         "choose another output= (that .json is a directory or a file predict.py did not write)"),
 )
+
+
+def _sidecar_free(path: Path) -> bool:
+    """Never overwrite a JSON file predict.py did not write (an ensemble's manifest.json, say)."""
+    if not path.exists():
+        return True
+    if not path.is_file():
+        return False
+    try:
+        earlier = json.loads(path.read_text())
+        return isinstance(earlier, dict) and "predictions" in earlier
+    except (ValueError, OSError, TypeError):
+        return False

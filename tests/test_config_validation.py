@@ -166,3 +166,72 @@ def test_baselines_share_the_training_rules(mlflow_db, tmp_path):
                      f"hydra.run.dir={tmp_path}/h", check=False)
     one_line_refusal(proc, "seed=-1", "must be an integer")
     assert snapshot(mlflow_db) == before
+
+
+def test_store_import_config_problems_are_one_line_and_write_nothing(tmp_path, capsys):
+    from astrops.store.__main__ import main as store_cli
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "params.csv").write_text("HII_EFF_FACTOR,ION_Tvir_MIN,R_BUBBLE_MAX\n50.0,5.0,10.0\n")
+    np.savez(raw / "0.npz", k=np.ones(22), delta=np.ones(22))
+    for extra, needle in ((["simulation.redshifts=[]"], "simulation.redshifts=[]: must be"),
+                          (["simulation.simulator.n_threads=0"], "simulation.simulator.n_threads=0: must be"),
+                          (["simulation.nn=3"], "Key 'nn' is not in struct"),
+                          (["--config", "nope"], "Could not find 'simulation/nope'")):
+        assert store_cli(["import", str(tmp_path / "store"), *extra, "--csv", str(raw / "params.csv")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0] and "fix the simulation config" in err[0]
+    assert not (tmp_path / "store").exists()
+
+
+def test_export_refuses_record_keys_that_are_paths(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from astrops.store import Store, StoreError
+    from astrops.store.seed_format import export_seed_format
+
+    ds = toy_store(tmp_path / "store", n=3, redshifts=(8.0,))
+    (part,) = sorted((ds.path / "records").glob("*.parquet"))
+    table = pq.read_table(part)
+    keys = table["key"].to_pylist()
+    keys[0] = "../../../escaped"
+    pq.write_table(table.set_column(table.schema.get_field_index("key"), "key", pa.array(keys)), part)
+    with pytest.raises(StoreError, match="record keys that are not record hashes"):
+        export_seed_format(Store(tmp_path / "store").dataset(), tmp_path / "out" / "a")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.rglob("escaped*"))
+
+
+def test_simulate_checks_the_key_the_simulator_reads(tmp_path, small_sim_overrides):
+    proc = run_entry("simulate.py", *small_sim_overrides, "simulation.simulator.n_threads=0", "simulation.n=1",
+                     check=False)
+    one_line_refusal(proc, "simulation.simulator.n_threads=0")
+    assert not (tmp_path / "store").exists()
+
+
+def test_predict_never_overwrites_a_json_it_did_not_write_nor_crashes_on_long_names(tmp_path):
+    (tmp_path / "manifest.json").write_text('{"format": "astrops-ensemble/1"}')
+    np.savez(tmp_path / "in.npz", k=np.ones(3), delta=np.ones(3))
+    for output in (tmp_path / "manifest.csv", tmp_path / ("x" * 300 + ".csv")):
+        proc = run_entry("predict.py", f"ckpt_path={tmp_path}/none.ckpt", f"input={tmp_path}/in.npz",
+                         f"output={output}", f"hydra.run.dir={tmp_path / 'h'}", check=False)
+        one_line_refusal(proc, "output=")
+    assert (tmp_path / "manifest.json").read_text() == '{"format": "astrops-ensemble/1"}'
+
+
+def test_resuming_into_a_run_the_tracking_store_lacks_is_refused(dense_checkpoint, tmp_path):
+    import torch
+    from conftest import compose_cfg
+
+    from astrops.tracking import TrackingError
+    from astrops.training import train
+
+    ckpt = torch.load(dense_checkpoint, map_location="cpu", weights_only=True)
+    ckpt["astrops"]["mlflow_run_id"] = "a" * 32
+    torch.save(ckpt, tmp_path / "last.ckpt")
+    cfg = compose_cfg("train", [f"paths.output_dir={tmp_path}/run", f"ckpt_path={tmp_path}/last.ckpt",
+                                f"logger.mlflow.tracking_uri=sqlite:///{tmp_path}/elsewhere.db"])
+    with pytest.raises(TrackingError, match=f"belongs to MLflow run {'a' * 32}, but .* does not exist"):
+        train(cfg)
+    assert not (tmp_path / "elsewhere.db").exists() and not (tmp_path / "run").exists()

@@ -242,7 +242,7 @@ def test_billion_point_run_shows_an_eta_early_in_bounded_memory(tmp_path, small_
         proc.kill()
         proc.wait()
     assert eta_after is not None, (proc.returncode, err.decode()[-2000:])
-    assert eta_after < 20, f"first ETA only after {eta_after:.1f} s"
+    assert eta_after < 10, f"first ETA only after {eta_after:.1f} s"  # the issue: within 10 s
     assert peak_kb < 1_500_000, f"RSS {peak_kb / 1e6:.2f} GB"
     assert b"Traceback" not in err
 

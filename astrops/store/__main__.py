@@ -87,20 +87,36 @@ def _export(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulation_config(args: argparse.Namespace):
+    """(config, simulator) named by ``--config`` and the overrides; any problem is one StoreError line."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from hydra.utils import instantiate
+    from omegaconf.errors import OmegaConfBaseException
+
+    from astrops.validation import SIMULATE_RULES, validate
+
+    os.environ.setdefault("ASTROPS_ROOT", str(Path(__file__).resolve().parents[2]))
+    conf_dir = str(Path(os.environ["ASTROPS_ROOT"]) / "conf")
+    try:
+        with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+            cfg = compose("simulate", overrides=[f"simulation={args.config}", *args.overrides])
+        validate(cfg, SIMULATE_RULES)
+        return cfg, instantiate(cfg.simulation.simulator, _convert_="all")
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        raise StoreError(f"--config {args.config} {' '.join(args.overrides)}: {first}: fix the simulation "
+                         "config or its overrides (see conf/simulation/)") from None
+
+
 def _import(store: Store, args: argparse.Namespace) -> int:
     rows = read_seed_format(args.csv, args.npz_dir)
     if args.dataset:
         dataset = store.dataset(args.dataset)
         records = seed_records(rows, dataset.k, dataset.redshifts, dataset.parameters, None, args.csv)
     else:  # the configuration the spectra were made with: a simulation config (default: the reference one)
-        from hydra import compose, initialize_config_dir
-        from hydra.utils import instantiate
-
-        os.environ.setdefault("ASTROPS_ROOT", str(Path(__file__).resolve().parents[2]))
-        conf_dir = str(Path(os.environ["ASTROPS_ROOT"]) / "conf")
-        with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
-            cfg = compose("simulate", overrides=[f"simulation={args.config}", *args.overrides])
-        sim = instantiate(cfg.simulation.simulator, _convert_="all")
+        cfg, sim = _simulation_config(args)
         store.check_writable()
         priors = {k: list(v) for k, v in cfg.simulation.design.priors.items()}
         k = sim.k()

@@ -22,8 +22,13 @@ from astrops.store.files import StoreError
 def export_seed_format(dataset: Dataset, out_dir: str | Path) -> Path:
     """Write ``params.csv`` and ``spectra/<key>.npz``; returns the CSV path."""
     out = Path(out_dir)
-    (out / "spectra").mkdir(parents=True, exist_ok=True)
     recs = dataset.load()
+    # keys become file names: only the store's own 32-hex record keys, never a path read from a damaged file
+    odd = [str(k)[:40] for k in recs.keys if not re.fullmatch(r"[0-9a-f]{32}", str(k))]
+    if odd:
+        raise StoreError(f"dataset {dataset.name} has {len(odd)} record keys that are not record hashes (e.g. {odd[0]!r}): "
+                         "the store is damaged; run python -m astrops.store verify")
+    (out / "spectra").mkdir(parents=True, exist_ok=True)
     multi = len(dataset.redshifts) > 1
     csv_path = out / "params.csv"
     with open(csv_path, "w", newline="") as fh:
