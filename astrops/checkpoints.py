@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from astrops.models import ParameterEstimator, SpectrumTransform, TargetCodec
 from astrops.models.registry import ModelSpecError, build, check_spec
+from astrops.validation import finite_numbers
 
 MAX_WEIGHTS = 100_000_000  # far above any network here (the default has ~0.14 M)
 MAX_CLASSES = 10_000
@@ -27,17 +27,12 @@ class InputError(ValueError):
     """A checkpoint or spectra that cannot be used (one line, names the fix)."""
 
 
-def _finite_numbers(v: Any) -> bool:
-    return isinstance(v, list) and len(v) > 0 and all(
-        isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in v)
-
-
 def _meta_problems(meta: dict) -> list[str]:
     """What is wrong with the metadata fields (empty when every field is usable)."""
     k, z, bins, params = meta.get("k"), meta.get("redshifts"), meta.get("kept_bins"), meta.get("parameters")
     problems = [name for name, ok in (
         ("model", isinstance(meta.get("model"), dict)), ("task", isinstance(meta.get("task"), dict)),
-        ("k", _finite_numbers(k)), ("redshifts", _finite_numbers(z)),
+        ("k", finite_numbers(k)), ("redshifts", finite_numbers(z)),
         ("parameters", isinstance(params, list) and len(params) > 0 and len(set(map(str, params))) == len(params)
          and all(isinstance(p, str) and p for p in params)),
         ("n_classes", isinstance(meta.get("n_classes"), int) and 2 <= meta["n_classes"] <= MAX_CLASSES),
@@ -50,7 +45,7 @@ def _meta_problems(meta: dict) -> list[str]:
         problems.append("input_shape")
     box = meta.get("prior_box")
     if box is not None and "parameters" not in problems and not (
-            isinstance(box, dict) and all(_finite_numbers(box.get(p)) and len(box[p]) == 2 and box[p][0] < box[p][1]
+            isinstance(box, dict) and all(finite_numbers(box.get(p)) and len(box[p]) == 2 and box[p][0] < box[p][1]
                                           for p in params)):
         problems.append("prior_box")
     return problems

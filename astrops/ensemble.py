@@ -10,7 +10,6 @@ single model. On disk an ensemble is a directory of member checkpoints plus ``ma
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from torch import nn
 
 from astrops.calibration import fit as fit_calibration
 from astrops.models.tasks import decode_probs
+from astrops.validation import finite_numbers
 
 MANIFEST = "manifest.json"
 FORMAT = "astrops-ensemble/1"
@@ -128,10 +128,7 @@ def read_manifest(directory: str | Path) -> dict:
     if not (isinstance(members, list) and 2 <= len(members) <= MAX_MEMBERS and len(set(map(str, members))) == len(members)
             and all(isinstance(m, str) and "/" not in m and m not in (".", "..") for m in members)):
         raise ValueError(f"{path}: 'members' must list 2 to {MAX_MEMBERS} distinct checkpoint file names in the directory")
-    def finite_positive(v):
-        return (isinstance(v, list) and len(v) > 0 and all(
-            isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) and x > 0 for x in v))
-    if not isinstance(calibration, dict) or not all(k in CALIBRATIONS and finite_positive(v)
+    if not isinstance(calibration, dict) or not all(k in CALIBRATIONS and finite_numbers(v, positive=True)
                                                     for k, v in calibration.items()):
         raise ValueError(f"{path}: 'calibration' may only map {list(CALIBRATIONS)} to lists of finite positive numbers")
     return manifest

@@ -76,6 +76,11 @@ def is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def finite_numbers(v: Any, positive: bool = False) -> bool:
+    """A non-empty list of finite numbers (booleans are not numbers), all > 0 if ``positive``."""
+    return isinstance(v, list) and len(v) > 0 and all(is_number(x) and (not positive or x > 0) for x in v)
+
+
 def in_open_unit(v: Any) -> bool:
     return is_number(v) and 0 < v < 1
 
