@@ -18,6 +18,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from astrops.tracking.backend import default_tracking_uri, prepare_experiment
+
 log = logging.getLogger(__name__)
 
 
@@ -25,22 +27,7 @@ def _mlflow_settings(config: DictConfig) -> tuple[str, str, str | None] | None:
     lg = (config.get("logger") or {}).get("mlflow")
     if lg is None:
         return None
-    return str(lg.tracking_uri), str(lg.experiment_name), lg.get("artifact_root")
-
-
-def prepare_experiment(tracking_uri: str, experiment_name: str, artifact_root: str | None) -> str:
-    """Create (or find) the experiment; the first call on a new sqlite file runs MLflow's migrations."""
-    import mlflow
-
-    if tracking_uri.startswith("sqlite:///"):
-        Path(tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    client = mlflow.MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(experiment_name)
-    if exp is not None:
-        return exp.experiment_id
-    location = (str(Path(artifact_root).absolute() / experiment_name)
-                if artifact_root and tracking_uri.startswith("sqlite:///") else None)
-    return client.create_experiment(experiment_name, artifact_location=location)
+    return str(lg.get("tracking_uri") or default_tracking_uri()), str(lg.experiment_name), lg.get("artifact_root")
 
 
 class MlflowSweepCallback(Callback):

@@ -1,0 +1,113 @@
+"""Where runs go: tracking URIs (one default), the MLflow store and experiments, fail-fast checks.
+
+The default store is an absolute sqlite file under the project (``tracking/mlflow.db`` beside
+``tracking/artifacts``), so every run and sweep from any working directory lands in one place;
+``MLFLOW_TRACKING_URI`` (or ``logger.mlflow.tracking_uri``) points at a server instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from lightning.pytorch.loggers import MLFlowLogger
+
+log = logging.getLogger(__name__)
+
+
+class TrackingError(RuntimeError):
+    """The tracking server or store cannot be used (one line, names the fix)."""
+
+
+def project_root() -> Path:
+    """``ASTROPS_ROOT`` (set by the entry scripts) or the repository this package lives in."""
+    return Path(os.environ.get("ASTROPS_ROOT", Path(__file__).resolve().parents[2]))
+
+
+def default_tracking_uri() -> str:
+    """The one default: ``$MLFLOW_TRACKING_URI``, else the project's sqlite database (absolute path)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'tracking' / 'mlflow.db'}"
+
+
+def default_artifact_root() -> str:
+    return str(project_root() / "tracking" / "artifacts")
+
+
+def artifact_location(tracking_uri: str, experiment_name: str, artifact_root: str | None) -> str | None:
+    """Where a new experiment's artifacts go: beside a local sqlite store; a server chooses its own."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return str(Path(artifact_root or default_artifact_root()).absolute() / experiment_name)
+
+
+def prepare_experiment(tracking_uri: str, experiment_name: str, artifact_root: str | None = None) -> str:
+    """Create (or find) the experiment; the first call on a new sqlite file runs MLflow's migrations."""
+    import mlflow
+
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    client = mlflow.MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment_name)
+    if exp is not None:
+        return exp.experiment_id
+    return client.create_experiment(experiment_name,
+                                    artifact_location=artifact_location(tracking_uri, experiment_name, artifact_root))
+
+
+def redact(uri: str) -> str:
+    """Hide credentials in URIs (``scheme://user:password@host`` → ``scheme://user:***@host``)."""
+    return re.sub(r"(://[^:/@]+):[^@/]+@", r"\1:***@", uri)
+
+
+def _check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast when an HTTP tracking server does not answer, instead of losing the run later."""
+    url = uri.rstrip("/") + "/health"
+    try:
+        urllib.request.urlopen(url, timeout=timeout).read()  # noqa: S310 (the user's own tracking URI)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise TrackingError(f"MLflow tracking server {redact(uri)} is unreachable ({exc}): start it, fix "
+                            "MLFLOW_TRACKING_URI, or train with logger=csv") from exc
+
+
+def mlflow_logger(experiment_name: str, tracking_uri: str | None = None, artifact_root: str | None = None,
+                  run_name: str | None = None, run_id: str | None = None, tags: dict | None = None,
+                  check_server: bool = True) -> MLFlowLogger:
+    """An MLFlowLogger whose local store is an absolute sqlite file with artifacts beside it.
+
+    ``tracking_uri``/``artifact_root`` null: :func:`default_tracking_uri` / :func:`default_artifact_root`.
+    ``artifact_root`` applies to local sqlite stores only (a server chooses its own artifact store).
+    """
+    tracking_uri = tracking_uri or default_tracking_uri()
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    elif tracking_uri.startswith(("http://", "https://")) and check_server:
+        _check_reachable(tracking_uri)
+    elif tracking_uri.startswith("file:") or "://" not in tracking_uri:
+        raise TrackingError(f"tracking URI {redact(tracking_uri)} is a file store, which MLflow 3 refuses: "
+                            "use sqlite:////abs/path/mlflow.db or an http(s) server")
+    return MLFlowLogger(experiment_name=experiment_name, tracking_uri=tracking_uri, run_name=run_name,
+                        run_id=run_id, tags=tags,
+                        artifact_location=artifact_location(tracking_uri, experiment_name, artifact_root))
+
+
+def check_resumable(tracking_uri: str | None, run_id: str, ckpt_path: str) -> None:
+    """Refuse, before anything is created, to resume into a run the tracking store does not hold
+    (a checkpoint copied from another machine, a reset database)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    tracking_uri = tracking_uri or default_tracking_uri()
+    fix = ("resume with the tracking store it was trained with (logger.mlflow.tracking_uri=...), "
+           "or train with logger=csv")
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
+        raise TrackingError(f"ckpt_path={ckpt_path} belongs to MLflow run {run_id}, but {redact(tracking_uri)} "
+                            f"does not exist: {fix}")
+    try:
+        MlflowClient(tracking_uri).get_run(run_id)
+    except MlflowException:
+        raise TrackingError(f"ckpt_path={ckpt_path} belongs to MLflow run {run_id}, which {redact(tracking_uri)} "
+                            f"does not hold: {fix}") from None
