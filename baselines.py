@@ -11,7 +11,7 @@ os.environ.setdefault("ASTROPS_ROOT", str(Path(__file__).resolve().parent))
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="baselines")
 def main(cfg: DictConfig) -> float | None:
-    from astrops.baselines import run_baselines
+    from astrops.entry import run_baselines
 
     return run_baselines(cfg)
 

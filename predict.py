@@ -1,7 +1,6 @@
 """Apply a trained model to 21CMMC-format spectra: ``python predict.py ckpt_path=... input=x.npz output=y.csv``."""
 
 import os
-import sys
 from pathlib import Path
 
 import hydra
@@ -14,9 +13,7 @@ os.environ.setdefault("ASTROPS_ROOT", str(Path(__file__).resolve().parent))
 def main(cfg: DictConfig) -> None:
     from astrops.entry import run_predict
 
-    code = run_predict(cfg)
-    if code:
-        sys.exit(code)
+    run_predict(cfg)  # bad input exits 2 with one line (astrops.entry.policy)
 
 
 if __name__ == "__main__":

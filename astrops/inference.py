@@ -4,26 +4,24 @@ Checkpoints are read with ``torch.load(weights_only=True)`` (no pickled code run
 are rebuilt only through :func:`astrops.models.registry.build` (an explicit name → class table, every
 key checked before anything is built), so a crafted checkpoint cannot name arbitrary callables.
 Every loader — ``predict.py``, :func:`load_model`, ensemble members, resuming training — reads a
-checkpoint through :func:`read_checkpoint`.
+checkpoint through :func:`read_checkpoint`, and an ensemble directory through
+:func:`astrops.checkpoints.load_ensemble`. The extra columns beside the values (a std, a class and its
+probability) are the task head's to name (:meth:`astrops.models.tasks.Task.output_columns`).
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 
-from astrops.checkpoints import InputError, load_estimator, read_checkpoint
-from astrops.models import ParameterEstimator
+from astrops.checkpoints import InputError, load_ensemble, load_estimator, read_checkpoint
+from astrops.models import Ensemble, ParameterEstimator
 
 __all__ = ["InputError", "Predictor", "load_model", "read_checkpoint", "read_spectra_npz"]
-
-if TYPE_CHECKING:
-    from astrops.ensemble import Ensemble
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +92,10 @@ class Predictor:
                         "their predictions are extrapolations", int(far.sum()), len(x))
         dec = self.model.predict_physical(x)
         values = dec["value"].numpy().astype(np.float64)
+        extra = self.model.task.output_columns(dec, self.parameters)  # std, class/probability: the head's own
         broken = ~np.isfinite(values).all(axis=1)
-        if "std" in dec:
-            broken |= ~np.isfinite(dec["std"].numpy()).all(axis=1)
+        for col in extra.values():
+            broken |= ~np.isfinite(col)
         if broken.any():  # a diverged or damaged model: no number is better than a made-up one
             raise InputError(f"the model returns NaN/inf for {int(broken.sum())} of {len(values)} spectra: its weights "
                              "are damaged or training diverged; use another checkpoint (e.g. the best, not last.ckpt)")
@@ -107,13 +106,8 @@ class Predictor:
                 reasons[i].append(f"{p} {values[i, j]:.4g} outside prior [{lo:g}, {hi:g}], clipped")
             values[:, j] = np.clip(values[:, j], lo, hi)
         df = pd.DataFrame(values, columns=self.parameters)
-        if "std" in dec:  # Gaussian heads and ensembles: 1σ of the (calibrated) predictive distribution
-            for j, p in enumerate(self.parameters):
-                df[f"{p}_std"] = dec["std"][:, j].numpy().astype(np.float64)
-        if "class" in dec:
-            for j, p in enumerate(self.parameters):
-                df[f"{p}_class"] = dec["class"][:, j].numpy()
-                df[f"{p}_prob"] = dec["prob"][:, j].numpy()
+        for name, col in extra.items():
+            df[name] = col
         df["out_of_distribution"] = [bool(r) for r in reasons]
         df["ood_reason"] = ["; ".join(r) for r in reasons]
         return df
@@ -153,24 +147,5 @@ def read_spectra_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarr
 def load_model(path: str | Path) -> Predictor:
     """Rebuild a model from a checkpoint written by ``train.py``, or an ensemble from its directory."""
     path = Path(path)
-    if path.is_dir():
-        return _load_ensemble(path)
-    model, meta = load_estimator(path)
-    return Predictor(model, meta)
-
-
-def _load_ensemble(path: Path) -> Predictor:
-    from astrops import ensemble
-
-    try:
-        manifest = ensemble.read_manifest(path)
-    except ValueError as exc:
-        raise InputError(str(exc)) from exc
-    members = [load_estimator(path / name) for name in manifest["members"]]
-    try:
-        model = ensemble.Ensemble([m for m, _ in members], manifest.get("calibration"))
-    except ValueError as exc:
-        raise InputError(f"{path}: {exc}") from exc
-    meta = {**members[0][1], "ensemble": {k: v for k, v in manifest.items() if k != "format"}}
-    meta["mlflow_run_id"] = manifest.get("mlflow_run_id", meta.get("mlflow_run_id"))
+    model, meta = load_ensemble(path) if path.is_dir() else load_estimator(path)
     return Predictor(model, meta)

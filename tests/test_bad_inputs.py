@@ -7,9 +7,9 @@ import pytest
 from conftest import ROOT
 
 from astrops.data import SpectraDataModule
+from astrops.entry.store import main as store_cli
 from astrops.inference import InputError, load_model
 from astrops.store import Store, StoreError
-from astrops.store.__main__ import main as store_cli
 from astrops.training import train
 
 

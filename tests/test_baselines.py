@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import compose_cfg, run_entry
 
-from astrops.baselines import run_baselines
 from astrops.data import SpectraDataModule, informative_mask
+from astrops.entry import run_baselines
 from astrops.metrics import ParameterMetrics
 
 PARAMS = ["HII_EFF_FACTOR", "ION_Tvir_MIN", "R_BUBBLE_MAX"]

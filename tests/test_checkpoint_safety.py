@@ -1,8 +1,9 @@
 """A checkpoint is data, never code: every loader builds only registry classes from plain values.
 
 Each hostile config below was crafted as an attacker would (issue #12): Hydra walks module attributes,
-so ``astrops.ensemble.shutil.copyfile`` and ``astrops.store.files.os.makedirs`` once ran from a
-checkpoint. The markers prove nothing ran; every loader path is exercised.
+so ``astrops.ensemble.shutil.copyfile`` (shutil now lives in ``astrops.checkpoints``) and
+``astrops.store.files.os.makedirs`` once ran from a checkpoint. The markers prove nothing ran; every
+loader path is exercised.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 import torch
 from conftest import compose_cfg, run_entry
 
+from astrops import checkpoints
 from astrops.inference import InputError, load_model, read_checkpoint
 from astrops.models.registry import ModelSpecError, build
 from astrops.training import train
@@ -24,7 +26,7 @@ from astrops.training import train
 def hostile_cases(tmp):
     src, copied, made = tmp / "secret.txt", tmp / "copied.txt", tmp / "made_dir"
     src.write_text("secret")
-    nested_copy = {"_target_": "astrops.ensemble.shutil.copyfile", "_args_": [str(src), str(copied)]}
+    nested_copy = {"_target_": "astrops.checkpoints.shutil.copyfile", "_args_": [str(src), str(copied)]}
     return {
         "nested _target_ under a backbone key": ("model", lambda m: {**m, "activation": nested_copy}, copied),
         "non-registry _target_ inside astrops": ("model", lambda m: {"_target_": "astrops.store.files.os.makedirs",
@@ -159,3 +161,27 @@ def test_malformed_manifests_are_refused_in_one_line(dense_checkpoint, tmp_path,
     with pytest.raises(InputError, match=message) as err:
         load_model(tmp_path)
     assert "\n" not in str(err.value)
+
+
+def test_old_task_name_is_read_as_task_config(dense_checkpoint, tmp_path):
+    ckpt = torch.load(dense_checkpoint, map_location="cpu", weights_only=True)
+    config = ckpt["astrops"].pop("task_config", None) or "regression"
+    assert read_checkpoint(dense_checkpoint)["astrops"]["task_config"] == config
+    ckpt["astrops"]["task_name"] = config  # written before the rename
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    meta = read_checkpoint(tmp_path / "old.ckpt")["astrops"]
+    assert meta["task_config"] == config and "task_name" not in meta
+    assert load_model(tmp_path / "old.ckpt").meta["task_config"] == config
+
+
+def test_saved_ensemble_reads_back_through_the_checkpoint_door(dense_checkpoint, tmp_path):
+    factors = {"var_scale": torch.tensor([1.5, 2.0, 0.5])}
+    directory = checkpoints.save_ensemble(tmp_path / "ens", [dense_checkpoint, dense_checkpoint], factors,
+                                          {"kind": "regression", "seeds": [1, 2]})
+    assert sorted(p.name for p in directory.iterdir()) == ["manifest.json", "member_0.ckpt", "member_1.ckpt"]
+    manifest = checkpoints.read_manifest(directory)
+    assert manifest["format"] == checkpoints.FORMAT and manifest["calibration"] == {"var_scale": [1.5, 2.0, 0.5]}
+    model, meta = checkpoints.load_ensemble(directory)
+    assert torch.equal(model.calibration["var_scale"], factors["var_scale"]) and meta["ensemble"]["seeds"] == [1, 2]
+    with pytest.raises(FileNotFoundError, match="without manifest.json"):
+        checkpoints.read_manifest(tmp_path)

@@ -116,7 +116,6 @@ def test_a_store_too_small_to_split_is_refused_before_any_run(mlflow_db, tmp_pat
     toy_store(tmp_path / "store", n=4, redshifts=(8.0,))
     before = snapshot(mlflow_db, tmp_path / "store")
     proc = run_entry("train.py", "data=store", f"paths.store_dir={tmp_path}/store",
-                     "data.target_ranges.R_BUBBLE_MAX=[5.0,20.0]",
                      f"logger.mlflow.tracking_uri=sqlite:///{mlflow_db}/mlflow.db",
                      f"paths.output_dir={tmp_path}/run", f"hydra.run.dir={tmp_path}/h", check=False)
     one_line_refusal(proc, "4 spectra split into", "at least 2", "simulate more")
@@ -169,7 +168,7 @@ def test_baselines_share_the_training_rules(mlflow_db, tmp_path):
 
 
 def test_store_import_config_problems_are_one_line_and_write_nothing(tmp_path, capsys):
-    from astrops.store.__main__ import main as store_cli
+    from astrops.entry.store import main as store_cli
 
     raw = tmp_path / "raw"
     raw.mkdir()

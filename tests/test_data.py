@@ -17,8 +17,11 @@ RANGES = {"HII_EFF_FACTOR": [5.0, 200.0], "ION_Tvir_MIN": [4.0, 6.0], "R_BUBBLE_
 
 
 def toy_store(root, n=300, nan_bins=(0, 5), redshifts=(8.0, 9.0), zero_frac=0.15, seed=0, sims_per_ic=1,
-              spec_seed=None, ic_offset=0, name="toy", xH=None):
-    """Spectra with a known dependence on the parameters; some fully ionized (all zero)."""
+              spec_seed=None, ic_offset=0, name="toy", xH=None, priors=RANGES):
+    """Spectra with a known dependence on the parameters; some fully ionized (all zero).
+
+    Each record carries its design's ``priors`` (None: none, as for imported spectra), as simulate.py writes them.
+    """
     rng = np.random.default_rng(seed)
     ds = Store(root).create_dataset(name, {"toy": seed if spec_seed is None else spec_seed}, PARAMS, list(redshifts), K)
     rows = []
@@ -29,13 +32,14 @@ def toy_store(root, n=300, nan_bins=(0, 5), redshifts=(8.0, 9.0), zero_frac=0.15
             delta[:] = 0.0
         delta[:, list(nan_bins)] = np.nan
         rows.append({"params": dict(zip(PARAMS, p, strict=True)), "seed": ic_offset + i // sims_per_ic, "delta": delta,
-                     "index": i, **({"xH": xH[i]} if xH is not None else {})})
+                     "index": i, **({"xH": xH[i]} if xH is not None else {}),
+                     **({"design": {"priors": priors}} if priors is not None else {})})
     ds.append(rows)
     return ds
 
 
 def dm(root, **kw):
-    m = SpectraDataModule(str(root), target_ranges=RANGES, **kw)
+    m = SpectraDataModule(str(root), **kw)
     m.prepare()
     return m
 
@@ -117,10 +121,35 @@ def test_raw_transform_without_scaling_is_the_identity_on_kept_bins(tmp_path):
     assert torch.allclose(m.transform(x), x[:, :, torch.as_tensor(m.kept_bins)])
 
 
-def test_targets_outside_the_class_ranges_are_refused(tmp_path):
-    toy_store(tmp_path)
-    with pytest.raises(DataConfigError, match="outside data.target_ranges"):
-        SpectraDataModule(str(tmp_path), target_ranges={**RANGES, "HII_EFF_FACTOR": [5, 100]}).prepare()
+def test_class_edges_span_the_priors_the_design_records(tmp_path):
+    toy_store(tmp_path, priors={**RANGES, "HII_EFF_FACTOR": [1.0, 300.0]})
+    m = dm(tmp_path)
+    assert m.ranges.tolist() == [[1.0, 300.0], [4.0, 6.0], [5.0, 20.0]]
+    assert m.edges[0, 0] == 1.0 and m.edges[0, -1] == 300.0 and m.edges.shape == (3, 26)
+
+
+def test_records_outside_the_recorded_priors_are_refused(tmp_path):
+    ds = toy_store(tmp_path)  # simulated: priors recorded
+    ds.append([{"params": {"HII_EFF_FACTOR": 250.0, "ION_Tvir_MIN": 5, "R_BUBBLE_MAX": 10}, "seed": 999,
+                "delta": np.ones((2, 12))}])  # imported without a config: no priors, beyond the others'
+    with pytest.raises(DataConfigError, match=r"1 records have \['HII_EFF_FACTOR'\] outside the priors .*"
+                                              r"import such spectra with a simulation config"):
+        dm(tmp_path)
+
+
+def test_informative_test_mask_or_none_with_a_warning(tmp_path, caplog):
+    toy_store(tmp_path, n=200)  # x̄_HI unknown (NaN): nothing is informative
+    m = dm(tmp_path, redshifts=[8.0, 9.0])
+    m.xH[m.test_idx[[0, 5, 7]], 1] = 0.5  # three test boxes partly ionized at z = 9 only
+    m.xH[m.train_idx[:4], 0] = 0.5  # training ones do not count
+    keep = m.informative_test_mask()
+    assert keep.dtype == bool and keep.shape == m.test_idx.shape and np.flatnonzero(keep).tolist() == [0, 5, 7]
+    with caplog.at_level("WARNING", logger="astrops"):
+        assert m.informative_test_mask(minimum=4) is None
+        assert dm(tmp_path).informative_test_mask() is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2 and warnings[0].startswith("3 of ") and "fewer than 4" in warnings[0]
+    assert warnings[1].startswith(f"0 of {len(m.test_idx)} test spectra")
 
 
 def test_multi_redshift_shapes_for_both_backbones(tmp_path):

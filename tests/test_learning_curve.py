@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from astrops.learning_curve import main
+from astrops.analysis.learning_curve import main
 from astrops.training import train
 
 

@@ -27,8 +27,7 @@ RUNS = {"default": ["trainer.max_epochs=5"],
 def run_metrics(tmp: Path, name: str) -> dict[str, float]:
     from conftest import compose_cfg
 
-    from astrops.ensemble_training import train_ensemble
-    from astrops.training import train
+    from astrops.training import train, train_ensemble
 
     cfg = compose_cfg("train", [f"paths.output_dir={tmp}/{name}", *COMMON, *RUNS[name]])
     metrics, _ = (train_ensemble if cfg.ensemble.members > 1 else train)(cfg)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import ROOT, run_entry
 
+from astrops.checkpoints import save_ensemble
 from astrops.inference import InputError, load_model
 from astrops.store import Store
 
@@ -61,3 +62,34 @@ def test_a_model_returning_nan_is_refused_not_written(dense_checkpoint, tmp_path
     k, delta = holdout_spectra(3)
     with pytest.raises(InputError, match="returns NaN/inf for 3 of 3 spectra"):
         load_model(tmp_path / "diverged.ckpt").predict(k, delta)
+
+
+def test_a_classification_model_returning_nan_is_refused_too(dense_checkpoint, tmp_path):
+    """NaN logits still argmax to a finite class centre: the NaN probability column must catch them."""
+    ckpt = torch.load(dense_checkpoint, map_location="cpu", weights_only=True)
+    meta, state, n = ckpt["astrops"], ckpt["state_dict"], ckpt["astrops"]["n_classes"]
+    meta["task"] = {"_target_": "astrops.models.tasks.ClassificationTask", "calibrate": False}
+    hidden = state["task.head.weight"].shape[1]
+    state["task.head.weight"] = torch.full((len(PARAMS) * n, hidden), float("nan"))
+    state["task.head.bias"] = torch.zeros(len(PARAMS) * n)
+    torch.save(ckpt, tmp_path / "nan_classes.ckpt")
+    k, delta = holdout_spectra(3)
+    with pytest.raises(InputError, match="returns NaN/inf for 3 of 3 spectra"):
+        load_model(tmp_path / "nan_classes.ckpt").predict(k, delta)
+
+
+def test_ensemble_of_regression_members_writes_its_calibrated_spread(dense_checkpoint, tmp_path):
+    ckpt = torch.load(dense_checkpoint, map_location="cpu", weights_only=True)
+    ckpt["state_dict"]["task.head.bias"] = ckpt["state_dict"]["task.head.bias"] + 0.5  # a second, shifted member
+    torch.save(ckpt, tmp_path / "shifted.ckpt")
+    scale = torch.tensor([4.0, 1.0, 0.25])
+    directory = save_ensemble(tmp_path / "ens", [dense_checkpoint, tmp_path / "shifted.ckpt"], {"var_scale": scale}, {})
+    k, delta = holdout_spectra()
+    df = load_model(directory).predict(k, delta)
+    assert list(df.columns) == [*PARAMS, *(f"{p}_std" for p in PARAMS), "out_of_distribution", "ood_reason"]
+    one, two = (load_model(c).model.predict_physical(torch.tensor(delta[:, None], dtype=torch.float32))["value"]
+                for c in (dense_checkpoint, tmp_path / "shifted.ckpt"))
+    spread = (two - one).abs().numpy() / 2 * scale.sqrt().numpy()  # std of two values, variance-scaled
+    for j, p in enumerate(PARAMS):
+        assert df[f"{p}_std"].dtype == np.float64
+        np.testing.assert_allclose(df[f"{p}_std"], spread[:, j], rtol=1e-5)

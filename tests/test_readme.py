@@ -165,7 +165,7 @@ def test_help_and_store_info_run():
     text = README.read_text()
     cmds = {script: [sys.executable, str(ROOT / script), "--help"] for script in SCRIPTS}
     mentioned = set(re.findall(r"-m (astrops\.[\w.]+)", text))
-    assert {"astrops.store", "astrops.compare", "astrops.plots", "astrops.learning_curve"} <= mentioned
+    assert {"astrops.store", "astrops.analysis.compare", "astrops.analysis.plots", "astrops.analysis.learning_curve"} <= mentioned
     for mod in sorted(mentioned):
         cmds[mod] = [sys.executable, "-m", mod, "--help"]
     cmds["info"] = [sys.executable, "-m", "astrops.store", "info", "data/reference"]

@@ -8,6 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from astrops.analysis.saliency import (
+    compute_saliency,
+    input_gradients,
+    permutation_importance,
+    saliency_figure,
+)
 from astrops.models import (
     ClassificationTask,
     CNNBackbone,
@@ -18,7 +24,6 @@ from astrops.models import (
     SpectrumTransform,
     TargetCodec,
 )
-from astrops.saliency import compute_saliency, input_gradients, permutation_importance, saliency_figure
 
 N_Z, N_K, N = 2, 10, 1200
 PARAMS = ["HII_EFF_FACTOR", "ION_Tvir_MIN", "R_BUBBLE_MAX"]

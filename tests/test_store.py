@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from astrops.entry.store import main as store_cli
 from astrops.store import Store, StoreError
-from astrops.store.__main__ import main as store_cli
 from astrops.store.seed_format import export_seed_format, import_seed_format
 
 PARAMS = ["HII_EFF_FACTOR", "ION_Tvir_MIN", "R_BUBBLE_MAX"]
@@ -134,6 +134,60 @@ def test_import_with_wrong_k_grid_changes_nothing(tmp_path):
     with pytest.raises(StoreError, match="k grid differs"):
         import_seed_format(other, tmp_path / "e" / "params.csv")
     assert other.record_files() == []
+
+
+def test_priors_come_from_the_design_records_else_from_the_values(tmp_path):
+    ds = make_dataset(tmp_path)
+    narrow = {"HII_EFF_FACTOR": [10.0, 100.0], "ION_Tvir_MIN": [4.0, 6.0]}  # R_BUBBLE_MAX declared by no design
+    ds.append([{**rec(0), "design": {"priors": narrow}}, {**rec(1), "design": {"priors": {"HII_EFF_FACTOR": [5, 150]}}},
+               rec(2)])  # rec(2): no design at all (an imported spectrum)
+    r = ds.load()
+    r_bubble = r.params[:, 2]
+    assert r.priors(PARAMS) == {"HII_EFF_FACTOR": [5.0, 150.0], "ION_Tvir_MIN": [4.0, 6.0],  # the union of designs
+                                "R_BUBBLE_MAX": [r_bubble.min(), r_bubble.max()]}  # the fallback: the values' span
+    assert r_bubble.min() < r_bubble.max()
+
+
+def test_bundled_datasets_record_the_reference_priors():
+    """The class edges once written in conf/data/reference.yaml are the priors the bundled data record."""
+    from conftest import ROOT
+
+    reference = {"HII_EFF_FACTOR": [5.0, 200.0], "ION_Tvir_MIN": [4.0, 6.0], "R_BUBBLE_MAX": [5.0, 20.0]}
+    for store, name in (("reference", "reference"), ("holdout", "holdout")):
+        ds = Store(ROOT / "data" / store).dataset(name)
+        assert ds.load().priors(ds.parameters) == reference
+
+
+def test_import_with_a_config_records_its_priors(tmp_path, capsys):
+    """Spectra imported under a simulation config carry its priors: training's class edges need no other source."""
+    from conftest import ROOT
+
+    k = Store(ROOT / "data" / "reference").dataset("reference").k  # the reference config's k grid
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    np.savez(raw / "0.npz", k=k, delta=np.ones(len(k)))
+    (raw / "params.csv").write_text("file,HII_EFF_FACTOR,ION_Tvir_MIN,R_BUBBLE_MAX\n0.npz,50.0,5.0,10.0\n")
+    assert store_cli(["import", str(tmp_path / "store"), "simulation.redshifts=[8.0]",
+                      "simulation.design.priors.R_BUBBLE_MAX=[5.0,15.0]", "--csv", str(raw / "params.csv")]) == 0
+    assert "imported 1 spectra" in capsys.readouterr().out
+    (ds,) = Store(tmp_path / "store").datasets()
+    assert ds.load().priors(ds.parameters) == {"HII_EFF_FACTOR": [5.0, 200.0], "ION_Tvir_MIN": [4.0, 6.0],
+                                               "R_BUBBLE_MAX": [5.0, 15.0]}
+
+
+def test_the_store_imports_no_torch_hydra_or_21cmfast_and_runs_as_a_module(tmp_path):
+    """The store is a data layer: ``python -m astrops.store`` launches the entry layer's CLI, the package stays bare."""
+    probe = ("import sys, astrops.store; print(sorted({m.split('.')[0] for m in sys.modules} & "
+             "{'torch', 'hydra', 'omegaconf', 'lightning', 'py21cmfast', 'py21cmmc'}), "
+             "[m for m in sys.modules if m.startswith(('astrops.entry', 'astrops.simulation'))])")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[] []"
+    make_dataset(tmp_path).append([rec(0), rec(1)])
+    p = subprocess.run([sys.executable, "-m", "astrops.store", "info", str(tmp_path)], capture_output=True, text=True)
+    assert p.returncode == 0 and p.stdout.startswith("toy-") and "(2 spectra, 0 failed, 1 files)" in p.stdout
+    p = subprocess.run([sys.executable, "-m", "astrops.store", "verify", str(tmp_path / "nowhere")],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and p.stderr.strip().endswith("is not a directory: give the store directory (e.g. data/store)")
 
 
 def test_cli_info_and_unknown_dataset(tmp_path, capsys):

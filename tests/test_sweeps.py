@@ -8,7 +8,7 @@ import pytest
 import yaml
 from conftest import run_entry
 
-from astrops.compare import compare
+from astrops.analysis.compare import compare
 
 QUICK = ["debug=limit", "callbacks.progress_bar=null", "trainer.max_epochs=2", "trainer.limit_train_batches=3"]
 
@@ -70,7 +70,7 @@ def test_seed_and_train_size_sweep_gives_mean_std_and_learning_curve(tmp_path):
 
 
 def test_data_plots(tmp_path):
-    from astrops.plots import main as plots_main
+    from astrops.analysis.plots import main as plots_main
 
     assert plots_main(["spectra", "reference", "--redshift", "8", "--out", str(tmp_path)]) == 0
     pngs = sorted(tmp_path.glob("*.png"))
@@ -107,7 +107,7 @@ def test_optuna_sweep_writes_and_logs_best_parameters(tmp_path):
 
 
 def test_compare_keeps_ensembles_apart_from_their_members():
-    from astrops.compare import config_key
+    from astrops.analysis.compare import config_key
 
     common = {"model": "dense", "task": "regression", "overrides": "experiment=best_regression seed=1"}
     ensemble_key = config_key({**common, "ensemble_members": "5"})

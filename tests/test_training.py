@@ -149,10 +149,10 @@ def test_predict_refuses_wrong_k_grid(tmp_path, train_cfg):
 
 def test_a_single_informative_test_spectrum_does_not_break_the_run(tmp_path, train_cfg):
     """R² needs two samples: with one partly ionized test box the informative-subset metrics are skipped."""
-    from test_data import RANGES, toy_store
+    from test_data import toy_store
 
     toy_store(tmp_path / "probe", n=120, redshifts=(8.0,))
-    probe = SpectraDataModule(str(tmp_path / "probe"), redshifts=[8.0], target_ranges=RANGES)
+    probe = SpectraDataModule(str(tmp_path / "probe"), redshifts=[8.0])
     probe.prepare()
     xH = np.zeros((120, 1))
     xH[probe.test_idx[0]] = 0.5  # the split depends on the parameters only: this one lands in the test set

@@ -11,10 +11,19 @@ import pytest
 import torch
 from conftest import ROOT, run_entry
 
-from astrops import calibration, ensemble
 from astrops.inference import load_model
 from astrops.metrics import DISTRIBUTION_METRICS, gaussian_scores, score
-from astrops.models import DenseBackbone, GaussianTask, ParameterEstimator, SpectrumTransform, TargetCodec
+from astrops.models import (
+    ClassificationTask,
+    DenseBackbone,
+    Ensemble,
+    GaussianTask,
+    ParameterEstimator,
+    RegressionTask,
+    SpectrumTransform,
+    TargetCodec,
+)
+from astrops.models.calibration import temperature, variance_scale
 from astrops.models.tasks import decode_probs
 
 PARAMS = ["a", "b"]
@@ -87,13 +96,13 @@ def test_variance_scaling_moves_coverage_to_nominal(trained):
     codec = trained.task.codec
     trained.task.var_scale.fill_(0.25)  # an over-confident model: every std halved
     before = score(trained.predict_physical(xt), yt, codec, PARAMS, "t")
-    factors = calibration.calibrate_model(trained, xv, yv)
+    factors = trained.calibrate(xv, yv)
     after = score(trained.predict_physical(xt), yt, codec, PARAMS, "t")
     for p in PARAMS:
         assert before[f"t/coverage68/{p}"] < 0.5  # the miscalibration is real
         assert abs(after[f"t/coverage68/{p}"] - 0.683) < abs(before[f"t/coverage68/{p}"] - 0.683)
         assert abs(after[f"t/coverage68/{p}"] - 0.683) < 0.03
-        assert 0.8 < factors[f"calibration/var_scale/{p}"] < 1.25  # calibrate_model starts from scale 1
+        assert 0.8 < factors[f"calibration/var_scale/{p}"] < 1.25  # calibrate starts from scale 1
 
 
 def test_temperature_scaling_lowers_ece():
@@ -106,7 +115,7 @@ def test_temperature_scaling_lowers_ece():
     logits = logits * 4  # right ranking, far too confident
     y = truth.float() + 0.5
     before = score(decode_probs(logits.softmax(-1), codec), y, codec, ["c"], "t", 5)
-    t = calibration.temperature(logits.log_softmax(-1), truth)
+    t = temperature(logits.log_softmax(-1), truth)
     assert float(t[0]) > 2  # it undoes most of the factor 4
     after = score(decode_probs((logits / t[:, None]).softmax(-1), codec), y, codec, ["c"], "t", 5)
     assert after["t/ECE/c"] < 0.5 * before["t/ECE/c"]
@@ -118,19 +127,19 @@ def test_ensemble_combination_by_hand():
     codec.edges.copy_(torch.tensor([[0.0, 1.0, 2.0]]))
     m1 = {"value": torch.tensor([[1.0]]), "std": torch.tensor([[1.0]])}
     m2 = {"value": torch.tensor([[3.0]]), "std": torch.tensor([[2.0]])}
-    g = ensemble.combine([m1, m2], "gaussian", codec)
+    g = GaussianTask(codec, 1).combine([m1, m2])
     # mixture of N(1, 1) and N(3, 4): mean 2, variance (1 + 4)/2 + ((1-2)² + (3-2)²)/2 = 3.5
     assert float(g["value"]) == pytest.approx(2.0)
     assert float(g["std"]) ** 2 == pytest.approx(3.5)
-    r = ensemble.combine([{"value": m1["value"]}, {"value": m2["value"]}], "regression", codec)
+    r = RegressionTask(codec, 1).combine([{"value": m1["value"]}, {"value": m2["value"]}])
     assert float(r["std"]) ** 2 == pytest.approx(1.0)  # the members' spread alone
-    p = ensemble.combine([{"probs": torch.tensor([[[0.9, 0.1]]])}, {"probs": torch.tensor([[[0.3, 0.7]]])}],
-                         "classification", codec)
+    cls = ClassificationTask(codec, 1)
+    p = cls.combine([{"probs": torch.tensor([[[0.9, 0.1]]])}, {"probs": torch.tensor([[[0.3, 0.7]]])}])
     assert torch.allclose(p["probs"], torch.tensor([[[0.6, 0.4]]]))
     assert int(p["class"]) == 0 and float(p["value"]) == pytest.approx(0.5)
-    c = ensemble.calibrated(g, {"var_scale": torch.tensor([4.0])}, codec)
+    c = GaussianTask(codec, 1).apply_ensemble_calibration(g, {"var_scale": torch.tensor([4.0])})
     assert float(c["std"]) ** 2 == pytest.approx(14.0)
-    t = ensemble.calibrated(p, {"temperature": torch.tensor([2.0])}, codec)  # p ∝ p̄^(1/2)
+    t = cls.apply_ensemble_calibration(p, {"temperature": torch.tensor([2.0])})  # p ∝ p̄^(1/2)
     expected = torch.tensor([0.6, 0.4]).sqrt() / torch.tensor([0.6, 0.4]).sqrt().sum()
     assert torch.allclose(t["probs"][0, 0], expected)
 
@@ -138,7 +147,141 @@ def test_ensemble_combination_by_hand():
 def test_ensemble_refuses_mismatched_members(trained):
     other = gaussian_model(*synthetic(100, 9)[:2])  # fitted on other data: another input scaling
     with pytest.raises(ValueError, match="differ"):
-        ensemble.Ensemble([trained, other])
+        Ensemble([trained, other])
+
+
+def random_codec(p: int = 3, c: int = 6, seed: int = 0) -> TargetCodec:
+    g = torch.Generator().manual_seed(seed)
+    codec = TargetCodec(p, c)
+    codec.edges.copy_(torch.sort(torch.rand(p, c + 1, generator=g) * 4, dim=1).values)
+    codec.mean.copy_(torch.rand(p, generator=g))
+    codec.std.copy_(torch.rand(p, generator=g) + 0.5)
+    return codec
+
+
+def test_task_ensemble_methods_match_the_formulas_on_random_tensors():
+    codec, g = random_codec(), torch.Generator().manual_seed(1)
+    y = torch.rand(400, 3, generator=g) * 4
+    mu, sd = torch.randn(3, 400, 3, generator=g), torch.rand(3, 400, 3, generator=g) + 0.1
+    m, s, t = mu.double().numpy(), sd.double().numpy(), y.double().numpy()
+    reg = RegressionTask(codec, 4).combine([{"value": v} for v in mu])
+    np.testing.assert_allclose(reg["std"], m.std(0), rtol=1e-5)  # a regression ensemble's std is the member spread
+    gau = GaussianTask(codec, 4).combine([{"value": v, "std": e} for v, e in zip(mu, sd, strict=True)])
+    np.testing.assert_allclose(gau["value"], m.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gau["std"] ** 2, (s**2).mean(0) + m.var(0), rtol=1e-5)
+    for task, dec in ((RegressionTask(codec, 4), reg), (GaussianTask(codec, 4), gau)):
+        factors = task.fit_ensemble_calibration(dec, y)
+        mean, std = dec["value"].double().numpy(), dec["std"].double().numpy()
+        np.testing.assert_allclose(factors["var_scale"], (((t - mean) / std) ** 2).mean(0), rtol=1e-5)
+        cal = task.apply_ensemble_calibration(dec, factors)
+        np.testing.assert_allclose(cal["std"], std * np.sqrt(factors["var_scale"].double().numpy()), rtol=1e-6)
+        assert torch.equal(cal["value"], dec["value"])
+        # the validation objective: the metrics' Gaussian NLL in training-std units, summed over parameters
+        z, ts = (t - cal["value"].double().numpy()) / cal["std"].double().numpy(), codec.std.double().numpy()
+        nll = (0.5 * z**2 + np.log(cal["std"].double().numpy() / ts) + 0.5 * np.log(2 * np.pi)).mean(0).mean() * 3
+        assert task.ensemble_loss(cal, y) == pytest.approx(nll, rel=1e-6)
+        assert task.ensemble_loss(cal, y) == score(cal, y, codec, ["a", "b", "c"], "v")["v/NLL/overall"] * 3
+
+    cls, truth = ClassificationTask(codec, 4), codec.to_class(y)
+    logits = 3 * torch.randn(3, 400, 3, 6, generator=g) + 3 * torch.nn.functional.one_hot(truth, 6)  # over-confident
+    probs = logits.softmax(-1)
+    dec = cls.combine([{"probs": p} for p in probs])
+    mean_p = probs.double().mean(0).numpy()
+    np.testing.assert_allclose(dec["probs"], mean_p, rtol=1e-6)
+    assert torch.equal(dec["class"], torch.as_tensor(mean_p.argmax(-1)))
+    factors = cls.fit_ensemble_calibration(dec, y)
+    assert ((factors["temperature"] > 0.1) & (factors["temperature"] < 10)).all(), factors  # a finite optimum
+
+    def ce(temp: torch.Tensor) -> float:
+        scaled = cls.apply_ensemble_calibration(dec, {"temperature": temp})
+        return -float(torch.gather(scaled["probs"], 2, truth[..., None]).log().mean())
+
+    for j in range(3):  # the fitted temperature minimises the cross-entropy, parameter by parameter
+        for f in (0.8, 1.25):
+            assert ce(factors["temperature"]) < ce(factors["temperature"] * torch.eye(3)[j].mul(f - 1).add(1))
+    t_ = factors["temperature"].double().numpy()[None, :, None]
+    scaled = np.exp(np.log(mean_p) / t_) / np.exp(np.log(mean_p) / t_).sum(-1, keepdims=True)
+    cal = cls.apply_ensemble_calibration(dec, factors)
+    np.testing.assert_allclose(cal["probs"], scaled, rtol=1e-5)
+    picked = np.take_along_axis(scaled, truth.numpy()[..., None], 2)
+    assert cls.ensemble_loss(cal, y) == pytest.approx(-np.log(picked).mean() * 3, rel=1e-5)
+    assert cls.apply_ensemble_calibration(dec, {"var_scale": torch.ones(3)}) == dec  # another head's factor
+
+
+def test_each_task_names_its_columns_metrics_and_point_estimate():
+    codec, parameters = random_codec(), ["a", "b", "c"]
+    reg, gau, cls = RegressionTask(codec, 4), GaussianTask(codec, 4), ClassificationTask(codec, 4)
+    assert reg.table_columns == gau.table_columns == (("RMSE", "RMSE"), ("MAE", "MAE"), ("MSE", "MSE"),
+                                                      ("R2-Score", "R2"))
+    assert [key for _, key in cls.table_columns] == ["acc", "acc_pm1", "precision", "recall", "F1", "R2"]
+    assert (reg.metric_options(), gau.metric_options(), cls.metric_options()) == (
+        {"n_classes": None, "distribution": False}, {"n_classes": None, "distribution": True},
+        {"n_classes": 6, "distribution": False})
+    h = torch.randn(5, 4)
+    assert reg.output_columns(reg.decode(reg(h)), parameters) == {}
+    gcols = gau.output_columns(gau.decode(gau(h)), parameters)
+    assert list(gcols) == ["a_std", "b_std", "c_std"] and all(c.dtype == np.float64 for c in gcols.values())
+    spread = reg.combine([reg.decode(reg(h)), reg.decode(reg(h + 1))])  # a regression ensemble has a std
+    np.testing.assert_allclose(reg.output_columns(spread, parameters)["b_std"], spread["std"][:, 1].detach(), rtol=1e-6)
+    cls.temperature.fill_(2.0)
+    out = cls(h).requires_grad_(True)
+    ccols = cls.output_columns(cls.decode(out.detach()), parameters)
+    assert list(ccols) == ["a_class", "a_prob", "b_class", "b_prob", "c_class", "c_prob"]
+    assert ccols["a_class"].dtype == np.int64 and ccols["a_prob"].dtype == np.float32
+    # the differentiable stand-in for the argmax: the expected value under the temperature-scaled softmax
+    expected = ((out / 2.0).softmax(-1) * codec.class_centres()).sum(-1)
+    point = cls.point_estimate(out)
+    assert torch.allclose(point, expected) and not torch.allclose(point, cls.decode(out)["value"])
+    assert torch.autograd.grad(point.sum(), out)[0].abs().sum() > 0
+    assert torch.equal(gau.point_estimate(gau(h)), gau.decode(gau(h))["value"])
+
+
+def tiny_estimator(task_cls, seed: int, **kw) -> ParameterEstimator:
+    x, y, _ = synthetic(200, 5)
+    transform = SpectrumTransform.fit(x.numpy().astype(np.float64), np.arange(6), "log10", True)
+    codec = TargetCodec.fit(y.numpy(), np.stack([np.linspace(-1, 2, 26)] * 2), True)
+    torch.manual_seed(seed)
+    backbone = DenseBackbone((1, 6), hidden=[8], activation="silu")
+    return ParameterEstimator(backbone, task_cls(codec, backbone.out_features, **kw), transform, PARAMS)
+
+
+def test_estimator_calibrate_fits_the_heads_buffer_and_restores_the_mode():
+    x, y, _ = synthetic(300, 6)
+    regression = tiny_estimator(RegressionTask, 0)
+    assert regression.calibrate(x, y) == {}
+    model = tiny_estimator(ClassificationTask, 0)
+    model.task.temperature.fill_(7.0)  # replaced, not multiplied: the fit sees the raw logits
+    model.train()
+    factors = model.calibrate(x, y)
+    assert model.training
+    model.eval()
+    with torch.no_grad():
+        logits = model(x)
+    expected = temperature(logits.log_softmax(-1), model.task.codec.to_class(y))
+    assert torch.equal(model.task.temperature, expected)
+    assert factors == {f"calibration/temperature/{p}": float(v) for p, v in zip(PARAMS, expected, strict=True)}
+    assert tiny_estimator(GaussianTask, 0, calibrate=False).calibrate(x, y) == {}
+    gaussian = tiny_estimator(GaussianTask, 0)
+    dec = gaussian.predict_physical(x)  # scale 1
+    gaussian.task.var_scale.fill_(0.25)  # refitted from scale 1, not from whatever was there
+    factors = gaussian.calibrate(x, y)
+    assert torch.allclose(gaussian.task.var_scale, variance_scale(dec["value"], dec["std"], y))
+    assert set(factors) == {f"calibration/var_scale/{p}" for p in PARAMS}
+
+
+def test_ensemble_validation_loss_and_calibration_follow_the_task():
+    x, y, _ = synthetic(300, 7)
+    ens = Ensemble([tiny_estimator(GaussianTask, 1), tiny_estimator(GaussianTask, 2)])
+    raw_loss = ens.validation_loss(x, y)
+    factors = ens.calibrate(x, y)
+    assert set(factors) == {f"calibration/var_scale/{p}" for p in PARAMS}
+    assert ens.validation_loss(x, y) == ens.task.ensemble_loss(ens.predict_physical(x), y) < raw_loss
+    silent = Ensemble([tiny_estimator(GaussianTask, 1, calibrate=False), tiny_estimator(GaussianTask, 2, calibrate=False)])
+    assert silent.calibrate(x, y) == {} and silent.calibration == {}
+    spread = Ensemble([tiny_estimator(RegressionTask, 1), tiny_estimator(RegressionTask, 2)])
+    members = torch.stack([m.predict_physical(x)["value"] for m in spread.members])
+    assert torch.allclose(spread.raw(x)["std"], members.std(0, unbiased=False))
+    assert "calibration/var_scale/a" in spread.calibrate(x, y)  # regression ensembles are always calibrated
 
 
 def test_gaussian_ensemble_end_to_end(tmp_path):

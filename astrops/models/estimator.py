@@ -15,13 +15,14 @@ import torch
 from torch import nn
 
 from astrops.metrics import ParameterMetrics
+from astrops.models.tasks import Task
 from astrops.models.transforms import SpectrumTransform
 
 
 class ParameterEstimator(L.LightningModule):
     """Maps raw spectra (B, n_z, n_k) in mK² to reionization parameters."""
 
-    def __init__(self, backbone: nn.Module, task: nn.Module, transform: SpectrumTransform, parameters: list[str],
+    def __init__(self, backbone: nn.Module, task: Task, transform: SpectrumTransform, parameters: list[str],
                  optimizer: Callable[..., torch.optim.Optimizer] | None = None,
                  scheduler: Callable[..., Any] | None = None, train_metrics: bool = True,
                  meta: dict | None = None):
@@ -29,15 +30,13 @@ class ParameterEstimator(L.LightningModule):
         self.transform, self.backbone, self.task = transform, backbone, task
         self.param_names = list(parameters)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        n_classes = getattr(task, "n_classes", None)
-        self.distribution = getattr(task, "kind", "") == "gaussian"
         # Training metrics are computed once per epoch on the whole training split with the epoch's final
         # weights (one forward pass), not accumulated per step: cheaper, and a truer train-set figure.
         self.train_metrics = train_metrics
         # ModuleDict keys may not shadow nn.Module attributes ("train"), hence the suffix
         self.metrics = nn.ModuleDict({
-            "val_metrics": ParameterMetrics(parameters, n_classes, distribution=self.distribution),
-            "test_metrics": ParameterMetrics(parameters, n_classes, confusion=True, distribution=self.distribution)})
+            "val_metrics": ParameterMetrics(parameters, **task.metric_options()),
+            "test_metrics": ParameterMetrics(parameters, confusion=True, **task.metric_options())})
         self.meta = meta or {}  # plain-typed description saved in checkpoints (configs, lineage, k grid)
         self.history: list[dict[str, float]] = []
         self.test_results: dict[str, float] = {}
@@ -58,10 +57,24 @@ class ParameterEstimator(L.LightningModule):
         self.eval()  # no dropout, batch-norm running statistics
         out = self(x)
         self.train(was_training)
-        metrics = ParameterMetrics(self.param_names, getattr(self.task, "n_classes", None),
-                                   distribution=self.distribution).to(x.device)
+        metrics = ParameterMetrics(self.param_names, **self.task.metric_options()).to(x.device)
         metrics.update_decoded(self.task.decode(out), y, self.task.codec)
         return {f"{prefix}/loss": float(self.task.loss(out, y)), **metrics.compute(prefix, self.task.codec.std)}
+
+    def calibrate(self, x_val: torch.Tensor, y_val: torch.Tensor) -> dict[str, float]:
+        """Fit the task head's post-hoc calibration buffers on the validation split (Kuleshov et al. 2018;
+        Guo et al. 2017) and return the factors for logging, ``calibration/<buffer>/<parameter>``; {} when
+        the task calibrates nothing. The forward pass runs in eval mode; the previous mode is restored."""
+        if not self.task.calibrate:
+            return {}
+        was_training = self.training
+        self.eval()
+        with torch.no_grad():
+            out = self(x_val)
+        self.train(was_training)
+        factors = self.task.fit_calibration(out, y_val)
+        return {f"calibration/{name}/{p}": float(v) for name, t in factors.items()
+                for p, v in zip(self.param_names, t, strict=True)}
 
     # -- training loop ----------------------------------------------------------------------
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:

@@ -3,7 +3,7 @@
 Checkpoints, ensemble manifests and (later) MLflow Models carry the configs of their backbone and task
 as plain data with a ``_target_`` name. Handing such a dict to ``hydra.utils.instantiate`` would let the
 file name *any* importable callable, and Hydra walks module attributes, so even a prefix check
-(``astrops.``) is no defence: ``astrops.ensemble.shutil.copyfile`` is "inside astrops". Resolving the
+(``astrops.``) is no defence: ``astrops.checkpoints.shutil.copyfile`` is "inside astrops". Resolving the
 class and then checking its ``__module__`` is too late, because importing a module can have side
 effects. So :func:`build` looks the name up in :data:`BACKBONES` / :data:`TASKS` and nothing else,
 checks every key against the class's own keyword arguments, allows only plain values (numbers,
@@ -19,13 +19,13 @@ from typing import Any
 from torch import nn
 
 from astrops.models.backbones import CNNBackbone, DenseBackbone
-from astrops.models.tasks import ClassificationTask, GaussianTask, RegressionTask
+from astrops.models.tasks import ClassificationTask, GaussianTask, RegressionTask, Task
 
 BACKBONES: dict[str, type[nn.Module]] = {
     "astrops.models.backbones.DenseBackbone": DenseBackbone,
     "astrops.models.backbones.CNNBackbone": CNNBackbone,
 }
-TASKS: dict[str, type[nn.Module]] = {
+TASKS: dict[str, type[Task]] = {
     "astrops.models.tasks.RegressionTask": RegressionTask,
     "astrops.models.tasks.GaussianTask": GaussianTask,
     "astrops.models.tasks.ClassificationTask": ClassificationTask,

@@ -1,30 +1,116 @@
-"""Heads + losses: what the network predicts and how it is scored.
+"""Heads + losses: what the network predicts, how it is scored, calibrated, combined and reported.
 
 A task owns the :class:`TargetCodec` (target scaling and class edges) so its outputs can always be
 decoded to physical parameter values. Every ``decode`` returns ``value`` (B, P) in physical units;
 the Gaussian task adds ``std``, classification ``class``, ``prob`` and ``probs``. Post-hoc
 calibration factors are buffers, so a calibrated model is one checkpoint.
+
+Everything that differs between heads lives on the head (:class:`Task`): its metrics and table
+columns, its post-hoc calibration, its differentiable point estimate, how an ensemble of it is
+combined, calibrated and scored, and the extra columns ``predict`` writes. Nothing outside
+``astrops.models`` asks which kind of head it holds, so a new head is one subclass (registered in
+:mod:`astrops.models.registry`) and one ``conf/task/*.yaml``.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from astrops.metrics import gaussian_scores
+from astrops.models.calibration import temperature as fit_temperature
+from astrops.models.calibration import variance_scale
 from astrops.models.transforms import TargetCodec
 
+Columns = tuple[tuple[str, str], ...]
+REGRESSION_COLUMNS: Columns = (("RMSE", "RMSE"), ("MAE", "MAE"), ("MSE", "MSE"), ("R2-Score", "R2"))
+CLASSIFICATION_COLUMNS: Columns = (("Accuracy", "acc"), ("Acc ±1", "acc_pm1"), ("Precision", "precision"),
+                                   ("Recall", "recall"), ("F1", "F1"), ("R2 (class centre)", "R2"))
 
-class RegressionTask(nn.Module):
+
+class Task(nn.Module):
+    """What every head provides. The defaults are those of a head with one continuous value per
+    parameter, whose deep ensemble (Lakshminarayanan et al. 2017) is a Gaussian with the members' mean
+    and their spread, variance-scaled on the validation split (Kuleshov et al. 2018)."""
+
+    kind: ClassVar[str] = ""
+    table_columns: ClassVar[Columns] = REGRESSION_COLUMNS  # (header, metric key) of the seed's metrics table
+    calibrate: bool = False  # whether a single model has post-hoc factors to fit on the validation split
+    codec: TargetCodec
+    n_params: int
+
+    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def metric_options(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`astrops.metrics.ParameterMetrics` for this head's predictions."""
+        return {"n_classes": None, "distribution": False}
+
+    def point_estimate(self, out: torch.Tensor) -> torch.Tensor:
+        """Differentiable point estimate (B, P) in physical units (input gradients need one)."""
+        return self.decode(out)["value"]
+
+    def fit_calibration(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Fit this head's calibration buffers on validation outputs ``out`` and truths ``y`` (physical
+        units); returns the fitted factors by buffer name (none for a head without a spread)."""
+        return {}
+
+    @property
+    def calibrates_ensemble(self) -> bool:
+        """Whether an ensemble of these heads fits its own factors: heads with a ``calibrate`` switch
+        follow it; a regression ensemble's spread needs them most (RegressionTask has no switch)."""
+        return self.calibrate
+
+    # -- deep ensembles ----------------------------------------------------------------------
+    def combine(self, decs: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """One prediction from the members' decoded outputs: mean value, the members' spread as std."""
+        return _mixture(decs, within=None)
+
+    def fit_ensemble_calibration(self, dec: dict[str, torch.Tensor], y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Ensemble-level factors fitted on the combined validation prediction: variance scaling of ``std``."""
+        return {"var_scale": variance_scale(dec["value"], dec["std"], y)}
+
+    def apply_ensemble_calibration(self, dec: dict[str, torch.Tensor],
+                                   factors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The combined prediction with ensemble-level factors applied (factors of other heads are ignored)."""
+        out = dict(dec)
+        if "var_scale" in factors:
+            out["std"] = dec["std"] * factors["var_scale"].to(dec["std"]).sqrt()
+        return out
+
+    def ensemble_loss(self, dec: dict[str, torch.Tensor], y: torch.Tensor) -> float:
+        """The ensemble's validation objective (what sweeps minimise): the Gaussian NLL of the mixture
+        mean and variance in training-std units, summed over parameters like the heads' losses; the
+        same number as the metrics' ``NLL/overall`` × P (float64 mean over samples, then over parameters)."""
+        std = self.codec.std
+        nll = gaussian_scores(dec["value"] / std, dec["std"] / std, y / std)["nll"]
+        per_param = nll.sum(0).double() / max(len(y), 1)
+        return float(per_param.mean()) * self.n_params
+
+    def output_columns(self, dec: dict[str, torch.Tensor], parameters: list[str]) -> dict[str, np.ndarray]:
+        """Columns ``predict`` writes besides the values: the 1σ of the (calibrated) predictive
+        distribution wherever the prediction has one (Gaussian heads, ensembles of continuous heads)."""
+        if "std" not in dec:
+            return {}
+        return {f"{p}_std": dec["std"][:, j].detach().cpu().numpy().astype(np.float64) for j, p in enumerate(parameters)}
+
+
+class RegressionTask(Task):
     """One value per parameter, MSE on standardised targets (equal weight per parameter)."""
 
     kind = "regression"
 
-    def __init__(self, codec: TargetCodec, in_features: int, calibrate: bool = False):
+    def __init__(self, codec: TargetCodec, in_features: int):
         super().__init__()
-        self.codec, self.calibrate = codec, False  # nothing to calibrate without a variance
+        self.codec = codec
         self.n_params = codec.mean.numel()
         self.head = nn.Linear(in_features, self.n_params)
 
@@ -37,14 +123,19 @@ class RegressionTask(nn.Module):
     def decode(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"value": self.codec.decode(out)}
 
+    @property
+    def calibrates_ensemble(self) -> bool:
+        return True  # the members' spread is the only std an ensemble of these has
 
-class GaussianTask(nn.Module):
+
+class GaussianTask(Task):
     """Mean and log-variance per parameter, trained by the Gaussian negative log-likelihood.
 
     ``beta`` > 0 weights each sample's NLL by its (detached) predicted variance to the power beta
     (Seitzer et al. 2022, β-NLL): plain NLL (beta 0) lets the network buy low loss on easy samples by
     shrinking their variance while fitting the mean of hard ones poorly; β = 0.5 trades between NLL
-    and MSE. ``var_scale`` (P,) is the post-hoc variance calibration fitted on the validation split.
+    and MSE. ``var_scale`` (P,) is the post-hoc variance calibration fitted on the validation split
+    (Kuleshov et al. 2018).
     """
 
     kind = "gaussian"
@@ -76,18 +167,35 @@ class GaussianTask(nn.Module):
         std = torch.exp(0.5 * out[:, 1]) * self.var_scale.sqrt() * self.codec.std
         return {"value": self.codec.decode(out[:, 0]), "std": std}
 
+    def metric_options(self) -> dict[str, Any]:
+        return {"n_classes": None, "distribution": True}
 
-class ClassificationTask(nn.Module):
+    def fit_calibration(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``var_scale`` maximising the validation likelihood of the uncalibrated (scale 1) Gaussians."""
+        self.var_scale.fill_(1.0)
+        dec = self.decode(out)
+        factors = variance_scale(dec["value"], dec["std"], y)
+        self.var_scale.copy_(factors.to(self.var_scale.device))
+        return {"var_scale": factors}
+
+    def combine(self, decs: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Mixture mean and total variance: the members' own noise (mean of their variances) plus what
+        the seeds disagree on (variance of their means)."""
+        return _mixture(decs, within=torch.stack([d["std"] ** 2 for d in decs]).mean(0))
+
+
+class ClassificationTask(Task):
     """n_classes logits per parameter; the loss is the sum of the per-parameter cross-entropies.
 
     The classes are ordered bins of one continuous parameter, so a one-class miss is far better than a
     ten-class one. ``label_sigma`` > 0 (in classes) trains against a Gaussian-smoothed target over
     neighbouring classes instead of a one-hot one, which teaches that order (ordinal soft labels);
     0 is the seed's plain cross-entropy. ``temperature`` (P,) divides the logits at prediction time
-    (temperature scaling on the validation split); training uses the raw logits.
+    (temperature scaling on the validation split, Guo et al. 2017); training uses the raw logits.
     """
 
     kind = "classification"
+    table_columns = CLASSIFICATION_COLUMNS
 
     def __init__(self, codec: TargetCodec, in_features: int, calibrate: bool = True, label_sigma: float = 0.0):
         super().__init__()
@@ -107,8 +215,63 @@ class ClassificationTask(nn.Module):
             target = soft / soft.sum(-1, keepdim=True)
         return F.cross_entropy(out.reshape(-1, self.n_classes), target) * self.n_params
 
+    def probs(self, out: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (B, P, C) of the temperature-scaled logits."""
+        return (out / self.temperature[:, None]).softmax(-1)
+
     def decode(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
-        return decode_probs((out / self.temperature[:, None]).softmax(-1), self.codec)
+        return decode_probs(self.probs(out), self.codec)
+
+    def metric_options(self) -> dict[str, Any]:
+        return {"n_classes": self.n_classes, "distribution": False}
+
+    def point_estimate(self, out: torch.Tensor) -> torch.Tensor:
+        """The argmax has no gradient: the expected value under the softmax (Σ probs × class centres)."""
+        return (self.probs(out) * self.codec.class_centres().to(out)).sum(-1)
+
+    def fit_calibration(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``temperature`` fitted on the raw logits it will divide (no clamped log-probabilities), so
+        whatever the buffer held before does not enter the fit."""
+        factors = fit_temperature(out.log_softmax(-1), self.codec.to_class(y))
+        self.temperature.copy_(factors.to(self.temperature.device))
+        return {"temperature": factors}
+
+    def combine(self, decs: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Averaged class probabilities, decoded like one model's."""
+        return decode_probs(torch.stack([d["probs"] for d in decs]).mean(0), self.codec)
+
+    def fit_ensemble_calibration(self, dec: dict[str, torch.Tensor], y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A temperature on the (clamped) log of the averaged probabilities."""
+        return {"temperature": fit_temperature(dec["probs"].clamp_min(1e-12).log(), self.codec.to_class(y))}
+
+    def apply_ensemble_calibration(self, dec: dict[str, torch.Tensor],
+                                   factors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if "temperature" not in factors:
+            return dict(dec)
+        t = factors["temperature"].to(dec["probs"])[:, None]
+        return decode_probs((dec["probs"].clamp_min(1e-12).log() / t).softmax(-1), self.codec)
+
+    def ensemble_loss(self, dec: dict[str, torch.Tensor], y: torch.Tensor) -> float:
+        """Cross-entropy of the averaged class probabilities, summed over parameters like the loss."""
+        picked = torch.gather(dec["probs"], 2, self.codec.to_class(y).unsqueeze(-1)).clamp_min(1e-12)
+        return float(-picked.log().mean() * self.n_params)
+
+    def output_columns(self, dec: dict[str, torch.Tensor], parameters: list[str]) -> dict[str, np.ndarray]:
+        """The most probable class and its probability per parameter."""
+        cols = super().output_columns(dec, parameters)
+        for j, p in enumerate(parameters):
+            cols[f"{p}_class"] = dec["class"][:, j].detach().cpu().numpy()
+            cols[f"{p}_prob"] = dec["prob"][:, j].detach().cpu().numpy()
+        return cols
+
+
+def _mixture(decs: list[dict[str, torch.Tensor]], within: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """Mean of the members' values and total std: their spread plus ``within`` (their own variance)."""
+    values = torch.stack([d["value"] for d in decs])  # (K, B, P)
+    var = values.var(0, unbiased=False)  # between members: what the seeds disagree on
+    if within is not None:
+        var = var + within
+    return {"value": values.mean(0), "std": var.sqrt()}
 
 
 def decode_probs(probs: torch.Tensor, codec: TargetCodec) -> dict[str, torch.Tensor]:

@@ -10,7 +10,6 @@ import socket
 import time
 import uuid
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,31 +25,9 @@ from astrops.store.files import (
     canonical_json,
     record_key,
 )
+from astrops.store.records import Records
 
 META_KEYS = frozenset({"hash", "spec", "parameters", "redshifts", "k"})
-
-
-@dataclass
-class Records:
-    """Columns of a dataset's records as numpy arrays (one row per simulation)."""
-
-    keys: np.ndarray  # (N,) str
-    params: np.ndarray  # (N, n_params) float64, columns in Dataset.parameters order
-    seeds: np.ndarray  # (N,) int64, -1 where the IC seed is unknown (imported data)
-    delta: np.ndarray  # (N, n_z, n_k) float64, mK^2
-    xH: np.ndarray  # (N, n_z) global neutral fraction
-    Tb: np.ndarray  # (N, n_z) mean brightness temperature, mK
-    table: pa.Table  # everything else (status, error, design, versions, wall_time, ...)
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def concat(self, other: Records) -> Records:
-        """These records followed by ``other``'s (datasets of one configuration, e.g. training + held-out)."""
-        return Records(*(np.concatenate([a, b]) for a, b in
-                         zip((self.keys, self.params, self.seeds, self.delta, self.xH, self.Tb),
-                             (other.keys, other.params, other.seeds, other.delta, other.xH, other.Tb), strict=True)),
-                       table=pa.concat_tables([self.table, other.table], promote_options="default"))
 
 
 class Dataset:

@@ -110,6 +110,8 @@ def seed_records(rows: list[dict], k: np.ndarray, redshifts: list[float], parame
                  priors: dict[str, list[float]] | None, source: str | Path) -> list[dict]:
     """Check seed-format rows against a configuration (k grid, redshifts, names, priors); store records."""
     n_z = len(redshifts)
+    # the priors checked here travel with the records: training reads its class edges from them
+    design = {"imported_from": str(Path(source).resolve()), **({"priors": priors} if priors else {})}
     records = []
     for i, r in enumerate(rows):
         if set(r["params"]) != set(parameters):
@@ -126,8 +128,7 @@ def seed_records(rows: list[dict], k: np.ndarray, redshifts: list[float], parame
         if delta.shape != (n_z, len(k)) or not np.allclose(zs, redshifts):
             raise StoreError(f"row {i}: spectrum at redshifts {list(np.atleast_1d(zs))} with shape {delta.shape}; "
                              f"the dataset needs redshifts {redshifts}")
-        records.append({"params": r["params"], "seed": r["seed"], "delta": delta, "status": "ok",
-                        "design": {"imported_from": str(Path(source).resolve())}})
+        records.append({"params": r["params"], "seed": r["seed"], "delta": delta, "status": "ok", "design": design})
     return records
 
 

@@ -13,8 +13,11 @@ import re
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from lightning.pytorch.loggers import MLFlowLogger
+if TYPE_CHECKING:
+    from lightning.pytorch.loggers import MLFlowLogger
+
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,8 @@ def mlflow_logger(experiment_name: str, tracking_uri: str | None = None, artifac
     ``tracking_uri``/``artifact_root`` null: :func:`default_tracking_uri` / :func:`default_artifact_root`.
     ``artifact_root`` applies to local sqlite stores only (a server chooses its own artifact store).
     """
+    from lightning.pytorch.loggers import MLFlowLogger
+
     tracking_uri = tracking_uri or default_tracking_uri()
     if tracking_uri.startswith("sqlite:///"):
         Path(tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
@@ -92,6 +97,24 @@ def mlflow_logger(experiment_name: str, tracking_uri: str | None = None, artifac
     return MLFlowLogger(experiment_name=experiment_name, tracking_uri=tracking_uri, run_name=run_name,
                         run_id=run_id, tags=tags,
                         artifact_location=artifact_location(tracking_uri, experiment_name, artifact_root))
+
+
+def existing_experiment(tracking_uri: str, experiment_name: str, fix: str):
+    """(client, experiment) of an experiment that must already exist, for commands that only read runs.
+
+    A ``sqlite:///`` path that does not exist is refused before MLflow would create an empty database there.
+    """
+    import mlflow
+
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
+        raise TrackingError(f"no MLflow database at {redact(tracking_uri)}: give the --tracking-uri the runs "
+                            "were logged to")
+    client = mlflow.MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment_name)
+    if exp is None:
+        names = [e.name for e in client.search_experiments()]
+        raise TrackingError(f"no MLflow experiment {experiment_name!r} at {redact(tracking_uri)} (have: {names}): {fix}")
+    return client, exp
 
 
 def check_resumable(tracking_uri: str | None, run_id: str, ckpt_path: str) -> None:

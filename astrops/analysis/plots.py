@@ -1,4 +1,4 @@
-"""Data plots: ``python -m astrops.plots spectra <dataset> [--store DIR] [--redshift 8] [--out DIR] [--mlflow]``.
+"""Data plots: ``python -m astrops.analysis.plots spectra <dataset> [--store DIR] [--redshift 8] [--out DIR] [--mlflow]``.
 
 Δ²(k) curves coloured by each of the three parameters (the seed study's figure), and the distributions
 of the parameters and of the global neutral fraction, saved as PNG and optionally logged to MLflow.
@@ -7,17 +7,19 @@ of the parameters and of the global neutral fraction, saved as PNG and optionall
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
-from astrops.report import LABELS, plt
+from astrops.analysis.figures import plt, save_figures
+from astrops.parameters import LABELS
 from astrops.store import Store, StoreError
 
 
-def spectra_figure(k: np.ndarray, delta: np.ndarray, params: np.ndarray, names: list[str], max_curves: int = 300):
+def spectra_figure(k: np.ndarray, delta: np.ndarray, params: np.ndarray, names: list[str],
+                   max_curves: int = 300) -> Figure:
     """One panel per parameter: every spectrum's Δ²(k), coloured by that parameter's value."""
     idx = np.random.default_rng(0).permutation(len(delta))[:max_curves]
     fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), sharey=True)
@@ -35,7 +37,9 @@ def spectra_figure(k: np.ndarray, delta: np.ndarray, params: np.ndarray, names: 
     return fig
 
 
-def distributions_figure(params: np.ndarray, xH: np.ndarray, names: list[str], redshift: float):
+def distributions_figure(params: np.ndarray, xH: np.ndarray, names: list[str], redshift: float) -> Figure:
+    """Histograms of the parameters and of x̄_HI: how the prior was sampled and how many boxes are
+    fully ionized or neutral (where the spectrum carries little information)."""
     fig, axes = plt.subplots(1, len(names) + 1, figsize=(4 * (len(names) + 1), 3.5))
     for j, name in enumerate(names):
         axes[j].hist(params[:, j], bins=30, color="C0")
@@ -48,6 +52,8 @@ def distributions_figure(params: np.ndarray, xH: np.ndarray, names: list[str], r
 
 
 def plot_spectra(store_dir: str, dataset: str | None, redshift: float, out_dir: str) -> dict[str, Path]:
+    """Both figures of one dataset at one redshift as ``<dataset>_z<redshift>_<figure>.png``; parameter
+    names come from the dataset. Raises StoreError for a dataset or redshift the store lacks."""
     ds = Store(store_dir).dataset(dataset)
     zs = np.asarray(ds.redshifts)
     if not np.isclose(zs, redshift).any():
@@ -56,28 +62,26 @@ def plot_spectra(store_dir: str, dataset: str | None, redshift: float, out_dir: 
     r = ds.load()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for name, fig in (("spectra", spectra_figure(ds.k, r.delta[:, zi], r.params, ds.parameters)),
-                      ("distributions", distributions_figure(r.params, r.xH[:, zi], ds.parameters, redshift))):
-        paths[name] = out / f"{ds.name}_z{redshift:g}_{name}.png"
-        fig.savefig(paths[name], dpi=110)
-        plt.close(fig)
-    return paths
+    figures = {"spectra": spectra_figure(ds.k, r.delta[:, zi], r.params, ds.parameters),
+               "distributions": distributions_figure(r.params, r.xH[:, zi], ds.parameters, redshift)}
+    return save_figures(figures, out, prefix=f"{ds.name}_z{redshift:g}_")
 
 
 def main(argv: list[str] | None = None) -> int:
-    root = Path(os.environ.get("ASTROPS_ROOT", Path(__file__).resolve().parents[1]))
-    ap = argparse.ArgumentParser(prog="python -m astrops.plots", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m astrops.analysis.plots", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     sp = sub.add_parser("spectra", help="spectra coloured by parameter, parameter and x_HI distributions")
     sp.add_argument("dataset", nargs="?", default=None, help="dataset name or hash prefix (default: the only one)")
-    sp.add_argument("--store", default=str(root / "data" / "reference"))
+    sp.add_argument("--store", default=None, help="store directory (default: the bundled data/reference)")
     sp.add_argument("--redshift", type=float, default=8.0)
     sp.add_argument("--out", default="plots")
     sp.add_argument("--mlflow", action="store_true", help="log the figures to MLflow (experiment astrops-data)")
     args = ap.parse_args(argv)
+    from astrops import tracking
+
     try:
-        paths = plot_spectra(args.store, args.dataset, args.redshift, args.out)
+        paths = plot_spectra(args.store or str(tracking.project_root() / "data" / "reference"), args.dataset,
+                             args.redshift, args.out)
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -86,10 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.mlflow:
         import mlflow
 
-        from astrops.sweeps import prepare_experiment
-
-        uri = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{root}/tracking/mlflow.db")
-        exp_id = prepare_experiment(uri, "astrops-data", str(root / "tracking" / "artifacts"))
+        uri = tracking.default_tracking_uri()
+        exp_id = tracking.prepare_experiment(uri, "astrops-data", tracking.default_artifact_root())
         client = mlflow.MlflowClient(uri)
         run = client.create_run(exp_id, run_name=f"plots-{args.dataset or 'dataset'}", tags={"kind": "data_plots"})
         for p in paths.values():

@@ -8,23 +8,22 @@
   credit between correlated features (adjacent k-bins, neighbouring redshifts), so both are shown.
 
 Both are (P, n_z, n_kept) arrays over the model's kept k-bins; ``compute_saliency`` returns a figure
-and a plain-typed table for ``mlflow.log_figure`` / ``mlflow.log_dict``.
+and a plain-typed table for a run's ``log_figures`` / ``log_dict``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
+from astrops.analysis.figures import plt
+from astrops.parameters import LABELS
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from astrops.models import ParameterEstimator  # noqa: E402
-from astrops.report import LABELS  # noqa: E402
+if TYPE_CHECKING:
+    from astrops.models import ParameterEstimator
 
 
 def _as_input(model: ParameterEstimator, delta: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -35,17 +34,10 @@ def _as_input(model: ParameterEstimator, delta: torch.Tensor | np.ndarray) -> to
 def _values(model: ParameterEstimator, feats: torch.Tensor) -> torch.Tensor:
     """Differentiable point estimate (B, P) in physical units from standardised features.
 
-    Classification decodes by argmax, which has no gradient; its differentiable stand-in is the
-    expected value under the softmax (Σ probs × class centres). Any other task (regression, future
-    gaussian heads) is used as decoded, provided its "value" carries a gradient.
+    The task says what that is (``point_estimate``): a decoded value that may not carry a gradient
+    (classification's argmax class centre) has a differentiable stand-in there (the softmax expectation).
     """
-    dec = model.task.decode(model.task(model.backbone(feats)))
-    if getattr(model.task, "kind", "") == "classification" or (not dec["value"].requires_grad and "probs" in dec):
-        return (dec["probs"] * model.task.codec.class_centres().to(feats)).sum(-1)
-    if not dec["value"].requires_grad:
-        raise ValueError(f"task {type(model.task).__name__} decodes a non-differentiable 'value' and no 'probs': "
-                         "input gradients need a differentiable point estimate")
-    return dec["value"]
+    return model.task.point_estimate(model.task(model.backbone(feats)))
 
 
 def input_gradients(model: ParameterEstimator, delta: torch.Tensor | np.ndarray, batch_size: int = 4096) -> np.ndarray:
@@ -124,7 +116,7 @@ def top_features(score: np.ndarray, k_kept: np.ndarray, redshifts: list[float], 
 
 
 def saliency_figure(grad: np.ndarray, perm: np.ndarray, k_kept: np.ndarray, redshifts: list[float],
-                    parameters: list[str]):
+                    parameters: list[str]) -> Figure:
     """One row per parameter: input gradient (left) and permutation importance (right) against k, a line per z."""
     fig, axes = plt.subplots(len(parameters), 2, figsize=(10, 3.2 * len(parameters)), squeeze=False)
     panels = ((grad, r"mean $|\partial\theta/\partial x|$ [$\sigma_\theta$ per $\sigma_x$]", "input gradient"),
@@ -160,7 +152,7 @@ def saliency_table(grad: np.ndarray, perm: np.ndarray, k_kept: np.ndarray, redsh
 
 
 def compute_saliency(model: ParameterEstimator, delta: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray,
-                     n_repeats: int = 5, seed: int = 0) -> tuple[Any, dict[str, Any]]:
+                     n_repeats: int = 5, seed: int = 0) -> tuple[Figure, dict[str, Any]]:
     """(figure, table) of both saliency maps on (delta, y), e.g. ``dm.tensors["test"]`` after testing."""
     k_kept = np.asarray(model.meta["k"], dtype=np.float64)[model.transform.kept_bins.cpu().numpy()]
     redshifts = [float(z) for z in model.meta["redshifts"]]

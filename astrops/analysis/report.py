@@ -1,35 +1,40 @@
-"""What a person reads after a run: the seed study's metrics table and the standard figures."""
+"""What a person reads after a run: the seed study's metrics table and the standard figures.
+
+Everything here takes plain arrays and names and returns a string, rows or a figure; which columns a
+task reports comes from the task (``table_columns``), so nothing here knows the kinds of task.
+"""
 
 from __future__ import annotations
 
-import matplotlib
+from collections.abc import Sequence
 
-matplotlib.use("Agg")
+import numpy as np
+from matplotlib.figure import Figure
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-LABELS = {"HII_EFF_FACTOR": r"$\zeta$ (HII_EFF_FACTOR)", "ION_Tvir_MIN": r"$\log_{10} T_{\rm vir}$ [K]",
-          "R_BUBBLE_MAX": r"$R_{\rm mfp}$ [Mpc]"}
+from astrops.analysis.figures import plt
+from astrops.parameters import LABELS
 
 
-def metrics_table(results: dict[str, float], parameters: list[str], kind: str, stage: str = "test") -> str:
-    """The seed's table (Variable, RMSE, MAE, MSE, R2-Score; or Accuracy, Precision, Recall, F1) as markdown."""
-    if kind == "classification":
-        cols = [("Accuracy", "acc"), ("Acc ±1", "acc_pm1"), ("Precision", "precision"), ("Recall", "recall"),
-                ("F1", "F1"), ("R2 (class centre)", "R2")]
-    else:
-        cols = [("RMSE", "RMSE"), ("MAE", "MAE"), ("MSE", "MSE"), ("R2-Score", "R2")]
-    head = "| Variable | " + " | ".join(c for c, _ in cols) + " |"
-    rule = "|---" * (len(cols) + 1) + "|"
+def metrics_table(results: dict[str, float], parameters: Sequence[str], columns: Sequence[tuple[str, str]],
+                  stage: str = "test") -> str:
+    """The seed's table as markdown: a row per parameter, a column per (header, metric key) of ``columns``.
+
+    ``columns`` is the task's ``table_columns`` (regression: RMSE, MAE, MSE, R2-Score; classification:
+    Accuracy, Precision, Recall, F1, ...), so the seed study's own tables can be set beside it; a metric
+    missing from ``results`` shows as nan rather than shifting the row.
+    """
+    head = "| Variable | " + " | ".join(c for c, _ in columns) + " |"
+    rule = "|---" * (len(columns) + 1) + "|"
     rows = [head, rule]
     for p in parameters:
-        vals = [results.get(f"{stage}/{key}/{p}", float("nan")) for _, key in cols]
+        vals = [results.get(f"{stage}/{key}/{p}", float("nan")) for _, key in columns]
         rows.append(f"| {p} | " + " | ".join(f"{v:.4f}" for v in vals) + " |")
     return "\n".join(rows)
 
 
-def pred_vs_true(pred: np.ndarray, true: np.ndarray, parameters: list[str], r2: dict[str, float] | None = None):
+def pred_vs_true(pred: np.ndarray, true: np.ndarray, parameters: list[str],
+                 r2: dict[str, float] | None = None) -> Figure:
+    """Predicted against true per parameter, with the identity line: bias and spread at a glance."""
     fig, axes = plt.subplots(1, len(parameters), figsize=(4.2 * len(parameters), 4))
     for j, (ax, p) in enumerate(zip(np.atleast_1d(axes), parameters, strict=True)):
         lo, hi = float(min(true[:, j].min(), pred[:, j].min())), float(max(true[:, j].max(), pred[:, j].max()))
@@ -43,7 +48,8 @@ def pred_vs_true(pred: np.ndarray, true: np.ndarray, parameters: list[str], r2: 
     return fig
 
 
-def confusion_matrices(matrices: list, parameters: list[str]):
+def confusion_matrices(matrices: list, parameters: list[str]) -> Figure:
+    """Row-normalised confusion matrices: ordered classes make a good model a narrow diagonal band."""
     fig, axes = plt.subplots(1, len(parameters), figsize=(5 * len(parameters), 4.4))
     for ax, cm, p in zip(np.atleast_1d(axes), matrices, parameters, strict=True):
         im = ax.imshow(np.asarray(cm), origin="lower", cmap="viridis", vmin=0, vmax=1)
@@ -55,7 +61,8 @@ def confusion_matrices(matrices: list, parameters: list[str]):
     return fig
 
 
-def training_curves(history: list[dict[str, float]]):
+def training_curves(history: list[dict[str, float]]) -> Figure:
+    """Train and validation loss per epoch: over- and under-fitting, and where early stopping chose."""
     fig, ax = plt.subplots(figsize=(6, 4))
     epochs = [h["epoch"] for h in history]
     for key in ("train/loss", "val/loss"):
@@ -73,12 +80,13 @@ def training_curves(history: list[dict[str, float]]):
 
 
 def norm_cdf(z: np.ndarray) -> np.ndarray:
+    """Standard normal CDF (scipy imported only when a run has uncertainties to report)."""
     from scipy.stats import norm
 
     return norm.cdf(z)
 
 
-def pit_histograms(pit: np.ndarray, parameters: list[str], bins: int = 20):
+def pit_histograms(pit: np.ndarray, parameters: list[str], bins: int = 20) -> Figure:
     """PIT = Φ((y-μ)/σ) per parameter: flat when calibrated, U-shaped when over-confident, domed when under."""
     fig, axes = plt.subplots(1, len(parameters), figsize=(4.2 * len(parameters), 3.6))
     for j, (ax, p) in enumerate(zip(np.atleast_1d(axes), parameters, strict=True)):
@@ -90,7 +98,7 @@ def pit_histograms(pit: np.ndarray, parameters: list[str], bins: int = 20):
     return fig
 
 
-def coverage_curves(z: np.ndarray, parameters: list[str]):
+def coverage_curves(z: np.ndarray, parameters: list[str]) -> Figure:
     """Empirical against nominal coverage of central intervals, from standardised residuals z (N, P)."""
     from scipy.stats import norm
 
@@ -136,6 +144,7 @@ def coverage_table(z: np.ndarray, xH: np.ndarray, parameters: list[str],
 
 
 def coverage_markdown(rows: list[dict]) -> str:
+    """:func:`coverage_table` rows as markdown, for ``coverage.md`` beside the run."""
     lines = ["| x̄_HI bin | parameter | n | coverage 68 % [95 % CI] | coverage 95 % [95 % CI] |", "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['bin']} | {r['parameter']} | {r['n']} | {r['coverage68']:.3f} [{r['ci68'][0]:.3f}, "

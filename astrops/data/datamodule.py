@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator
 
 import lightning as L
 import numpy as np
 import torch
 
+from astrops.data.splits import DeviceBatches, informative_mask, stratified_folds, stratified_split
 from astrops.models.transforms import SpectrumTransform, TargetCodec
-from astrops.store import Store, StoreError
+from astrops.store import Dataset, Records, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -26,80 +26,20 @@ class DataConfigError(ValueError):
     """A data configuration that cannot work with the dataset (one line, names the fix)."""
 
 
-class DeviceBatches:
-    """Shuffled mini-batches sliced from tensors already on the device.
-
-    Under DDP each rank takes a disjoint, equal-sized slice of every epoch's permutation.
-    """
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0,
-                 rank: int = 0, world_size: int = 1):
-        self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
-        self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
-        # training ranks need equal step counts (DDP all-reduces every step); evaluation keeps every sample
-        self.per_rank = len(x) // world_size if shuffle else -(-len(x) // world_size)
-
-    def __len__(self) -> int:
-        return max(1, -(-self.per_rank // self.batch_size))
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.x)
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(n, generator=g).to(self.x.device)
-            self.epoch += 1
-        else:
-            order = torch.arange(n, device=self.x.device)
-        if self.world_size > 1 and self.shuffle:
-            order = order[self.rank * self.per_rank:(self.rank + 1) * self.per_rank]
-        elif self.world_size > 1:
-            order = order.tensor_split(self.world_size)[self.rank]
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            yield self.x[idx], self.y[idx]
-
-
-def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (rest, taken): ``fraction`` of each stratum taken, deterministically from ``seed``."""
-    rng = np.random.default_rng(seed)
-    taken = []
-    for c in np.unique(labels):
-        members = np.flatnonzero(labels == c)
-        rng.shuffle(members)
-        taken.append(members[: int(round(fraction * len(members)))])
-    taken = np.sort(np.concatenate(taken))
-    rest = np.setdiff1d(np.arange(len(labels)), taken)
-    return rest, taken
-
-
-def stratified_folds(labels: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
-    """k disjoint folds covering all indices, each stratum dealt round-robin after a seeded shuffle."""
-    rng = np.random.default_rng(seed)
-    folds: list[list[int]] = [[] for _ in range(k)]
-    offset = 0
-    for c in np.unique(labels):
-        members = np.flatnonzero(labels == c)
-        rng.shuffle(members)
-        for i, m in enumerate(members):
-            folds[(offset + i) % k].append(int(m))
-        offset += len(members)
-    return [np.sort(np.asarray(f, dtype=int)) for f in folds]
-
-
 class SpectraDataModule(L.LightningDataModule):
     """Spectra and parameters of one store dataset, split by simulation.
 
     The split depends only on ``split_seed`` (not on the training seed), so seed sweeps and ensemble
     members share one test set; it is stratified on the class of the first parameter (ζ), so
-    regression and classification runs see identical splits.
+    regression and classification runs see identical splits. Class edges span the priors recorded
+    in the dataset's design (``Records.priors``), the one place they are written down.
     """
 
     def __init__(self, store_dir: str, dataset: str | None = None, redshifts: list[float] | tuple = (8.0,),
                  feature_transform: str = "log10", standardize_features: bool = True,
                  standardize_targets: bool = True, split_seed: int = 0, test_fraction: float = 0.2,
                  val_fraction: float = 0.1, batch_size: int = 32, eval_batch_size: int = 4096,
-                 target_ranges: dict[str, list[float]] | None = None, n_classes: int = 25,
-                 kfold: int | None = None, fold: int = 0, train_size: float | None = None,
+                 n_classes: int = 25, kfold: int | None = None, fold: int = 0, train_size: float | None = None,
                  log_floor_fraction: float | None = 1e-3, test_store_dir: str | None = None,
                  test_dataset: str | None = None):
         super().__init__()
@@ -107,21 +47,39 @@ class SpectraDataModule(L.LightningDataModule):
             raise DataConfigError(f"data.feature_transform={feature_transform!r}: choose 'raw' or 'log10'")
         if not 0 < test_fraction < 1 or not 0 < val_fraction < 1:
             raise DataConfigError("data.test_fraction and data.val_fraction must lie in (0, 1)")
-        self.store_dir, self.dataset_ref = store_dir, dataset
-        self.redshifts = [float(z) for z in redshifts]
-        self.feature_transform, self.standardize_features = feature_transform, standardize_features
-        self.standardize_targets = standardize_targets
-        self.split_seed, self.test_fraction, self.val_fraction = split_seed, test_fraction, val_fraction
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.target_ranges, self.n_classes = target_ranges, n_classes
         if kfold is not None and (kfold < 2 or not 0 <= fold < kfold):
             raise DataConfigError(f"data.kfold={kfold} data.fold={fold}: need kfold >= 2 and 0 <= fold < kfold")
-        self.kfold, self.fold, self.train_size = kfold, fold, train_size
-        self.log_floor_fraction = log_floor_fraction
         if test_store_dir and kfold:
             raise DataConfigError("data.kfold with data.test_store_dir: k-fold splits the training dataset into test "
                                   "folds; use one of them (data.kfold=null or data.test_store_dir=null)")
+        self.store_dir, self.dataset_ref = store_dir, dataset
         self.test_store_dir, self.test_dataset_ref = test_store_dir, test_dataset
+        self.redshifts = [float(z) for z in redshifts]
+        self.feature_transform, self.standardize_features = feature_transform, standardize_features
+        self.standardize_targets, self.log_floor_fraction = standardize_targets, log_floor_fraction
+        self.split_seed, self.test_fraction, self.val_fraction = split_seed, test_fraction, val_fraction
+        self.kfold, self.fold, self.train_size = kfold, fold, train_size
+        self.batch_size, self.eval_batch_size, self.n_classes = batch_size, eval_batch_size, n_classes
+        # filled by prepare(): None until then; rows are training records, then held-out ones
+        self.dataset: Dataset | None = None  # the training dataset
+        self.test_ds: Dataset | None = None  # the held-out dataset (data.test_store_dir), or None: a split
+        self.parameters: list[str] | None = None  # names of the params columns
+        self.k: np.ndarray | None = None  # (n_k,) k-bin centres, 1/Mpc
+        self.keys: np.ndarray | None = None  # (N,) record keys
+        self.params: np.ndarray | None = None  # (N, n_params) physical parameter values
+        self.delta: np.ndarray | None = None  # (N, n_z, n_k) Δ² at the selected redshifts, NaN in empty bins
+        self.xH: np.ndarray | None = None  # (N, n_z) neutral fraction at the selected redshifts
+        self.ranges: np.ndarray | None = None  # (n_params, 2) prior [low, high] per parameter
+        self.edges: np.ndarray | None = None  # (n_params, n_classes + 1) class edges spanning the priors
+        self.kept_bins: np.ndarray | None = None  # indices of the k-bins finite in every spectrum
+        self.train_idx: np.ndarray | None = None
+        self.val_idx: np.ndarray | None = None
+        self.test_idx: np.ndarray | None = None
+        self.transform: SpectrumTransform | None = None  # fitted on the training split
+        self.codec: TargetCodec | None = None  # fitted on the training split
+        # filled by setup(): where the tensors live and how batches are dealt
+        self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.rank, self.world_size, self.seed = 0, 1, 0
         self._prepared = False
 
     # -- loading, cleaning, splitting (once; idempotent) -------------------------------------
@@ -129,35 +87,61 @@ class SpectraDataModule(L.LightningDataModule):
         """Read the dataset, select redshifts, clean, split and fit the transforms (CPU, numpy)."""
         if self._prepared:
             return
-        ds = Store(self.store_dir).dataset(self.dataset_ref)
+        recs, n_own = self._load_records()
+        zi = self._redshift_indices()
+        self.parameters, self.k = self.dataset.parameters, self.dataset.k
+        self.keys, self.params = recs.keys, recs.params
+        self.delta, self.xH = recs.delta[:, zi, :], recs.xH[:, zi]
+        self.ranges, self.edges = self._priors_and_class_edges(recs)
+        self.kept_bins = self._kept_bins(self.delta)
+        self.train_idx, self.val_idx, self.test_idx = self._split_records(recs.seeds, n_own)
+        self._check_split_sizes()
+        self.transform = SpectrumTransform.fit(self.delta[self.train_idx], self.kept_bins, self.feature_transform,
+                                               self.standardize_features, self.log_floor_fraction)
+        self.codec = TargetCodec.fit(self.params[self.train_idx], self.edges, self.standardize_targets)
+        self._prepared = True
+        log.info("dataset %s: %d spectra, redshifts %s, %d of %d k-bins kept; split %d/%d/%d (split_seed %d)",
+                 self.dataset.name, len(self.params), self.redshifts, len(self.kept_bins), len(self.k),
+                 len(self.train_idx), len(self.val_idx), len(self.test_idx), self.split_seed)
+
+    def _load_records(self) -> tuple[Records, int]:
+        """(records of the training dataset then of the held-out one, how many are training records)."""
+        self.dataset = ds = Store(self.store_dir).dataset(self.dataset_ref)
         recs = ds.load()
         if len(recs) == 0:
             raise DataConfigError(f"dataset {ds.name} in {self.store_dir} has no spectra: run simulate.py first")
         n_own = len(recs)
-        self.test_ds = None
         if self.test_store_dir:
             self.test_ds, test_recs = self._load_test_dataset(ds, recs)
             recs = recs.concat(test_recs)
-        missing = [z for z in self.redshifts if not np.isclose(ds.redshifts, z).any()]
-        if missing:
-            raise DataConfigError(f"data.redshifts {missing} not in dataset {ds.name} (it has {ds.redshifts})")
-        zi = [int(np.flatnonzero(np.isclose(ds.redshifts, z))[0]) for z in self.redshifts]
-        delta = recs.delta[:, zi, :]  # (N, n_z, n_k)
-        self.dataset, self.parameters, self.k = ds, ds.parameters, ds.k
-        self.params = recs.params
-        self.xH = recs.xH[:, zi]
-        self.keys = recs.keys
+        return recs, n_own
 
-        ranges = self.target_ranges or {p: ds_prior(recs, p, i) for i, p in enumerate(self.parameters)}
-        self.ranges = np.array([ranges[p] for p in self.parameters], dtype=np.float64)
-        outside = (self.params < self.ranges[:, 0]) | (self.params > self.ranges[:, 1])
+    def _redshift_indices(self) -> list[int]:
+        """Positions of ``data.redshifts`` in the dataset's redshifts (refused if one is missing)."""
+        available = self.dataset.redshifts
+        missing = [z for z in self.redshifts if not np.isclose(available, z).any()]
+        if missing:
+            raise DataConfigError(f"data.redshifts {missing} not in dataset {self.dataset.name} (it has {available})")
+        return [int(np.flatnonzero(np.isclose(available, z))[0]) for z in self.redshifts]
+
+    def _priors_and_class_edges(self, recs: Records) -> tuple[np.ndarray, np.ndarray]:
+        """(n_params, 2) priors from the records' design and (n_params, n_classes + 1) class edges over them.
+
+        A record outside its dataset's priors would fall outside every class (and the prediction box).
+        """
+        priors = recs.priors(self.parameters)
+        ranges = np.array([priors[p] for p in self.parameters], dtype=np.float64)
+        outside = (self.params < ranges[:, 0]) | (self.params > ranges[:, 1])
         if outside.any():
             bad = [self.parameters[j] for j in np.unique(np.nonzero(outside)[1])]
-            raise DataConfigError(f"{outside.any(axis=1).sum()} records have {bad} outside data.target_ranges "
-                                  f"{ranges}: widen the ranges to the prior the data were drawn from")
-        edges = np.stack([np.linspace(lo, hi, self.n_classes + 1) for lo, hi in self.ranges])
-        self.edges = edges
+            raise DataConfigError(f"{outside.any(axis=1).sum()} records have {bad} outside the priors {priors} "
+                                  f"recorded in the design of {self.dataset.name}: import such spectra with a "
+                                  "simulation config whose priors cover them (python -m astrops.store import --config)")
+        return ranges, np.stack([np.linspace(lo, hi, self.n_classes + 1) for lo, hi in ranges])
 
+    @staticmethod
+    def _kept_bins(delta: np.ndarray) -> np.ndarray:
+        """Indices of the k-bins finite in every spectrum at every selected redshift (the feature grid)."""
         finite = np.isfinite(delta)
         keep = finite.all(axis=0)  # (n_z, n_k)
         inconsistent = finite.any(axis=0) & ~keep
@@ -166,27 +150,19 @@ class SpectraDataModule(L.LightningDataModule):
                                   "the dataset mixes binnings; run `python -m astrops.store verify`")
         if not (keep == keep[0]).all():
             raise DataConfigError("non-finite k-bins differ between redshifts: cannot build one feature grid")
-        self.kept_bins = np.flatnonzero(keep[0])
-        self.delta = delta
+        return np.flatnonzero(keep[0])
 
-        strata = np.clip(np.searchsorted(edges[0], self.params[:, 0], side="right") - 1, 0, self.n_classes - 1)
+    def _split_records(self, seeds: np.ndarray, n_own: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(train, val, test) record indices, stratified on ζ's class; a held-out dataset is the whole test set."""
+        strata = np.clip(np.searchsorted(self.edges[0], self.params[:, 0], side="right") - 1, 0, self.n_classes - 1)
         # spectra sharing initial conditions (simulation.sims_per_ic > 1) must land in the same split,
         # or the test set would share cosmic variance with the training set; unknown seeds stand alone
-        groups = np.where(recs.seeds >= 0, recs.seeds, -1 - np.arange(len(recs.seeds)))
+        groups = np.where(seeds >= 0, seeds, -1 - np.arange(len(seeds)))
         if self.test_ds is None:
-            self.train_idx, self.val_idx, self.test_idx = self._split(strata, groups)
-        else:  # every record of the training dataset trains or validates; the other dataset is the test set
-            self.train_idx, self.val_idx, _ = self._split(strata[:n_own], groups[:n_own], hold_out_test=False)
-            self.test_idx = np.arange(n_own, len(recs))
-
-        self._check_split_sizes()
-        self.transform = SpectrumTransform.fit(delta[self.train_idx], self.kept_bins, self.feature_transform,
-                                               self.standardize_features, self.log_floor_fraction)
-        self.codec = TargetCodec.fit(self.params[self.train_idx], edges, self.standardize_targets)
-        self._prepared = True
-        log.info("dataset %s: %d spectra, redshifts %s, %d of %d k-bins kept; split %d/%d/%d (split_seed %d)",
-                 ds.name, len(self.params), self.redshifts, len(self.kept_bins), len(self.k),
-                 len(self.train_idx), len(self.val_idx), len(self.test_idx), self.split_seed)
+            return self._split(strata, groups)
+        # every record of the training dataset trains or validates; the other dataset is the test set
+        train, val, _ = self._split(strata[:n_own], groups[:n_own], hold_out_test=False)
+        return train, val, np.arange(n_own, len(seeds))
 
     def _check_split_sizes(self, minimum: int = 2) -> None:
         """Refuse a split that leaves any part below ``minimum`` spectra, before anything trains.
@@ -208,10 +184,7 @@ class SpectraDataModule(L.LightningDataModule):
 
     def _split(self, strata: np.ndarray, groups: np.ndarray,
                hold_out_test: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(train, val, test) record indices; records of one IC group always share a split.
-
-        ``hold_out_test=False``: no test part (an external dataset is the test set).
-        """
+        """(train, val, test) record indices, one IC group always in one part; no test part if not ``hold_out_test``."""
         uniq, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
         if len(uniq) == len(groups):  # every spectrum its own realisation (the default)
             return self._split_units(strata, hold_out_test)
@@ -239,7 +212,7 @@ class SpectraDataModule(L.LightningDataModule):
             train = np.sort(train[np.random.default_rng(self.split_seed + 2).permutation(len(train))[:n]])
         return train, val, test
 
-    def _load_test_dataset(self, ds, recs):
+    def _load_test_dataset(self, ds: Dataset, recs: Records) -> tuple[Dataset, Records]:
         """(dataset, records) held out: same simulation configuration, no initial conditions shared with training."""
         try:
             test = Store(self.test_store_dir).dataset(self.test_dataset_ref)
@@ -258,6 +231,7 @@ class SpectraDataModule(L.LightningDataModule):
                                   "not unseen data; simulate it with a base seed the training data do not use")
         return test, test_recs
 
+    # -- what a result depends on -----------------------------------------------------------
     def informative_mask(self, idx: np.ndarray) -> np.ndarray:
         """Records whose box is partly ionized (0.05 < x̄_HI < 0.95) at one or more of the selected redshifts.
 
@@ -266,6 +240,20 @@ class SpectraDataModule(L.LightningDataModule):
         """
         self.prepare()
         return informative_mask(self.xH[idx])
+
+    def informative_test_mask(self, minimum: int = 2) -> np.ndarray | None:
+        """(n_test,) mask of the informative test spectra, or None when fewer than ``minimum`` are.
+
+        The ``test_informative/`` metrics of every trainer and baseline use this one subset; R² needs
+        two samples, so with fewer the subset is skipped (one warning) instead of failing the run.
+        """
+        self.prepare()
+        keep = self.informative_mask(self.test_idx)
+        if int(keep.sum()) >= minimum:
+            return keep
+        log.warning("%d of %d test spectra are partly ionized (0.05 < x̄_HI < 0.95): fewer than %d, so no "
+                    "test_informative/ metrics", int(keep.sum()), len(keep), minimum)
+        return None
 
     @property
     def input_shape(self) -> tuple[int, int]:
@@ -309,21 +297,3 @@ class SpectraDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DeviceBatches:
         return self._batches("test", False)
-
-
-def informative_mask(xH: np.ndarray) -> np.ndarray:
-    """(N, n_z) neutral fractions → partly ionized (0.05 < x̄_HI < 0.95) at one redshift at least; NaN is not."""
-    xH = np.asarray(xH, dtype=np.float64).reshape(len(xH), -1)
-    with np.errstate(invalid="ignore"):
-        return ((xH > 0.05) & (xH < 0.95)).any(axis=1)
-
-
-def ds_prior(recs, name: str, j: int) -> list[float]:
-    """Prior range of a parameter from the records' design (the ranges the data were drawn from)."""
-    import json
-
-    for d in recs.table["design"].to_pylist():
-        priors = json.loads(d).get("priors")
-        if priors and name in priors:
-            return [float(v) for v in priors[name]]
-    return [float(recs.params[:, j].min()), float(recs.params[:, j].max())]

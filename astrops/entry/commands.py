@@ -1,0 +1,120 @@
+"""The functions behind the thin ``@hydra.main`` scripts (importable for tests), each wrapped in the one
+entry policy (:func:`astrops.entry.policy.entry_point`): rules checked first, bad input is one line and
+exit status 2, a failing multirun job returns NaN to the sweeper."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from astrops.entry.policy import entry_point
+from astrops.validation import PREDICT_RULES, SIMULATE_RULES, TRAIN_RULES
+
+log = logging.getLogger("astrops")
+
+
+def _simulation_refusals() -> tuple[type[BaseException], ...]:
+    from astrops.simulation import SimulationConfigError
+    from astrops.store import StoreError
+
+    return SimulationConfigError, StoreError, ValueError
+
+
+def _training_refusals() -> tuple[type[BaseException], ...]:
+    from astrops.checkpoints import InputError
+    from astrops.data import DataConfigError
+    from astrops.store import StoreError
+    from astrops.tracking import TrackingError
+    from astrops.training.baselines import BaselineConfigError
+    from astrops.training.ensemble import EnsembleConfigError
+
+    return DataConfigError, EnsembleConfigError, BaselineConfigError, TrackingError, InputError, StoreError, \
+        FileNotFoundError
+
+
+def _prediction_refusals() -> tuple[type[BaseException], ...]:
+    from astrops.checkpoints import InputError
+
+    return InputError, FileNotFoundError, ValueError
+
+
+@entry_point(SIMULATE_RULES, _simulation_refusals)
+def run_simulate(cfg: DictConfig) -> None:
+    """Build simulator + design from the config and fill the store."""
+    from astrops.simulation import simulate_into_store
+    from astrops.store import Store
+
+    s = cfg.simulation
+    simulator = instantiate(s.simulator, _convert_="all")
+    design = instantiate(s.design, _convert_="all")
+    summary = simulate_into_store(simulator, design, Store(cfg.paths.store_dir), workers=s.workers, shard=s.shard,
+                                  num_shards=s.num_shards, name=s.name, retry_failed=s.retry_failed,
+                                  progress=cfg.progress)
+    log.info("%s", summary)
+
+
+@entry_point(TRAIN_RULES, _training_refusals)
+def run_train(cfg: DictConfig) -> float | None:
+    """Train a network (or an ensemble); print the best checkpoint (or the ensemble's directory) as the very
+    last line; return ``optimized_metric`` for sweepers."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from astrops.training import train, train_ensemble
+
+    ensemble = int((cfg.get("ensemble") or {}).get("members", 1)) > 1
+    metrics, best = (train_ensemble if ensemble else train)(cfg)
+    if rank_zero_only.rank == 0:  # under DDP the other processes stay silent: one last line
+        sys.stdout.flush()
+        print(best, flush=True)
+    name = cfg.get("optimized_metric")
+    return metrics.get(f"best/{name}", metrics.get(name)) if name else None
+
+
+@entry_point(TRAIN_RULES, _training_refusals)  # the keys baselines share with train.py (seed, data.*, cpu_threads)
+def run_baselines(cfg: DictConfig) -> float | None:
+    """Fit one scikit-learn baseline on the networks' data and split; return ``optimized_metric``."""
+    from astrops.training.baselines import run_baseline
+
+    results = run_baseline(cfg)
+    name = cfg.get("optimized_metric")
+    return results.get(name) if name else None
+
+
+@entry_point(PREDICT_RULES, _prediction_refusals)
+def run_predict(cfg: DictConfig) -> None:
+    """Predict parameters for the spectra in ``cfg.input``: a plain CSV (header + rows) at ``cfg.output``
+    and its metadata (checkpoint, lineage, prior box, columns) beside it as ``<output stem>.json``."""
+    from astrops.inference import load_model, read_spectra_npz
+
+    k, delta, redshifts = read_spectra_npz(cfg.input)
+    predictor = load_model(cfg.ckpt_path)
+    df = predictor.predict(k, delta, redshifts)
+    output = Path(cfg.output)
+    sidecar = output.with_suffix(".json")
+    df.to_csv(output, index=False)
+    sidecar.write_text(json.dumps(prediction_metadata(predictor, cfg, len(df), list(df.columns)), indent=1,
+                                  default=str, allow_nan=False) + "\n")
+    log.info("wrote %d predictions to %s (metadata: %s)", len(df), output, sidecar)
+    print(os.path.abspath(output))
+
+
+def prediction_metadata(predictor, cfg: DictConfig, n: int, columns: list[str]) -> dict:
+    """What a predictions CSV came from and what its columns mean (its ``.json`` sidecar)."""
+    from astrops.parameters import UNITS
+
+    meta = predictor.meta
+    return {"predictions": os.path.abspath(cfg.output), "checkpoint": os.path.abspath(cfg.ckpt_path),
+            "input": os.path.abspath(cfg.input), "n_spectra": n, "columns": columns,
+            "parameters": {p: {"unit": UNITS.get(p, ""), "prior": list(predictor.prior_box[p])}
+                           for p in predictor.parameters},
+            "model": {k: meta.get(k) for k in ("model_name", "task_config", "redshifts", "mlflow_run_id",
+                                               "astrops_version")},
+            "ensemble": meta.get("ensemble"), "observation": meta.get("observation", "none"),
+            "lineage": meta.get("lineage"),
+            "notes": "values are clipped to the prior box; out_of_distribution/ood_reason say which rows and why"}

@@ -1,0 +1,59 @@
+"""A dataset's records as numpy arrays, and what they say about the design they were drawn from."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+
+@dataclass
+class Records:
+    """Columns of a dataset's records as numpy arrays (one row per simulation)."""
+
+    keys: np.ndarray  # (N,) str
+    params: np.ndarray  # (N, n_params) float64, columns in Dataset.parameters order
+    seeds: np.ndarray  # (N,) int64, -1 where the IC seed is unknown (imported data)
+    delta: np.ndarray  # (N, n_z, n_k) float64, mK^2
+    xH: np.ndarray  # (N, n_z) global neutral fraction
+    Tb: np.ndarray  # (N, n_z) mean brightness temperature, mK
+    table: pa.Table  # everything else (status, error, design, versions, wall_time, ...)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def concat(self, other: Records) -> Records:
+        """These records followed by ``other``'s (datasets of one configuration, e.g. training + held-out)."""
+        return Records(*(np.concatenate([a, b]) for a, b in
+                         zip((self.keys, self.params, self.seeds, self.delta, self.xH, self.Tb),
+                             (other.keys, other.params, other.seeds, other.delta, other.xH, other.Tb), strict=True)),
+                       table=pa.concat_tables([self.table, other.table], promote_options="default"))
+
+    def priors(self, parameters: list[str]) -> dict[str, list[float]]:
+        """Each parameter's prior range ``[low, high]``, as the records' designs declare it.
+
+        The design a record was drawn from travels with it (the ``design`` JSON column), so the
+        priors have one home: the data. Records drawn from several designs give the union of their
+        priors; a parameter no record declares a prior for (imported spectra, hand-made stores) gets
+        the smallest and largest value the records hold. ``parameters`` names the ``params``
+        columns, in order (``Dataset.parameters``).
+        """
+        lows: dict[str, float] = {}
+        highs: dict[str, float] = {}
+        designs = self.table["design"].to_pylist() if "design" in self.table.column_names else []
+        for text in sorted({d for d in designs if d}):  # a few distinct designs among thousands of rows
+            declared = json.loads(text).get("priors") or {}
+            for name, (lo, hi) in declared.items():
+                lows[name] = min(lows.get(name, np.inf), float(lo))
+                highs[name] = max(highs.get(name, -np.inf), float(hi))
+        out = {}
+        for j, name in enumerate(parameters):
+            if name in lows:
+                out[name] = [lows[name], highs[name]]
+            elif len(self):
+                out[name] = [float(self.params[:, j].min()), float(self.params[:, j].max())]
+            else:
+                raise ValueError(f"no records and no declared prior for {name}: its range is unknown")
+        return out
