@@ -19,9 +19,9 @@ def sweep(tmp_path, *overrides, check=True):
                      f"hydra.sweep.dir={tmp_path}/sweep", *overrides, check=check, timeout=900)
 
 
-def runs(tmp_path):
+def runs(tmp_path, experiment: str = "astrops"):
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    exp = client.get_experiment_by_name("astrops")
+    exp = client.get_experiment_by_name(experiment)
     return client, client.search_runs([exp.experiment_id], max_results=1000)
 
 
@@ -53,7 +53,9 @@ def test_grid_sweep_failing_job_and_compare(tmp_path):
     assert (tmp_path / "cmp" / "r2_by_configuration.png").stat().st_size > 10_000
     assert md.read_text().startswith("| configuration")
     _, rs = runs(tmp_path)
-    assert sum(r.data.tags.get("kind") == "comparison" for r in rs) == 1
+    assert not any(r.data.tags.get("kind") == "comparison" for r in rs)  # analysis runs stay apart
+    _, analysis = runs(tmp_path, "astrops-analysis")
+    assert [r.data.tags.get("kind") for r in analysis] == ["comparison"]
 
 
 def test_seed_and_train_size_sweep_gives_mean_std_and_learning_curve(tmp_path):
@@ -97,9 +99,9 @@ def test_optuna_sweep_writes_and_logs_best_parameters(tmp_path):
     best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
     assert set(best["best_params"]) >= {"model.optimizer.lr", "data.batch_size", "data.feature_transform"}
     assert best["best_value"] > 0
-    client, rs = runs(tmp_path)
-    trials = [r for r in rs if r.data.tags.get("kind") != "optuna_summary"]
-    (summary,) = [r for r in rs if r.data.tags.get("kind") == "optuna_summary"]
+    client, trials = runs(tmp_path)
+    _, (summary,) = runs(tmp_path, "astrops-analysis")  # the sweep's summary stays apart from its trials
+    assert summary.data.tags["kind"] == "optuna_summary"
     assert len(trials) == 3
     assert summary.data.metrics["best_value"] == pytest.approx(best["best_value"])
     losses = [r.data.metrics.get("val/loss") for r in trials]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pytest
@@ -11,6 +14,7 @@ from conftest import run_entry
 from astrops.data import DataConfigError, SpectraDataModule
 from astrops.inference import InputError, load_model
 from astrops.metrics import CLASSIFICATION_METRICS, DISTRIBUTION_METRICS, REGRESSION_METRICS
+from astrops.tracking.summary import is_summary
 from astrops.training import train
 
 QUICK = ["trainer.max_epochs=3", "trainer.limit_train_batches=5"]
@@ -32,12 +36,22 @@ def test_each_combination_trains_and_logs(tmp_path, train_cfg, model, task):
     assert run.info.status == "FINISHED"
     assert run.data.tags["model"] == model and run.data.tags["task"] == task
     assert run.data.tags["dataset_name"].startswith("reference-") and run.data.tags["split_seed"] == "0"
+    # every result is in metrics.json; MLflow's metric keys are the summary (≤ 40: the compare page stays legible)
+    everything = json.loads(Path(client.download_artifacts(run.info.run_id, "metrics.json", str(tmp_path))).read_text())
     names = REGRESSION_METRICS + (CLASSIFICATION_METRICS if task == "classification" else ())
-    for stage in ("train", "val", "test"):
+    for stage in ("best/val", "test"):
         for metric in names:
             for p in [*PARAMS, "overall"]:
-                assert f"{stage}/{metric}/{p}" in run.data.metrics, f"{stage}/{metric}/{p} not logged"
-        assert f"{stage}/loss" in run.data.metrics
+                assert f"{stage}/{metric}/{p}" in results and f"{stage}/{metric}/{p}" in everything, f"{stage}/{metric}/{p}"
+    logged = set(run.data.metrics)
+    assert len(logged) <= 40, sorted(logged)
+    assert {"train/loss", "val/loss", "val/R2/overall", "best/val/loss", "test/R2/overall"} <= logged, sorted(logged)
+    assert {f"test/{m}/{p}" for m in ("R2", "RMSE", "MAE") for p in PARAMS} <= logged
+    assert {k for k in everything if is_summary(k)} == logged - {"train/loss", "val/loss", "val/R2/overall", "epoch"}
+    history = client.get_metric_history(run.info.run_id, "test/R2/ION_Tvir_MIN")
+    assert len(history) == 1 and history[0].step == max(h.step for h in client.get_metric_history(run.info.run_id, "val/loss"))
+    assert run.data.params["model"] == model and run.data.params["task"] == task and run.data.params["lr"] == "0.001"
+    assert not any("_target_" in k or "ckpt" in v for k, v in run.data.params.items()), run.data.params
     arts = {a.path for d in ("", "figures", "checkpoints") for a in client.list_artifacts(run.info.run_id, d)}
     assert {"config.yaml", "metrics_table.md", "model_card.json", "figures/pred_vs_true.png",
             "figures/training_curves.png", "figures/saliency.png", "saliency.json"} <= arts
@@ -45,9 +59,10 @@ def test_each_combination_trains_and_logs(tmp_path, train_cfg, model, task):
         assert "figures/confusion_matrices.png" in arts
         assert 0 <= results["test/acc_pm1/ION_Tvir_MIN"] <= 1
     if task == "gaussian":
-        for stage in ("val", "test", "test_informative"):
+        for stage in ("best/val", "test", "test_informative"):
             for metric in DISTRIBUTION_METRICS:
-                assert f"{stage}/{metric}/R_BUBBLE_MAX" in run.data.metrics, f"{stage}/{metric}"
+                assert f"{stage}/{metric}/R_BUBBLE_MAX" in everything, f"{stage}/{metric}"
+        assert {"test/coverage68/R_BUBBLE_MAX", "test/NLL/overall", "test/CRPS/overall"} <= logged
         assert {"figures/pit.png", "figures/coverage_curve.png", "coverage.md"} <= arts
     if task != "regression":  # calibrated after training: the factors are logged and in the checkpoint
         name = "var_scale" if task == "gaussian" else "temperature"

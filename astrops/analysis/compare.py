@@ -3,8 +3,8 @@
 Runs are grouped by configuration (model, task and command-line overrides, ignoring ``seed=`` and
 ``data.fold=``), so seed sweeps and k-fold runs become mean ± std rows; the seed study's published
 numbers are added as reference rows. Writes a markdown and a CSV table and figures, and logs them to
-MLflow as a comparison run. In the MLflow UI the same runs can be compared by ticking them and pressing
-Compare.
+MLflow as a comparison run in experiment ``<experiment>-analysis`` (apart from the training runs). In
+the MLflow UI the same runs can be compared by ticking them and pressing Compare.
 """
 
 from __future__ import annotations
@@ -161,7 +161,9 @@ def compare(experiment: str, tracking_uri: str, out_dir: str, filter_string: str
         import mlflow
 
         client = mlflow.MlflowClient(tracking_uri)
-        exp_id = client.get_experiment_by_name(experiment).experiment_id
+        from astrops.tracking import analysis_experiment, prepare_experiment
+
+        exp_id = prepare_experiment(tracking_uri, analysis_experiment(experiment))
         run = client.create_run(exp_id, run_name="comparison", tags={"kind": "comparison", "filter": filter_string})
         for path in (out / "comparison.md", out / "comparison.csv", out / "runs.csv", *pngs.values()):
             client.log_artifact(run.info.run_id, str(path))

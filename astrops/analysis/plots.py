@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--store", default=None, help="store directory (default: the bundled data/reference)")
     sp.add_argument("--redshift", type=float, default=8.0)
     sp.add_argument("--out", default="plots")
-    sp.add_argument("--mlflow", action="store_true", help="log the figures to MLflow (experiment astrops-data)")
+    sp.add_argument("--mlflow", action="store_true", help="log the figures to MLflow (experiment astrops-analysis)")
     args = ap.parse_args(argv)
     from astrops import tracking
 
@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         import mlflow
 
         uri = tracking.default_tracking_uri()
-        exp_id = tracking.prepare_experiment(uri, "astrops-data", tracking.default_artifact_root())
+        exp_id = tracking.prepare_experiment(uri, tracking.analysis_experiment("astrops"),
+                                             tracking.default_artifact_root())
         client = mlflow.MlflowClient(uri)
         run = client.create_run(exp_id, run_name=f"plots-{args.dataset or 'dataset'}", tags={"kind": "data_plots"})
         for p in paths.values():

@@ -40,6 +40,12 @@ def default_artifact_root() -> str:
     return str(project_root() / "tracking" / "artifacts")
 
 
+def analysis_experiment(experiment_name: str) -> str:
+    """Where after-the-fact runs (comparisons, data plots, sweep summaries) go: beside, not among, the
+    training runs they describe, so the training experiment lists training runs only."""
+    return f"{experiment_name}-analysis"
+
+
 def artifact_location(tracking_uri: str, experiment_name: str, artifact_root: str | None) -> str | None:
     """Where a new experiment's artifacts go: beside a local sqlite store; a server chooses its own."""
     if not tracking_uri.startswith("sqlite:///"):
@@ -79,12 +85,13 @@ def _check_reachable(uri: str, timeout: float = 5.0) -> None:
 def mlflow_logger(experiment_name: str, tracking_uri: str | None = None, artifact_root: str | None = None,
                   run_name: str | None = None, run_id: str | None = None, tags: dict | None = None,
                   check_server: bool = True) -> MLFlowLogger:
-    """An MLFlowLogger whose local store is an absolute sqlite file with artifacts beside it.
+    """An MLFlowLogger whose local store is an absolute sqlite file with artifacts beside it; it passes on
+    the per-epoch curves only (the run's summary is logged once at the end: :mod:`astrops.tracking.summary`).
 
     ``tracking_uri``/``artifact_root`` null: :func:`default_tracking_uri` / :func:`default_artifact_root`.
     ``artifact_root`` applies to local sqlite stores only (a server chooses its own artifact store).
     """
-    from lightning.pytorch.loggers import MLFlowLogger
+    from astrops.tracking.lightning_logger import CurvesMLFlowLogger
 
     tracking_uri = tracking_uri or default_tracking_uri()
     if tracking_uri.startswith("sqlite:///"):
@@ -94,7 +101,7 @@ def mlflow_logger(experiment_name: str, tracking_uri: str | None = None, artifac
     elif tracking_uri.startswith("file:") or "://" not in tracking_uri:
         raise TrackingError(f"tracking URI {redact(tracking_uri)} is a file store, which MLflow 3 refuses: "
                             "use sqlite:////abs/path/mlflow.db or an http(s) server")
-    return MLFlowLogger(experiment_name=experiment_name, tracking_uri=tracking_uri, run_name=run_name,
+    return CurvesMLFlowLogger(experiment_name=experiment_name, tracking_uri=tracking_uri, run_name=run_name,
                         run_id=run_id, tags=tags,
                         artifact_location=artifact_location(tracking_uri, experiment_name, artifact_root))
 

@@ -18,7 +18,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from astrops.tracking.backend import default_tracking_uri, prepare_experiment
+from astrops.tracking.backend import analysis_experiment, default_tracking_uri, prepare_experiment
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class MlflowSweepCallback(Callback):
 
         tracking_uri, experiment_name, artifact_root = settings
         client = mlflow.MlflowClient(tracking_uri)
-        exp_id = prepare_experiment(tracking_uri, experiment_name, artifact_root)
+        exp_id = prepare_experiment(tracking_uri, analysis_experiment(experiment_name), artifact_root)
         best = OmegaConf.to_container(OmegaConf.load(results), resolve=True)
         sweep_id = os.environ.get("ASTROPS_SWEEP_ID", results.parent.name)
         run = client.create_run(exp_id, run_name=f"optuna-best-{sweep_id}",

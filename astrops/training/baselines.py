@@ -134,5 +134,5 @@ def run_baseline(cfg: DictConfig) -> dict[str, float]:
               f"{metrics_table(results, dm.parameters, columns, stage='test_informative')}\n")
         if run is not None:
             timing["artifacts"] = time.perf_counter() - t0
-            run.log_metrics({**results, **{f"time/{k}_s": v for k, v in timing.items()}})
+            run.log_results({**results, **{f"time/{k}_s": v for k, v in timing.items()}})
     return results

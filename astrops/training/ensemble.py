@@ -113,7 +113,7 @@ def _combine_and_test(cfg: DictConfig, dm: SpectraDataModule, members: list[tupl
     _report(dm, ens, dec, y, results, out_dir, run)
     if run is not None:
         run.set_tag("ensemble_dir", directory)
-        run.log_metrics(results)
+        run.log_results(results)
         run.log_file(directory / MANIFEST, "ensemble")
     log.info("ensemble of %d: %s", len(members), ", ".join(f"R2 {p} {results[f'test/R2/{p}']:.3f}" for p in params))
     return results, str(directory)

@@ -144,12 +144,11 @@ def _fit_and_test(cfg: DictConfig, dm: SpectraDataModule, trainer: L.Trainer, mo
         with _timed(timing, "artifacts"):
             _report(cfg, model, dm, run, results, best)
         log.info("time (s): %s", ", ".join(f"{k} {v:.2f}" for k, v in timing.items()))
-        if run is not None:  # where a run's wall time goes, comparable across runs in the UI
-            run.log_metrics({**{f"time/{k}_s": v for k, v in timing.items()},
-                             **{k: v for k, v in results.items() if k.startswith(("calibration/", "test_informative/"))}})
     # the model holds the best checkpoint's (calibrated) weights: its validation figures are what sweeps
     # optimise (best/val/loss, best/val/R2/overall, ...)
     results.update(model.evaluate(*dm.tensors["val"], prefix="best/val"))
+    if run is not None:  # once, at the final step; time/* says where the run's wall time went
+        run.log_results({**results, **{f"time/{k}_s": v for k, v in timing.items()}}, step=trainer.global_step)
     return results, best
 
 
