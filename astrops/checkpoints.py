@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from astrops.models import Ensemble, ParameterEstimator, SpectrumTransform, TargetCodec
+from astrops.models import Ensemble, SpectrumModel, SpectrumTransform, TargetCodec
 from astrops.models.registry import ModelSpecError, build, check_spec
 from astrops.validation import finite_numbers
 
@@ -97,21 +97,23 @@ def read_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
-def _assemble(meta: dict) -> ParameterEstimator:
+def _assemble(meta: dict) -> SpectrumModel:
     transform = SpectrumTransform(len(meta["redshifts"]), len(meta["k"]), meta["kept_bins"])
     codec = TargetCodec(len(meta["parameters"]), meta["n_classes"])
     backbone = build(meta["model"], "backbone", input_shape=tuple(meta["input_shape"]))
     task = build(meta["task"], "task", codec=codec, in_features=backbone.out_features)
-    return ParameterEstimator(backbone, task, transform, meta["parameters"], train_metrics=False, meta=meta)
+    return SpectrumModel(backbone, task, transform, meta["parameters"], meta=meta)
 
 
-def load_estimator(path: str | Path) -> tuple[ParameterEstimator, dict]:
-    """The model and its metadata; its sizes are first checked against the stored weights at no memory cost."""
+def load_estimator(path: str | Path) -> tuple[SpectrumModel, dict]:
+    """The model (a plain :class:`~astrops.models.SpectrumModel`: applying it needs no Lightning) and its
+    metadata; its sizes are first checked against the stored weights at no memory cost. Training's
+    LightningModule writes the same state-dict keys (``transform.*``, ``backbone.*``, ``task.*``)."""
     ckpt = read_checkpoint(path)
     meta, state = ckpt["astrops"], ckpt["state_dict"]
     try:
         with torch.device("meta"):  # shapes only: a crafted size cannot allocate anything here
-            probe = {k: tuple(v.shape) for k, v in _assemble(meta).state_dict().items() if not k.startswith("metrics.")}
+            probe = {k: tuple(v.shape) for k, v in _assemble(meta).state_dict().items()}
         if sum(math.prod(s) for s in probe.values()) > MAX_WEIGHTS:
             raise ValueError(f"its config asks for more than {MAX_WEIGHTS:.0e} weights")
         stored = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}

@@ -7,21 +7,31 @@ Every loader — ``predict.py``, :func:`load_model`, ensemble members, resuming 
 checkpoint through :func:`read_checkpoint`, and an ensemble directory through
 :func:`astrops.checkpoints.load_ensemble`. The extra columns beside the values (a std, a class and its
 probability) are the task head's to name (:meth:`astrops.models.tasks.Task.output_columns`).
+
+Applying a model imports torch and numpy only: the model is a plain
+:class:`~astrops.models.SpectrumModel` (no Lightning, MLflow or torchmetrics), and pandas loads on the
+first :meth:`Predictor.predict` (``predict.py`` writes its CSV from :meth:`Predictor.columns` with the
+standard library, byte for byte what ``DataFrame.to_csv(index=False)`` writes).
 """
 
 from __future__ import annotations
 
+import csv
 import logging
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
 
 from astrops.checkpoints import InputError, load_ensemble, load_estimator, read_checkpoint
-from astrops.models import Ensemble, ParameterEstimator
+from astrops.models import Ensemble, SpectrumModel
 
-__all__ = ["InputError", "Predictor", "load_model", "read_checkpoint", "read_spectra_npz"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["InputError", "Predictor", "load_model", "read_checkpoint", "read_spectra_npz", "write_csv"]
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +39,7 @@ log = logging.getLogger(__name__)
 class Predictor:
     """A trained model plus the k grid and redshifts it expects."""
 
-    def __init__(self, model: ParameterEstimator | Ensemble, meta: dict):
+    def __init__(self, model: SpectrumModel | Ensemble, meta: dict):
         self.model, self.meta = model.eval(), meta
         self.k = np.asarray(meta["k"], dtype=np.float64)
         self.redshifts = [float(z) for z in meta["redshifts"]]
@@ -75,7 +85,6 @@ class Predictor:
             raise InputError("delta has negative values: Δ² is a power and must be >= 0 (mK²)")
         return d
 
-    @torch.no_grad()
     def predict(self, k: np.ndarray, delta: np.ndarray, redshifts: np.ndarray | None = None) -> pd.DataFrame:
         """One row per spectrum: parameter values (class-centre values for classification) and extras.
 
@@ -83,6 +92,13 @@ class Predictor:
         row is flagged (``out_of_distribution``) with the reason (``ood_reason``), as is a spectrum whose
         standardised features lie more than 6 training standard deviations out.
         """
+        import pandas as pd  # on first use: applying a model does not need it (see columns)
+
+        return pd.DataFrame(self.columns(k, delta, redshifts))
+
+    @torch.no_grad()
+    def columns(self, k: np.ndarray, delta: np.ndarray, redshifts: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """:meth:`predict`'s table as named numpy columns in order, without pandas."""
         d = self.check(k, delta, redshifts)
         x = torch.as_tensor(np.nan_to_num(d, nan=0.0), dtype=torch.float32)
         feats = self.model.transform(x)
@@ -105,12 +121,31 @@ class Predictor:
             for i in np.flatnonzero((values[:, j] < lo) | (values[:, j] > hi)):
                 reasons[i].append(f"{p} {values[i, j]:.4g} outside prior [{lo:g}, {hi:g}], clipped")
             values[:, j] = np.clip(values[:, j], lo, hi)
-        df = pd.DataFrame(values, columns=self.parameters)
-        for name, col in extra.items():
-            df[name] = col
-        df["out_of_distribution"] = [bool(r) for r in reasons]
-        df["ood_reason"] = ["; ".join(r) for r in reasons]
-        return df
+        columns = {p: values[:, j] for j, p in enumerate(self.parameters)}
+        columns.update(extra)
+        columns["out_of_distribution"] = np.array([bool(r) for r in reasons], dtype=bool)
+        columns["ood_reason"] = np.array(["; ".join(r) for r in reasons], dtype=object)
+        return columns
+
+
+def write_csv(columns: dict[str, np.ndarray], path: str | Path) -> None:
+    """Write named columns as ``DataFrame(columns).to_csv(path, index=False)`` would, byte for byte, with the
+    standard library (pandas' own conversion: ``astype(str)`` for numbers and booleans, NaN as an empty field;
+    its csv dialect: minimal quoting, ``os.linesep`` line ends)."""
+    cells = []
+    for col in columns.values():
+        a = np.asarray(col)
+        if a.dtype.kind in "biuf":
+            text = a.astype(str).astype(object)
+            if a.dtype.kind == "f":
+                text[np.isnan(a)] = ""
+        else:
+            text = np.array(["" if v is None else str(v) for v in a], dtype=object)
+        cells.append(text)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator=os.linesep, quoting=csv.QUOTE_MINIMAL)
+        writer.writerow(list(columns))
+        writer.writerows(zip(*cells, strict=True))
 
 
 def read_spectra_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

@@ -126,6 +126,8 @@ TRAIN_RULES: tuple[Rule, ...] = (
          "e.g. trainer.max_epochs=100"),
     Rule("ckpt_path", lambda v: v is None or (isinstance(v, str) and bool(v)), "null or a checkpoint path",
          "e.g. ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt"),
+    *(Rule(key, lambda v: v is None or isinstance(v, bool), "true or false", f"e.g. {key}=true")
+      for key in ("saliency", "log_model", "register")),
 )
 
 SIMULATE_RULES: tuple[Rule, ...] = (

@@ -1,7 +1,7 @@
 """A checkpoint is data, never code: every loader builds only registry classes from plain values.
 
 Each hostile config below was crafted as an attacker would (issue #12): Hydra walks module attributes,
-so ``astrops.ensemble.shutil.copyfile`` (shutil now lives in ``astrops.checkpoints``) and
+so ``astrops.checkpoints.shutil.copyfile`` (then ``astrops.ensemble.shutil.copyfile``) and
 ``astrops.store.files.os.makedirs`` once ran from a checkpoint. The markers prove nothing ran; every
 loader path is exercised.
 """
@@ -107,6 +107,22 @@ def test_registry_is_the_only_way_configs_become_modules(dense_checkpoint):
         build({**meta["model"], "input_shape": [1, 2]}, "backbone", input_shape=(1, 20))
     with pytest.raises(ModelSpecError, match="not one of astrops' task classes"):
         build({"_target_": "astrops.models.backbones.DenseBackbone"}, "task")
+
+
+def test_a_new_head_is_one_class_and_only_astrops_heads_qualify():
+    """A Task subclass defined in astrops.models registers itself; one defined anywhere else never does."""
+    from astrops.models.registry import task_classes
+    from astrops.models.tasks import RegressionTask
+
+    class Elsewhere(RegressionTask):  # e.g. a user's script: not buildable from a file
+        pass
+
+    new_head = type("NewHead", (RegressionTask,), {"__module__": "astrops.models.flows"})
+    table = task_classes()
+    assert table["astrops.models.flows.NewHead"] is new_head
+    assert not any(cls is Elsewhere for cls in table.values())
+    with pytest.raises(ModelSpecError, match="not one of astrops' task classes"):
+        build({"_target_": f"{__name__}.Elsewhere"}, "task")
 
 
 def test_damaged_metadata_is_named_not_a_traceback(tmp_path):

@@ -233,3 +233,23 @@ def test_bundled_holdout_is_unseen_and_complete():
     train_params = {tuple(p) for p in m.params[:n_ref].round(8)}
     assert not any(tuple(p) in train_params for p in m.params[m.test_idx].round(8))
     assert 0.3 < m.informative_mask(m.test_idx).mean() < 0.7  # x̄_HI at z = 8 spans the prior
+
+
+def test_malformed_design_priors_are_one_line_and_verify_names_them(tmp_path, capsys):
+    ds = toy_store(tmp_path, n=60, priors={"HII_EFF_FACTOR": 5, "ION_Tvir_MIN": [4.0, 6.0], "R_BUBBLE_MAX": [5.0, 20.0]})
+    with pytest.raises(DataConfigError, match=r"malformed priors .*astrops.store verify") as exc:
+        dm(tmp_path)
+    assert "\n" not in str(exc.value)
+    from astrops.entry.store import main as store_cli
+
+    assert store_cli(["verify", str(tmp_path)]) == 1
+    assert f"{ds.name}: a record's design declares malformed priors" in capsys.readouterr().out
+
+
+def test_a_held_out_set_never_widens_the_training_priors(tmp_path):
+    """Class edges, strata and the prediction box come from the training dataset's design alone."""
+    toy_store(tmp_path / "train", n=200, spec_seed=1)
+    wide = {**RANGES, "HII_EFF_FACTOR": [1.0, 400.0]}
+    toy_store(tmp_path / "held", n=40, spec_seed=1, ic_offset=10_000, priors=wide)
+    m = dm(tmp_path / "train", test_store_dir=str(tmp_path / "held"))
+    assert m.ranges[0].tolist() == RANGES["HII_EFF_FACTOR"] and m.edges[0][-1] == RANGES["HII_EFF_FACTOR"][1]

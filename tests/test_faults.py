@@ -101,11 +101,16 @@ def test_sigterm_during_training_then_resume(tmp_path):
         time.sleep(0.2)
     time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) != 0
+    rc = proc.wait(timeout=60)
+    stderr = proc.stderr.read()
+    assert rc == 130, stderr[-3000:]  # interrupted (astrops.entry.policy)
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/m.db")
     exp = client.get_experiment_by_name("astrops").experiment_id
     (run,) = client.search_runs([exp])
-    assert run.info.status == "KILLED" and "resume with ckpt_path=" in run.data.tags["error"]
+    assert run.info.status == "KILLED" and "resume with: python train.py" in run.data.tags["error"]
+    err = stderr.strip().splitlines()
+    assert err[-1].startswith("interrupted; resume with: python train.py ") and err[-1].endswith(f"ckpt_path={last}")
+    assert "trainer.max_epochs=400" in err[-1] and "Traceback" not in "".join(err)
     done = torch.load(last, weights_only=True)["epoch"]
     assert 0 <= done < 399
     run_entry("train.py", *common, f"trainer.max_epochs={done + 3}", f"ckpt_path={last}", cwd=tmp_path)

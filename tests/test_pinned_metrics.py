@@ -4,8 +4,9 @@
 refactoring that moves code must leave every number where it was (1e-5). The Gaussian and
 classification heads (their calibration) and a two-member ensemble (its combination and calibration)
 are pinned the same way, with fewer epochs. The pinned values were
-recorded at commit 6d4d6d4 (before the refactoring) with ``python tests/test_pinned_metrics.py --record``
-on the 2-core CPU machine (one torch thread). A change that is *meant* to change the numbers
+recorded with the code of commit 6d4d6d4 (before the refactoring; the recording script is this file as
+of commit 0b74f6f, ``python tests/test_pinned_metrics.py --record``) on the 2-core CPU machine (one
+torch thread). A change that is *meant* to change the numbers
 re-records them in the same commit and says why.
 """
 

@@ -34,6 +34,7 @@ def open_run(store):
 
 def test_success_records_config_tags_and_finishes(open_run, capsys):
     run, cfg, client = open_run
+    client.delete_experiment_tag(run.logger.experiment_id, "mlflow.experimentKind")  # an experiment made elsewhere
     with tracking.run_lifecycle(run, cfg, tracking.run_tags(cfg, {"dataset_hash": "abc"}, world_size=1)) as r:
         assert r is run and client.get_run(run.run_id).info.status == "RUNNING"
         r.log_metrics({"test/R2/overall": 0.5})
@@ -44,7 +45,11 @@ def test_success_records_config_tags_and_finishes(open_run, capsys):
     assert tags["campaign"] == "lifecycle" and tags["world_size"] == "1" and tags["git_commit"]
     assert got.data.params["seed"] == "12345" and got.data.metrics["test/R2/overall"] == 0.5
     assert "config.yaml" in {a.path for a in client.list_artifacts(run.run_id)}
-    assert f"MLflow run {run.run_id} in experiment 'astrops'" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"MLflow run {run.run_id} in experiment 'astrops'" in out
+    # MLflow 3's UI opens on runs (not its GenAI overview) through the link's workflowType
+    assert f"/#/experiments/{got.info.experiment_id}/runs/{run.run_id}?workflowType=machine_learning" in out
+    assert client.get_experiment(got.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_error_marks_failed_with_the_error_and_no_resume_hint(open_run):

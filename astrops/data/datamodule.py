@@ -87,12 +87,12 @@ class SpectraDataModule(L.LightningDataModule):
         """Read the dataset, select redshifts, clean, split and fit the transforms (CPU, numpy)."""
         if self._prepared:
             return
-        recs, n_own = self._load_records()
+        recs, n_own, priors = self._load_records()
         zi = self._redshift_indices()
         self.parameters, self.k = self.dataset.parameters, self.dataset.k
         self.keys, self.params = recs.keys, recs.params
         self.delta, self.xH = recs.delta[:, zi, :], recs.xH[:, zi]
-        self.ranges, self.edges = self._priors_and_class_edges(recs)
+        self.ranges, self.edges = self._priors_and_class_edges(priors)
         self.kept_bins = self._kept_bins(self.delta)
         self.train_idx, self.val_idx, self.test_idx = self._split_records(recs.seeds, n_own)
         self._check_split_sizes()
@@ -104,17 +104,22 @@ class SpectraDataModule(L.LightningDataModule):
                  self.dataset.name, len(self.params), self.redshifts, len(self.kept_bins), len(self.k),
                  len(self.train_idx), len(self.val_idx), len(self.test_idx), self.split_seed)
 
-    def _load_records(self) -> tuple[Records, int]:
-        """(records of the training dataset then of the held-out one, how many are training records)."""
+    def _load_records(self) -> tuple[Records, int, dict[str, list[float]]]:
+        """(records of the training dataset then of the held-out one, how many are training records, the
+        training dataset's priors — the held-out set's own declarations never widen them)."""
         self.dataset = ds = Store(self.store_dir).dataset(self.dataset_ref)
         recs = ds.load()
         if len(recs) == 0:
             raise DataConfigError(f"dataset {ds.name} in {self.store_dir} has no spectra: run simulate.py first")
         n_own = len(recs)
+        try:
+            priors = recs.priors(ds.parameters)
+        except StoreError as exc:
+            raise DataConfigError(f"dataset {ds.name}: {exc}") from None
         if self.test_store_dir:
             self.test_ds, test_recs = self._load_test_dataset(ds, recs)
             recs = recs.concat(test_recs)
-        return recs, n_own
+        return recs, n_own, priors
 
     def _redshift_indices(self) -> list[int]:
         """Positions of ``data.redshifts`` in the dataset's redshifts (refused if one is missing)."""
@@ -124,19 +129,19 @@ class SpectraDataModule(L.LightningDataModule):
             raise DataConfigError(f"data.redshifts {missing} not in dataset {self.dataset.name} (it has {available})")
         return [int(np.flatnonzero(np.isclose(available, z))[0]) for z in self.redshifts]
 
-    def _priors_and_class_edges(self, recs: Records) -> tuple[np.ndarray, np.ndarray]:
-        """(n_params, 2) priors from the records' design and (n_params, n_classes + 1) class edges over them.
+    def _priors_and_class_edges(self, priors: dict[str, list[float]]) -> tuple[np.ndarray, np.ndarray]:
+        """(n_params, 2) priors of the training records' design and (n_params, n_classes + 1) class edges.
 
-        A record outside its dataset's priors would fall outside every class (and the prediction box).
+        A record outside them (a held-out record too) would fall outside every class and the prediction box.
         """
-        priors = recs.priors(self.parameters)
         ranges = np.array([priors[p] for p in self.parameters], dtype=np.float64)
         outside = (self.params < ranges[:, 0]) | (self.params > ranges[:, 1])
         if outside.any():
             bad = [self.parameters[j] for j in np.unique(np.nonzero(outside)[1])]
             raise DataConfigError(f"{outside.any(axis=1).sum()} records have {bad} outside the priors {priors} "
-                                  f"recorded in the design of {self.dataset.name}: import such spectra with a "
-                                  "simulation config whose priors cover them (python -m astrops.store import --config)")
+                                  f"recorded in the design of {self.dataset.name}: simulate held-out data within the "
+                                  "training priors, or import such spectra with a simulation config whose priors "
+                                  "cover them (python -m astrops.store import --config)")
         return ranges, np.stack([np.linspace(lo, hi, self.n_classes + 1) for lo, hi in ranges])
 
     @staticmethod

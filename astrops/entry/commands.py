@@ -31,11 +31,15 @@ def _training_refusals() -> tuple[type[BaseException], ...]:
     from astrops.data import DataConfigError
     from astrops.store import StoreError
     from astrops.tracking import TrackingError
-    from astrops.training.baselines import BaselineConfigError
     from astrops.training.ensemble import EnsembleConfigError
 
-    return DataConfigError, EnsembleConfigError, BaselineConfigError, TrackingError, InputError, StoreError, \
-        FileNotFoundError
+    return DataConfigError, EnsembleConfigError, TrackingError, InputError, StoreError, FileNotFoundError
+
+
+def _baseline_refusals() -> tuple[type[BaseException], ...]:
+    from astrops.training.baselines import BaselineConfigError  # scikit-learn loads for baselines only
+
+    return (*_training_refusals(), BaselineConfigError)
 
 
 def _prediction_refusals() -> tuple[type[BaseException], ...]:
@@ -44,7 +48,7 @@ def _prediction_refusals() -> tuple[type[BaseException], ...]:
     return InputError, FileNotFoundError, ValueError
 
 
-@entry_point(SIMULATE_RULES, _simulation_refusals)
+@entry_point(SIMULATE_RULES, _simulation_refusals, objective=False)
 def run_simulate(cfg: DictConfig) -> None:
     """Build simulator + design from the config and fill the store."""
     from astrops.simulation import simulate_into_store
@@ -56,7 +60,7 @@ def run_simulate(cfg: DictConfig) -> None:
     summary = simulate_into_store(simulator, design, Store(cfg.paths.store_dir), workers=s.workers, shard=s.shard,
                                   num_shards=s.num_shards, name=s.name, retry_failed=s.retry_failed,
                                   progress=cfg.progress)
-    log.info("%s", summary)
+    print(summary)  # the result of the command (stdout), like train.py's model path
 
 
 @entry_point(TRAIN_RULES, _training_refusals)
@@ -76,7 +80,7 @@ def run_train(cfg: DictConfig) -> float | None:
     return metrics.get(f"best/{name}", metrics.get(name)) if name else None
 
 
-@entry_point(TRAIN_RULES, _training_refusals)  # the keys baselines share with train.py (seed, data.*, cpu_threads)
+@entry_point(TRAIN_RULES, _baseline_refusals)  # the keys baselines share with train.py (seed, data.*, cpu_threads)
 def run_baselines(cfg: DictConfig) -> float | None:
     """Fit one scikit-learn baseline on the networks' data and split; return ``optimized_metric``."""
     from astrops.training.baselines import run_baseline
@@ -86,21 +90,23 @@ def run_baselines(cfg: DictConfig) -> float | None:
     return results.get(name) if name else None
 
 
-@entry_point(PREDICT_RULES, _prediction_refusals)
+@entry_point(PREDICT_RULES, _prediction_refusals, objective=False)
 def run_predict(cfg: DictConfig) -> None:
     """Predict parameters for the spectra in ``cfg.input``: a plain CSV (header + rows) at ``cfg.output``
     and its metadata (checkpoint, lineage, prior box, columns) beside it as ``<output stem>.json``."""
-    from astrops.inference import load_model, read_spectra_npz
+    # torch and numpy only: a plain nn.Module, no Lightning, MLflow, torchmetrics or pandas (docs/benchmarks.md)
+    from astrops.inference import load_model, read_spectra_npz, write_csv
 
     k, delta, redshifts = read_spectra_npz(cfg.input)
     predictor = load_model(cfg.ckpt_path)
-    df = predictor.predict(k, delta, redshifts)
+    columns = predictor.columns(k, delta, redshifts)
+    n = len(columns["ood_reason"])
     output = Path(cfg.output)
     sidecar = output.with_suffix(".json")
-    df.to_csv(output, index=False)
-    sidecar.write_text(json.dumps(prediction_metadata(predictor, cfg, len(df), list(df.columns)), indent=1,
+    write_csv(columns, output)  # what DataFrame.to_csv(index=False) writes
+    sidecar.write_text(json.dumps(prediction_metadata(predictor, cfg, n, list(columns)), indent=1,
                                   default=str, allow_nan=False) + "\n")
-    log.info("wrote %d predictions to %s (metadata: %s)", len(df), output, sidecar)
+    log.info("wrote %d predictions to %s (metadata: %s)", n, output, sidecar)
     print(os.path.abspath(output))
 
 

@@ -4,8 +4,12 @@
   the time Python takes to start.
 * Bad input — a refused config value, or an error of a type the entry names as the user's to fix —
   is one line on stderr (``error: <problem>: <fix>``) and exit status 2, before any work starts.
-* In a multirun, a failing job must not end the sweep: it is logged and returns NaN to the sweeper
-  (its MLflow run, if it had one, is already closed as FAILED with the error).
+* In a multirun of a command that returns a sweep objective (``train.py``, ``baselines.py``), a failing
+  job must not end the sweep: it is logged and returns NaN to the sweeper (its MLflow run is already
+  closed as FAILED with the error). Commands without an objective (``simulate.py``, ``predict.py``) fail
+  in a multirun too, so that a Slurm/submitit shard that could not run does not report success.
+* An interrupt (Ctrl-C, SIGTERM) is one line — ``interrupted; resume with: python train.py ... ckpt_path=…``
+  where the run can resume — and exit status 130.
 * Anything else is a bug: its traceback is kept.
 """
 
@@ -23,6 +27,7 @@ from astrops.validation import Rule, validate
 
 log = logging.getLogger("astrops")
 T = TypeVar("T")
+INTERRUPTED = 130  # the shell's status for a job ended by SIGINT; SIGTERM is reported the same way
 
 
 def in_multirun() -> bool:
@@ -32,19 +37,21 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def refuse(exc: BaseException) -> float:
-    """Bad input: NaN for the sweeper in a multirun, else one line on stderr and exit status 2."""
-    if in_multirun():
+def refuse(exc: BaseException, objective: bool = True) -> float:
+    """Bad input: NaN for the sweeper in a multirun of an objective, else one line on stderr and exit 2."""
+    if objective and in_multirun():
         log.error("job failed: %s", exc)
         return float("nan")
     print(f"error: {exc}", file=sys.stderr)
     sys.exit(2)
 
 
-def entry_point(rules: tuple[Rule, ...], refusals: Callable[[], tuple[type[BaseException], ...]]):
+def entry_point(rules: tuple[Rule, ...], refusals: Callable[[], tuple[type[BaseException], ...]],
+                objective: bool = True):
     """Wrap ``fn(cfg)`` in the policy. ``refusals()`` (called after validation, so the heavy modules that
     define the error types load only for valid configs) names the errors that are bad input; errors
-    raised inside Hydra's ``instantiate`` count by their cause."""
+    raised inside Hydra's ``instantiate`` count by their cause. ``objective``: ``fn`` returns what a
+    sweeper optimises, so a failing job of a multirun returns NaN instead of ending the sweep."""
 
     def wrap(fn: Callable[[DictConfig], T]) -> Callable[[DictConfig], T | float]:
         @functools.wraps(fn)
@@ -52,20 +59,27 @@ def entry_point(rules: tuple[Rule, ...], refusals: Callable[[], tuple[type[BaseE
             try:
                 validate(cfg, rules)
             except ValueError as exc:
-                return refuse(exc)
+                return refuse(exc, objective)
             from hydra.errors import InstantiationException
 
+            from astrops.entry import console
+
+            console.quiet_libraries()
             bad_input = refusals()
+            console.one_copy_of_lightning_lines()
             try:
                 return fn(cfg)
+            except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: say how to go on, not a traceback
+                print(f"interrupted{f'; {exc}' if str(exc) else ''}", file=sys.stderr, flush=True)
+                sys.exit(INTERRUPTED)
             except InstantiationException as exc:  # a component refused its configuration
                 if not isinstance(exc.__cause__, (*bad_input, ValueError)):
                     raise
-                return refuse(exc.__cause__)
+                return refuse(exc.__cause__, objective)
             except bad_input as exc:
-                return refuse(exc)
+                return refuse(exc, objective)
             except Exception:
-                if not in_multirun():
+                if not (objective and in_multirun()):
                     raise
                 log.exception("job failed; the sweep goes on")
                 return float("nan")

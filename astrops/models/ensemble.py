@@ -14,14 +14,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from astrops.models.estimator import ParameterEstimator
+from astrops.models.spectrum_model import SpectrumModel
 
 
 class Ensemble(nn.Module):
-    """Members sharing input transform, target codec and task kind; quacks like one ParameterEstimator
-    for prediction (``transform``, ``task.codec``, ``predict_physical``)."""
+    """Members sharing input transform, target codec and task kind; quacks like one SpectrumModel
+    for prediction (``transform``, ``task.codec``, ``param_names``, ``predict_physical``)."""
 
-    def __init__(self, members: list[ParameterEstimator], calibration: dict[str, torch.Tensor] | None = None):
+    def __init__(self, members: list[SpectrumModel], calibration: dict[str, torch.Tensor] | None = None):
         super().__init__()
         if len(members) < 2:
             raise ValueError("an ensemble needs at least two members")

@@ -1,8 +1,12 @@
-"""The LightningModule: input transform → backbone → task head, with metrics in physical units.
+"""The LightningModule that trains a :class:`~astrops.models.spectrum_model.SpectrumModel`: loss, metrics in
+physical units, calibration, optimiser.
 
-It sees tensors only. Everything needed to reuse it (transform, target codec, configs of its parts,
-parameter names, lineage) is saved in the checkpoint as plain types and tensors, so checkpoints load
-with ``torch.load(weights_only=True)``.
+It is the applied model plus training: the inference part (input transform → backbone → task head,
+``predict_physical``, ``param_names``, ``meta``) is :class:`SpectrumModel`'s, and nothing here adds to the
+state dict, so its checkpoints load into the plain module (what every reader of a model builds, without
+Lightning). Everything needed to reuse it (transform, target codec, configs of its parts, parameter names,
+lineage) is saved in the checkpoint as plain types and tensors, so checkpoints load with
+``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -15,20 +19,21 @@ import torch
 from torch import nn
 
 from astrops.metrics import ParameterMetrics
+from astrops.models.spectrum_model import SpectrumModel
 from astrops.models.tasks import Task
 from astrops.models.transforms import SpectrumTransform
 
 
-class ParameterEstimator(L.LightningModule):
-    """Maps raw spectra (B, n_z, n_k) in mK² to reionization parameters."""
+class ParameterEstimator(SpectrumModel, L.LightningModule):
+    """A :class:`SpectrumModel` that Lightning trains: loss, metrics, calibration, optimiser, checkpoint hook."""
+
+    device = L.LightningModule.device  # Lightning's own device tracking, not SpectrumModel's look-up
 
     def __init__(self, backbone: nn.Module, task: Task, transform: SpectrumTransform, parameters: list[str],
                  optimizer: Callable[..., torch.optim.Optimizer] | None = None,
                  scheduler: Callable[..., Any] | None = None, train_metrics: bool = True,
                  meta: dict | None = None):
-        super().__init__()
-        self.transform, self.backbone, self.task = transform, backbone, task
-        self.param_names = list(parameters)
+        super().__init__(backbone, task, transform, parameters, meta)  # SpectrumModel, then LightningModule
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         # Training metrics are computed once per epoch on the whole training split with the epoch's final
         # weights (one forward pass), not accumulated per step: cheaper, and a truer train-set figure.
@@ -37,19 +42,12 @@ class ParameterEstimator(L.LightningModule):
         self.metrics = nn.ModuleDict({
             "val_metrics": ParameterMetrics(parameters, **task.metric_options()),
             "test_metrics": ParameterMetrics(parameters, confusion=True, **task.metric_options())})
-        self.meta = meta or {}  # plain-typed description saved in checkpoints (configs, lineage, k grid)
         self.history: list[dict[str, float]] = []
         self.test_results: dict[str, float] = {}
         self.test_outputs: dict[str, list[torch.Tensor]] = {}
+        self.confusion: list[torch.Tensor] = []  # per-parameter confusion matrices of the last test (classes only)
 
-    # -- inference --------------------------------------------------------------------------
-    def forward(self, delta: torch.Tensor) -> torch.Tensor:
-        return self.task(self.backbone(self.transform(delta)))
-
-    @torch.no_grad()
-    def predict_physical(self, delta: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.task.decode(self(delta))
-
+    # -- evaluation (forward and predict_physical are SpectrumModel's) ----------------------------
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, prefix: str) -> dict[str, float]:
         """Loss and all metrics on (x, y) with the current weights, in eval mode, outside the Trainer."""

@@ -5,7 +5,7 @@ as plain data with a ``_target_`` name. Handing such a dict to ``hydra.utils.ins
 file name *any* importable callable, and Hydra walks module attributes, so even a prefix check
 (``astrops.``) is no defence: ``astrops.checkpoints.shutil.copyfile`` is "inside astrops". Resolving the
 class and then checking its ``__module__`` is too late, because importing a module can have side
-effects. So :func:`build` looks the name up in :data:`BACKBONES` / :data:`TASKS` and nothing else,
+effects. So :func:`build` looks the name up in :data:`BACKBONES` / :func:`task_classes` and nothing else,
 checks every key against the class's own keyword arguments, allows only plain values (numbers,
 strings, booleans, flat lists of them), and only then calls the class. Every loader goes through it.
 """
@@ -19,18 +19,34 @@ from typing import Any
 from torch import nn
 
 from astrops.models.backbones import CNNBackbone, DenseBackbone
-from astrops.models.tasks import ClassificationTask, GaussianTask, RegressionTask, Task
+from astrops.models.tasks import Task
 
 BACKBONES: dict[str, type[nn.Module]] = {
     "astrops.models.backbones.DenseBackbone": DenseBackbone,
     "astrops.models.backbones.CNNBackbone": CNNBackbone,
 }
-TASKS: dict[str, type[Task]] = {
-    "astrops.models.tasks.RegressionTask": RegressionTask,
-    "astrops.models.tasks.GaussianTask": GaussianTask,
-    "astrops.models.tasks.ClassificationTask": ClassificationTask,
-}
-ROLES = {"backbone": BACKBONES, "task": TASKS}
+
+
+def task_classes() -> dict[str, type[Task]]:
+    """Every :class:`Task` subclass defined inside ``astrops.models``, by its ``_target_`` name.
+
+    A new head is one class (and one YAML): it is in the table as soon as its module is imported,
+    without a row to add here. The table stays closed: only classes this package defines qualify (a
+    subclass made elsewhere, e.g. in a test or a user's script, does not), and names are looked up,
+    never imported.
+    """
+    out: dict[str, type[Task]] = {}
+    todo = list(Task.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if cls.__module__.startswith("astrops.models.") and "<" not in cls.__qualname__:
+            out[f"{cls.__module__}.{cls.__qualname__}"] = cls
+    return out
+
+
+def _table(role: str) -> dict[str, type[nn.Module]]:
+    return BACKBONES if role == "backbone" else task_classes()
 # Sizes a file may ask for: far above any network here. (The loader also compares the total size,
 # built on PyTorch's meta device, with the stored weights before anything real is allocated.)
 MAX_WIDTH, MAX_LAYERS = 65_536, 64
@@ -57,7 +73,7 @@ def check_spec(spec: Any, role: str, supplied: tuple[str, ...] = ()) -> tuple[ty
 
     ``supplied`` are the arguments the caller provides itself (input shape, codec, ...): a file may not set them.
     """
-    table = ROLES[role]
+    table = _table(role)
     if not isinstance(spec, dict):
         raise ModelSpecError(f"{role} config is {type(spec).__name__}, not a mapping: refusing to build it")
     target = spec.get("_target_")

@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from astrops.metrics import gaussian_scores
 from astrops.models.calibration import temperature as fit_temperature
 from astrops.models.calibration import variance_scale
 from astrops.models.transforms import TargetCodec
@@ -90,6 +89,8 @@ class Task(nn.Module):
         """The ensemble's validation objective (what sweeps minimise): the Gaussian NLL of the mixture
         mean and variance in training-std units, summed over parameters like the heads' losses; the
         same number as the metrics' ``NLL/overall`` × P (float64 mean over samples, then over parameters)."""
+        from astrops.metrics import gaussian_scores  # torchmetrics: loaded to train, never to apply a model
+
         std = self.codec.std
         nll = gaussian_scores(dec["value"] / std, dec["std"] / std, y / std)["nll"]
         per_param = nll.sum(0).double() / max(len(y), 1)

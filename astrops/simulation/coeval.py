@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-VARIED = ("HII_EFF_FACTOR", "ION_Tvir_MIN", "R_BUBBLE_MAX")
+from astrops.parameters import NAMES
+
+VARIED = NAMES  # the parameters a design varies: the three of astrops.parameters
 
 
 class SimulationConfigError(ValueError):

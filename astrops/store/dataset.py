@@ -239,7 +239,7 @@ class Dataset:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def verify(self) -> list[str]:
-        """Problems found: unreadable record files, leftover temporary files, a wrong k grid."""
+        """Problems found: unreadable record files, leftover temporary files, a wrong k grid, malformed priors."""
         problems = []
         for f in self.record_files():
             try:
@@ -251,6 +251,11 @@ class Dataset:
                 problems.append(f"{f}: unreadable ({exc})")
         for f in (self.path / RECORDS).glob(f"{TMP_PREFIX}*"):
             problems.append(f"{f}: leftover temporary file from an interrupted write (safe to delete)")
+        if not problems:  # the priors the class edges and prediction box come from
+            try:
+                self.load().priors(self.parameters)
+            except StoreError as exc:
+                problems.append(f"{self.name}: {exc}")
         return problems
 
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from astrops.store.files import StoreError
+
 
 @dataclass
 class Records:
@@ -44,10 +46,9 @@ class Records:
         highs: dict[str, float] = {}
         designs = self.table["design"].to_pylist() if "design" in self.table.column_names else []
         for text in sorted({d for d in designs if d}):  # a few distinct designs among thousands of rows
-            declared = json.loads(text).get("priors") or {}
-            for name, (lo, hi) in declared.items():
-                lows[name] = min(lows.get(name, np.inf), float(lo))
-                highs[name] = max(highs.get(name, -np.inf), float(hi))
+            for name, (lo, hi) in _declared_priors(text).items():
+                lows[name] = min(lows.get(name, np.inf), lo)
+                highs[name] = max(highs.get(name, -np.inf), hi)
         out = {}
         for j, name in enumerate(parameters):
             if name in lows:
@@ -57,3 +58,20 @@ class Records:
             else:
                 raise ValueError(f"no records and no declared prior for {name}: its range is unknown")
         return out
+
+
+def _declared_priors(text: str) -> dict[str, tuple[float, float]]:
+    """The ``priors`` of one design record, checked: a damaged record is one StoreError line, not a crash."""
+    try:
+        declared = json.loads(text).get("priors") or {}
+        out = {}
+        for name, bounds in declared.items():
+            lo, hi = (float(b) for b in bounds)
+            if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+                raise ValueError
+            out[str(name)] = (lo, hi)
+        return out
+    except (ValueError, TypeError, AttributeError):
+        raise StoreError(f"a record's design declares malformed priors ({text[:200]}): each must be [low, high] "
+                         "with finite low < high; run `python -m astrops.store verify` and re-simulate or "
+                         "re-import the damaged records") from None

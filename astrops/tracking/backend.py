@@ -62,9 +62,28 @@ def prepare_experiment(tracking_uri: str, experiment_name: str, artifact_root: s
     client = mlflow.MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(experiment_name)
     if exp is not None:
+        open_on_runs(client, exp.experiment_id)
         return exp.experiment_id
-    return client.create_experiment(experiment_name,
-                                    artifact_location=artifact_location(tracking_uri, experiment_name, artifact_root))
+    experiment_id = client.create_experiment(
+        experiment_name, artifact_location=artifact_location(tracking_uri, experiment_name, artifact_root))
+    open_on_runs(client, experiment_id)
+    return experiment_id
+
+
+def open_on_runs(client, experiment_id: str) -> None:
+    """Mark the experiment as model training (not GenAI) for MLflow's UI, idempotently.
+
+    Sets MLflow's own experiment tag ``mlflow.experimentKind = custom_model_development`` (what the UI's
+    kind selector writes). UIs that read it open the experiment on its runs table. MLflow 3.17's UI does
+    not read it: there ``shouldEnableWorkflowBasedNavigation()`` is on and the view comes from the
+    browser's *workflow type* alone, i.e. the URL parameter ``?workflowType=machine_learning``, else the
+    browser's localStorage ``mlflow.workflowType_v1`` (set by clicking "Model training"), else GenAI,
+    which opens on the GenAI overview. So links to the UI must carry ``?workflowType=machine_learning``:
+    ``<server>/#/experiments/<experiment_id>?workflowType=machine_learning``.
+    """
+    key, value = "mlflow.experimentKind", "custom_model_development"
+    if client.get_experiment(experiment_id).tags.get(key) != value:
+        client.set_experiment_tag(experiment_id, key, value)
 
 
 def redact(uri: str) -> str:
@@ -101,6 +120,7 @@ def mlflow_logger(experiment_name: str, tracking_uri: str | None = None, artifac
     elif tracking_uri.startswith("file:") or "://" not in tracking_uri:
         raise TrackingError(f"tracking URI {redact(tracking_uri)} is a file store, which MLflow 3 refuses: "
                             "use sqlite:////abs/path/mlflow.db or an http(s) server")
+    prepare_experiment(tracking_uri, experiment_name, artifact_root)  # found, not "not found. Creating it"
     return CurvesMLFlowLogger(experiment_name=experiment_name, tracking_uri=tracking_uri, run_name=run_name,
                         run_id=run_id, tags=tags,
                         artifact_location=artifact_location(tracking_uri, experiment_name, artifact_root))

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from astrops.tracking.backend import default_tracking_uri, redact
+from astrops.tracking.backend import default_tracking_uri, open_on_runs, redact
 from astrops.tracking.summary import is_per_epoch, is_summary, run_params
 
 if TYPE_CHECKING:
@@ -88,8 +88,13 @@ class TrackedRun:
         self.client.log_dict(self.run_id, data, name)
 
     def where(self) -> str:
+        """How to see this run: the UI command and a link that opens MLflow 3's UI on runs (not GenAI)."""
+        exp_id = self.logger.experiment_id
+        link = f"#/experiments/{exp_id}/runs/{self.run_id}?workflowType=machine_learning"
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return f"MLflow run {self.run_id} in experiment '{self.experiment}': {redact(self.tracking_uri).rstrip('/')}/{link}"
         return (f"MLflow run {self.run_id} in experiment '{self.experiment}': "
-                f"mlflow ui --backend-store-uri {redact(self.tracking_uri)}")
+                f"mlflow ui --backend-store-uri {redact(self.tracking_uri)}, then open http://127.0.0.1:5000/{link}")
 
 
 def tracked(logger: MLFlowLogger | None, cfg: DictConfig) -> TrackedRun | None:
@@ -119,6 +124,7 @@ def run_lifecycle(run: TrackedRun | None, cfg: DictConfig, tags: dict[str, str],
     previous = _sigterm_as_interrupt()
     try:
         if run is not None:
+            open_on_runs(run.client, run.logger.experiment_id)
             log_run_start(run, cfg, tags)
         yield run
         if run is not None:

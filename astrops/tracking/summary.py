@@ -68,7 +68,7 @@ def run_params(cfg: DictConfig) -> dict[str, str]:
     params: dict[str, Any] = {
         "model": cfg.get("model_name"), "task": cfg.get("task_config"), "seed": cfg.get("seed"),
         "dataset": _plain(cfg, "data.dataset"), "redshifts": _plain(cfg, "data.redshifts"),
-        "observation": _plain(cfg, "data.observation") or "none",
+        "observation": _plain(cfg, "observation.name") or "none",
         "split_seed": _plain(cfg, "data.split_seed"), "batch_size": _plain(cfg, "data.batch_size"),
         "train_size": _plain(cfg, "data.train_size"), "kfold": _plain(cfg, "data.kfold"),
         "fold": _plain(cfg, "data.fold") if _plain(cfg, "data.kfold") else None,

@@ -54,6 +54,7 @@ def _member_cfg(cfg: DictConfig, i: int, out_dir: Path, parent_run: str | None) 
         m.paths.output_dir = str(out_dir / f"member_{i}")
         m.run_name = f"{cfg.run_name}-member{i}"
         m.ensemble.members = 1
+        m.log_model = m.register = False  # the ensemble logs (and registers) one MLflow Model of all members
         m.tags = {**(cfg.get("tags") or {}), "ensemble_member": i,
                   **({"mlflow.parentRunId": parent_run} if parent_run else {})}
     return m
@@ -71,6 +72,8 @@ def train_ensemble(cfg: DictConfig) -> tuple[dict[str, float], str]:
 
     def resume_hint() -> str:  # ensembles refuse ckpt_path: the interrupted member resumes alone
         i = len(done)
+        if i >= k:
+            return "all members had finished: rerun the ensemble to combine them"
         return (f"member {i} was interrupted: resume it alone with ensemble.members=1 seed={int(cfg.seed) + i} "
                 f"ckpt_path={out_dir}/member_{i}/checkpoints/last.ckpt, or rerun the ensemble")
 
@@ -82,10 +85,11 @@ def train_ensemble(cfg: DictConfig) -> tuple[dict[str, float], str]:
 
 def _combine_and_test(cfg: DictConfig, dm: SpectraDataModule, members: list[tuple[dict[str, float], str]],
                       out_dir: Path, run: TrackedRun | None) -> tuple[dict[str, float], str]:
-    from astrops.inference import load_model
+    from astrops.checkpoints import load_estimator
     from astrops.models.ensemble import Ensemble
 
-    ens = Ensemble([load_model(best).model for _, best in members])
+    ens = Ensemble([load_estimator(best)[0].eval() for _, best in members])
+    dm.trainer = None  # the members' trainers are done: combine on the CPU, where the members were loaded
     dm.setup()
     codec, params, n_classes = ens.task.codec, ens.param_names, ens.task.metric_options()["n_classes"]
     results = ens.calibrate(*dm.tensors["val"])  # the task decides (a regression ensemble's spread needs it most)
@@ -111,6 +115,11 @@ def _combine_and_test(cfg: DictConfig, dm: SpectraDataModule, members: list[tupl
             "test": {k_: v for k_, v in results.items() if k_.startswith("test/R2/")}}
     directory = save_ensemble(out_dir / "ensemble", [best for _, best in members], ens.calibration, info)
     _report(dm, ens, dec, y, results, out_dir, run)
+    from astrops.tracking.mlflow_model import log_trained_model
+
+    # one MLflow Model of the whole directory (log_model, register); before the results, which MLflow
+    # would otherwise log a second time, linked to the model
+    log_trained_model(cfg, run, directory, dm)
     if run is not None:
         run.set_tag("ensemble_dir", directory)
         run.log_results(results)

@@ -83,9 +83,21 @@ def _trainer(cfg: DictConfig, run_id: str | None) -> L.Trainer:
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
 
-def _resume_hint(cfg: DictConfig) -> str:
+def _resume_hint(cfg: DictConfig, last_ckpt: str | None = None) -> str:
+    """The command that continues this run from its last checkpoint (the same overrides, plus ckpt_path);
+    an ensemble member resumes alone, since ensembles refuse ckpt_path."""
     last = (cfg.get("callbacks") or {}).get("model_checkpoint")
-    return f"resume with ckpt_path={last.dirpath}/last.ckpt" if last else ""
+    if not last and not last_ckpt:
+        return ""
+    path = last_ckpt or f"{last.dirpath}/last.ckpt"
+    member = "ensemble_member" in (cfg.get("tags") or {})
+    drop = ("ckpt_path=", "seed=", "ensemble.members=") if member else ("ckpt_path=",)
+    overrides = [o for o in tracking.sweep_tags().get("overrides", "").split()
+                 if o != "(none)" and not o.lstrip("+~").startswith(drop)]
+    if member:
+        overrides += ["ensemble.members=1", f"seed={cfg.seed}"]
+        return f"resume this member alone with: python train.py {' '.join([*overrides, f'ckpt_path={path}'])}"
+    return f"resume with: python train.py {' '.join([*overrides, f'ckpt_path={path}'])}"
 
 
 def train(cfg: DictConfig, dm: SpectraDataModule | None = None) -> tuple[dict[str, float], str]:
@@ -125,14 +137,22 @@ def _timed(timing: dict[str, float], name: str):
 def _fit_and_test(cfg: DictConfig, dm: SpectraDataModule, trainer: L.Trainer, model, run: TrackedRun | None,
                   timing: dict[str, float]) -> tuple[dict[str, float], str]:
     with _timed(timing, "fit"):
-        trainer.fit(model, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
-    best = _restore_best(trainer, model)
+        try:
+            trainer.fit(model, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+        except SystemExit as exc:  # Lightning turns Ctrl-C / SIGTERM into sys.exit(1) after its graceful shutdown
+            interrupted = (trainer.interrupted or getattr(trainer, "received_sigterm", False)
+                           or isinstance(exc.__context__, KeyboardInterrupt))
+            if not interrupted:
+                raise
+            ckpt_cb = trainer.checkpoint_callback
+            raise KeyboardInterrupt(_resume_hint(cfg, ckpt_cb.last_model_path if ckpt_cb else None)) from None
+    best = _restore_best(cfg, trainer, model)
     calibration = model.calibrate(*dm.tensors["val"])
     if calibration and best:  # the calibrated model is one checkpoint: the factors are buffers of the task head
         best = str(Path(best).with_name(Path(best).stem + "-calibrated.ckpt"))
         trainer.save_checkpoint(best, weights_only=False)
     with _timed(timing, "test"):
-        trainer.test(model, datamodule=dm)
+        trainer.test(model, datamodule=dm, verbose=False)  # our table, not Lightning's
     results = {**{k: float(v) for k, v in model.test_results.items()}, **calibration}
     keep = dm.informative_test_mask()
     if keep is not None:
@@ -143,7 +163,7 @@ def _fit_and_test(cfg: DictConfig, dm: SpectraDataModule, trainer: L.Trainer, mo
     if trainer.is_global_zero:
         with _timed(timing, "artifacts"):
             _report(cfg, model, dm, run, results, best)
-        log.info("time (s): %s", ", ".join(f"{k} {v:.2f}" for k, v in timing.items()))
+        log.debug("time (s): %s", ", ".join(f"{k} {v:.2f}" for k, v in timing.items()))
     # the model holds the best checkpoint's (calibrated) weights: its validation figures are what sweeps
     # optimise (best/val/loss, best/val/R2/overall, ...)
     results.update(model.evaluate(*dm.tensors["val"], prefix="best/val"))
@@ -152,13 +172,12 @@ def _fit_and_test(cfg: DictConfig, dm: SpectraDataModule, trainer: L.Trainer, mo
     return results, best
 
 
-def _restore_best(trainer: L.Trainer, model) -> str:
+def _restore_best(cfg: DictConfig, trainer: L.Trainer, model) -> str:
     """Load the best checkpoint's weights into ``model`` (test, calibrate and save those, not the last ones);
-    returns its path ("" without checkpointing). An interrupted fit stops here, naming last.ckpt."""
+    returns its path ("" without checkpointing). An interrupted fit stops here, saying how to resume."""
     ckpt_cb = trainer.checkpoint_callback
     if trainer.interrupted:
-        raise KeyboardInterrupt(f"training interrupted; resume with ckpt_path="
-                                f"{ckpt_cb.last_model_path if ckpt_cb is not None else '<last.ckpt>'}")
+        raise KeyboardInterrupt(_resume_hint(cfg, ckpt_cb.last_model_path if ckpt_cb is not None else None))
     best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else ""
     if best:
         model.load_state_dict(torch.load(best, map_location=model.device, weights_only=True)["state_dict"])
@@ -172,8 +191,7 @@ def _report(cfg: DictConfig, model, dm: SpectraDataModule, run: TrackedRun | Non
 
     out_dir = Path(cfg.paths.output_dir)
     outputs = {k: torch.cat(v).numpy() for k, v in model.test_outputs.items()}
-    report_results(dm, model.task.table_columns, results, outputs, out_dir, run, getattr(model, "confusion", None),
-                   model.history)
+    report_results(dm, model.task.table_columns, results, outputs, out_dir, run, model.confusion, model.history)
     (out_dir / "best_checkpoint.txt").write_text(best + "\n")
     if run is None:
         return
@@ -188,3 +206,6 @@ def _report(cfg: DictConfig, model, dm: SpectraDataModule, run: TrackedRun | Non
     run.set_tag("best_checkpoint", best)
     if best:
         run.log_file(best, "checkpoints")
+        from astrops.tracking.mlflow_model import log_trained_model
+
+        log_trained_model(cfg, run, best, dm)  # the MLflow Model (log_model, register)
