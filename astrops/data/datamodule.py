@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 
+from astrops.data.observation import Observation
 from astrops.data.splits import DeviceBatches, informative_mask, stratified_folds, stratified_split
 from astrops.models.transforms import SpectrumTransform, TargetCodec
 from astrops.store import Dataset, Records, Store, StoreError
@@ -41,7 +44,7 @@ class SpectraDataModule(L.LightningDataModule):
                  val_fraction: float = 0.1, batch_size: int = 32, eval_batch_size: int = 4096,
                  n_classes: int = 25, kfold: int | None = None, fold: int = 0, train_size: float | None = None,
                  log_floor_fraction: float | None = 1e-3, test_store_dir: str | None = None,
-                 test_dataset: str | None = None):
+                 test_dataset: str | None = None, observation: Mapping[str, Any] | None = None):
         super().__init__()
         if feature_transform not in ("raw", "log10"):
             raise DataConfigError(f"data.feature_transform={feature_transform!r}: choose 'raw' or 'log10'")
@@ -60,6 +63,8 @@ class SpectraDataModule(L.LightningDataModule):
         self.split_seed, self.test_fraction, self.val_fraction = split_seed, test_fraction, val_fraction
         self.kfold, self.fold, self.train_size = kfold, fold, train_size
         self.batch_size, self.eval_batch_size, self.n_classes = batch_size, eval_batch_size, n_classes
+        self.observation = Observation.from_config(observation)  # None: noiseless spectra, every k-bin
+        self.sigma: np.ndarray | None = None  # (n_z, n_k) the observation's 1σ, NaN where not measured
         # filled by prepare(): None until then; rows are training records, then held-out ones
         self.dataset: Dataset | None = None  # the training dataset
         self.test_ds: Dataset | None = None  # the held-out dataset (data.test_store_dir), or None: a split
@@ -92,10 +97,16 @@ class SpectraDataModule(L.LightningDataModule):
         self.parameters, self.k = self.dataset.parameters, self.dataset.k
         self.keys, self.params = recs.keys, recs.params
         self.delta, self.xH = recs.delta[:, zi, :], recs.xH[:, zi]
+        if self.observation is not None:  # bins the instrument does not measure are dropped like empty ones
+            self.sigma = self.observation.sigma(self.k, self.redshifts)
+            self.delta = np.where(np.isfinite(self.sigma).all(axis=0), self.delta, np.nan)
         self.ranges, self.edges = self._priors_and_class_edges(priors)
         self.kept_bins = self._kept_bins(self.delta)
         self.train_idx, self.val_idx, self.test_idx = self._split_records(recs.seeds, n_own)
         self._check_split_sizes()
+        if self.observation is not None:  # validation and test: one fixed observation per spectrum
+            held = np.concatenate([self.val_idx, self.test_idx])
+            self.delta[held] = self.observation.fixed_realisation(self.delta[held], self.sigma, self.split_seed)
         self.transform = SpectrumTransform.fit(self.delta[self.train_idx], self.kept_bins, self.feature_transform,
                                                self.standardize_features, self.log_floor_fraction)
         self.codec = TargetCodec.fit(self.params[self.train_idx], self.edges, self.standardize_targets)
@@ -275,7 +286,10 @@ class SpectraDataModule(L.LightningDataModule):
                 "n_train": len(self.train_idx), "n_val": len(self.val_idx),
                 "n_test": len(self.test_idx), "test_hash": hashlib.sha256(test_keys.encode()).hexdigest()[:16],
                 "redshifts": str(self.redshifts),
-                "test_dataset": f"{self.test_ds.name}@{self.test_ds.hash[:12]}" if self.test_ds is not None else "split"}
+                "test_dataset": f"{self.test_ds.name}@{self.test_ds.hash[:12]}" if self.test_ds is not None else "split",
+                **({"observation": "none"} if self.observation is None else
+                   {"observation": self.observation.name,
+                    "observation_tables_hash": self.observation.metadata()["tables_hash"][:16]})}
 
     # -- Lightning hooks --------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -291,8 +305,10 @@ class SpectraDataModule(L.LightningDataModule):
 
     def _batches(self, split: str, train: bool) -> DeviceBatches:
         x, y = self.tensors[split]
+        noise = None if self.sigma is None else torch.as_tensor(np.nan_to_num(self.sigma), dtype=x.dtype,
+                                                                 device=x.device)
         return DeviceBatches(x, y, self.batch_size if train else self.eval_batch_size, shuffle=train, seed=self.seed,
-                             rank=self.rank, world_size=self.world_size)
+                             rank=self.rank, world_size=self.world_size, noise=noise)
 
     def train_dataloader(self) -> DeviceBatches:
         return self._batches("train", True)

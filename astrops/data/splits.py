@@ -19,8 +19,9 @@ class DeviceBatches:
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, noise: torch.Tensor | None = None):
         self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
+        self.noise = noise  # (n_z, n_k) 1σ: a fresh realisation added to every training batch (observations)
         self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
         # training ranks need equal step counts (DDP all-reduces every step); evaluation keeps every sample
         self.per_rank = len(x) // world_size if shuffle else -(-len(x) // world_size)
@@ -40,9 +41,15 @@ class DeviceBatches:
             order = order[self.rank * self.per_rank:(self.rank + 1) * self.per_rank]
         elif self.world_size > 1:
             order = order.tensor_split(self.world_size)[self.rank]
+        noise = None
+        if self.noise is not None and self.shuffle:  # drawn on the device, seeded per epoch like the order
+            noise = torch.Generator(device=self.x.device).manual_seed(self.seed * 100_003 + self.epoch + 7_919)
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
-            yield self.x[idx], self.y[idx]
+            x = self.x[idx]
+            if noise is not None:
+                x = x + self.noise * torch.randn(x.shape, generator=noise, device=x.device, dtype=x.dtype)
+            yield x, self.y[idx]
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

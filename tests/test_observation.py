@@ -1,0 +1,74 @@
+"""The observation layer in the data module: 21CMMC's noise model, k-range, fixed and fresh realisations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, compose_cfg
+
+from astrops.data import SpectraDataModule
+from astrops.simulation.sensitivity import load_table
+
+HERA = {"name": "hera350_1000h", "tables_dir": str(ROOT / "data/noise/hera350_1000h"), "min_k": 0.1, "max_k": 1.0}
+
+
+def _dm(observation=None, **kw) -> SpectraDataModule:
+    dm = SpectraDataModule(str(ROOT / "data/reference"), "reference", redshifts=[8.0, 9.0], observation=observation, **kw)
+    dm.prepare()
+    return dm
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return _dm(), _dm(HERA)
+
+
+def test_none_is_todays_data_bit_for_bit(pair):
+    clean, _ = pair
+    cfg = compose_cfg("train", ["data.redshifts=[8.0,9.0]"])
+    assert cfg.observation.name == "none" and cfg.data.observation.name == "none"  # the default
+    same = _dm({"name": "none"})
+    np.testing.assert_array_equal(same.delta, clean.delta)
+    assert same.kept_bins.tolist() == clean.kept_bins.tolist() and same.lineage()["observation"] == "none"
+
+
+def test_noise_is_the_table_interpolated_inside_its_range_and_the_k_cut(pair):
+    clean, noisy = pair
+    k = noisy.k
+    kept = k[noisy.kept_bins]
+    assert kept.min() >= 0.1 and kept.max() <= 1.0 and len(noisy.kept_bins) == 13
+    assert set(noisy.kept_bins) < set(clean.kept_bins)
+    for i, z in enumerate((8.0, 9.0)):
+        k_tab, errs = load_table(ROOT / f"data/noise/hera350_1000h/z{z:g}.npz")
+        np.testing.assert_allclose(noisy.sigma[i, noisy.kept_bins], np.interp(kept, k_tab, errs), rtol=1e-12)
+        outside = (k < k_tab.min()) | (k > k_tab.max()) | (k < 0.1) | (k > 1.0)
+        assert np.isnan(noisy.sigma[i, outside]).all()  # not measured: no extrapolation
+
+
+def test_validation_and_test_see_one_fixed_realisation(pair):
+    clean, noisy = pair
+    again = _dm(HERA)
+    held = np.concatenate([noisy.val_idx, noisy.test_idx])
+    np.testing.assert_array_equal(again.delta[held], noisy.delta[held])  # reproducible from split_seed
+    b = noisy.kept_bins
+    pulls = (noisy.delta[held][:, :, b] - clean.delta[held][:, :, b]) / noisy.sigma[:, b]
+    assert abs(pulls.mean()) < 0.05 and abs(pulls.std() - 1) < 0.05  # Gaussian noise of the table's 1σ
+    np.testing.assert_array_equal(noisy.delta[noisy.train_idx][:, :, b], clean.delta[clean.train_idx][:, :, b])
+
+
+def test_training_sees_a_fresh_seeded_realisation_every_epoch(pair):
+    _, noisy = pair
+    noisy.setup()
+    loader = noisy.train_dataloader()
+    x_clean = noisy.tensors["train"][0]
+    epochs = [torch.cat([x for x, _ in loader]) for _ in range(2)]
+    second = noisy.train_dataloader()
+    again = [torch.cat([x for x, _ in second]) for _ in range(2)]
+    assert not torch.equal(epochs[0], epochs[1]) and all(torch.equal(a, b) for a, b in zip(epochs, again, strict=True))
+    b = noisy.kept_bins
+    sigma = torch.as_tensor(noisy.sigma[:, b], dtype=torch.float32)
+    x0 = torch.cat([x for x, _ in noisy._batches("val", False)])
+    assert torch.equal(x0, noisy.tensors["val"][0])  # evaluation batches add nothing
+    order_free = epochs[0][:, :, b].sort(0).values - x_clean[:, :, b].sort(0).values
+    assert order_free.abs().max() > 0 and torch.isfinite(sigma).all()
