@@ -49,8 +49,12 @@ class Predictor:
         edges = model.task.codec.edges.cpu().numpy()
         box = meta.get("prior_box") or {p: [edges[j, 0], edges[j, -1]] for j, p in enumerate(self.parameters)}
         self.prior_box = {p: (float(box[p][0]), float(box[p][1])) for p in self.parameters}
+        # an observation model's 1σ noise on its kept bins (n_z, n_kept): observed input may be negative
+        sigma = meta.get("noise_sigma")
+        self.noise_sigma = None if sigma is None else np.asarray(sigma, dtype=np.float64)
 
-    def check(self, k: np.ndarray, delta: np.ndarray, redshifts: np.ndarray | None) -> np.ndarray:
+    def check(self, k: np.ndarray, delta: np.ndarray, redshifts: np.ndarray | None,
+              errs: np.ndarray | None = None) -> np.ndarray:
         """Validate and reshape input to (N, n_z, n_k)."""
         k = np.asarray(k, dtype=np.float64).reshape(-1)
         if k.size == 0 or np.ndim(delta) == 0:
@@ -81,11 +85,30 @@ class Predictor:
         if bad.any():
             raise InputError(f"{int(bad.any(axis=(1, 2)).sum())} spectra have NaN/inf in k-bins the model uses "
                              f"(bins {sorted(set(self.kept_bins[np.nonzero(bad)[2]].tolist()))})")
-        if (d[:, :, self.kept_bins] < 0).any():
-            raise InputError("delta has negative values: Δ² is a power and must be >= 0 (mK²)")
+        if self.noise_sigma is None and (d[:, :, self.kept_bins] < 0).any():
+            raise InputError("delta has negative values: Δ² is a power and must be >= 0 (mK²) for a model trained "
+                             "on noiseless spectra (a noise-subtracted measurement needs an observation= model)")
+        if errs is not None:
+            self._check_errs(np.asarray(errs, dtype=np.float64), len(k))
         return d
 
-    def predict(self, k: np.ndarray, delta: np.ndarray, redshifts: np.ndarray | None = None) -> pd.DataFrame:
+    def _check_errs(self, errs: np.ndarray, n_k: int) -> None:
+        """Measured 1σ (n_z, n_k) against the noise the model was trained with: refused if > 10 % apart."""
+        n_z = len(self.redshifts)
+        if self.noise_sigma is None:
+            raise InputError("the input has 'errs' but this model was trained on noiseless spectra (observation=none): "
+                             "apply a model trained for the instrument (train.py observation=...)")
+        if errs.shape not in ((n_z, n_k),) + (((n_k,),) if n_z == 1 else ()):
+            raise InputError(f"'errs' has shape {errs.shape}: give (n_z, n_k) = ({n_z}, {n_k}), the 1σ per bin in mK²")
+        ratio = errs.reshape(n_z, n_k)[:, self.kept_bins] / self.noise_sigma
+        if not np.all(np.abs(ratio - 1) <= 0.10):
+            worst = float(np.nanmax(np.abs(ratio - 1)))
+            raise InputError(f"'errs' differ from the noise this model was trained with by up to {100 * worst:.0f} % "
+                             "(more than 10 %) in the bins it uses: it was trained for another instrument or "
+                             f"observing time ({self.meta.get('observation', {}).get('observation', '?')})")
+
+    def predict(self, k: np.ndarray, delta: np.ndarray, redshifts: np.ndarray | None = None,
+                errs: np.ndarray | None = None) -> pd.DataFrame:
         """One row per spectrum: parameter values (class-centre values for classification) and extras.
 
         Values never leave the prior box the model was trained on: they are clipped to it, and the
@@ -94,12 +117,14 @@ class Predictor:
         """
         import pandas as pd  # on first use: applying a model does not need it (see columns)
 
-        return pd.DataFrame(self.columns(k, delta, redshifts))
+        return pd.DataFrame(self.columns(k, delta, redshifts, errs))
 
     @torch.no_grad()
-    def columns(self, k: np.ndarray, delta: np.ndarray, redshifts: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """:meth:`predict`'s table as named numpy columns in order, without pandas."""
-        d = self.check(k, delta, redshifts)
+    def columns(self, k: np.ndarray, delta: np.ndarray, redshifts: np.ndarray | None = None,
+                errs: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """:meth:`predict`'s table as named numpy columns in order, without pandas; ``errs`` (n_z, n_k), the
+        measurement's 1σ, is optional and checked against the model's noise."""
+        d = self.check(k, delta, redshifts, errs)
         x = torch.as_tensor(np.nan_to_num(d, nan=0.0), dtype=torch.float32)
         feats = self.model.transform(x)
         far = (feats.abs() > 6).any(dim=(1, 2)).numpy()
@@ -148,8 +173,8 @@ def write_csv(columns: dict[str, np.ndarray], path: str | Path) -> None:
         writer.writerows(zip(*cells, strict=True))
 
 
-def read_spectra_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(k, delta, redshifts or None) from a 21CMMC-format npz, never unpickling anything."""
+def read_spectra_npz(path: str | Path, with_errs: bool = False) -> tuple:
+    """(k, delta, redshifts or None[, errs or None]) from a 21CMMC-format npz, never unpickling anything."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"input {path} is a directory: give an npz file with 'k' and 'delta' "
@@ -169,13 +194,15 @@ def read_spectra_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarr
             raise InputError(f"{path} lacks {missing} (it has {sorted(z.files)}): 21CMMC's format needs 'k' (n_k,) "
                              "and 'delta'; multi-redshift input also 'redshifts'")
         try:
-            arrays = {key: z[key] for key in ("k", "delta", "redshifts") if key in z.files}
+            arrays = {key: z[key] for key in ("k", "delta", "redshifts", "errs") if key in z.files}
         except ValueError:  # object arrays are only readable by unpickling
             raise InputError(f"{path} holds pickled Python objects: refusing to load it "
                              "(only plain numeric arrays are read)") from None
     for key, a in arrays.items():
         if not np.issubdtype(a.dtype, np.number):
             raise InputError(f"{path}: '{key}' has dtype {a.dtype}, not numbers")
+    if with_errs:
+        return arrays["k"], arrays["delta"], arrays.get("redshifts"), arrays.get("errs")
     return arrays["k"], arrays["delta"], arrays.get("redshifts")
 
 

@@ -72,3 +72,31 @@ def test_training_sees_a_fresh_seeded_realisation_every_epoch(pair):
     assert torch.equal(x0, noisy.tensors["val"][0])  # evaluation batches add nothing
     order_free = epochs[0][:, :, b].sort(0).values - x_clean[:, :, b].sort(0).values
     assert order_free.abs().max() > 0 and torch.isfinite(sigma).all()
+
+
+def test_an_observation_model_takes_noisy_spectra_and_checks_their_errs(tmp_path, dense_checkpoint):
+    """Trained with observation=hera350_1000h: negative Δ² is a valid measurement, NaN outside the kept bins is
+    fine, and an 'errs' more than 10 % from the model's noise is refused in one line (another instrument)."""
+    from conftest import run_entry
+
+    from astrops.inference import InputError, load_model
+
+    proc = run_entry("train.py", "observation=hera350_1000h", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
+                     "logger=none", "saliency=false", "callbacks.progress_bar=null", f"hydra.run.dir={tmp_path}/run")
+    model = load_model(proc.stdout.strip().splitlines()[-1])
+    assert model.meta["observation"]["observation"] == "hera350_1000h" and model.noise_sigma.shape == (1, 13)
+    k = np.asarray(model.meta["k"])
+    sigma = np.full((1, len(k)), np.nan)
+    sigma[:, model.kept_bins] = model.noise_sigma
+    delta = np.full((2, len(k)), np.nan)
+    delta[:, model.kept_bins] = -0.5 * model.noise_sigma  # a noise-subtracted measurement below zero
+    out = model.predict(k, delta, errs=sigma * 1.05)
+    assert len(out) == 2 and np.isfinite(out["ION_Tvir_MIN"]).all()
+    with pytest.raises(InputError, match=r"more than 10 %.*another instrument") as exc:
+        model.predict(k, delta, errs=sigma * 1.5)
+    assert "\n" not in str(exc.value)
+    noiseless = load_model(dense_checkpoint)
+    with pytest.raises(InputError, match="negative values"):
+        noiseless.predict(k, np.where(np.isnan(delta), 1.0, delta))
+    with pytest.raises(InputError, match="trained on noiseless spectra"):
+        noiseless.predict(k, np.ones((2, len(k))), errs=np.ones((1, len(k))))

@@ -97,9 +97,9 @@ def run_predict(cfg: DictConfig) -> None:
     # torch and numpy only: a plain nn.Module, no Lightning, MLflow, torchmetrics or pandas (docs/benchmarks.md)
     from astrops.inference import load_model, read_spectra_npz, write_csv
 
-    k, delta, redshifts = read_spectra_npz(cfg.input)
+    k, delta, redshifts, errs = read_spectra_npz(cfg.input, with_errs=True)
     predictor = load_model(cfg.ckpt_path)
-    columns = predictor.columns(k, delta, redshifts)
+    columns = predictor.columns(k, delta, redshifts, errs)
     n = len(columns["ood_reason"])
     output = Path(cfg.output)
     sidecar = output.with_suffix(".json")

@@ -53,6 +53,7 @@ def checkpoint_meta(cfg: DictConfig, dm: SpectraDataModule, run: TrackedRun | No
         "k": [float(x) for x in dm.k], "kept_bins": [int(i) for i in dm.kept_bins],
         "lineage": dm.lineage(), "config": OmegaConf.to_container(cfg, resolve=True),
         "observation": dm.observation.metadata() if dm.observation is not None else "none",
+        "noise_sigma": None if dm.sigma is None else dm.sigma[:, dm.kept_bins].tolist(),
     }
     if run is not None:
         meta.update(mlflow_run_id=run.run_id, mlflow_tracking_uri=tracking.redact(run.tracking_uri))
