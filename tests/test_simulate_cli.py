@@ -36,7 +36,9 @@ def test_simulate_fills_store_and_rerun_computes_nothing(tmp_path, small_sim_ove
     out = run_entry("simulate.py", *small_sim_overrides, "simulation.n=3")
     assert "0 simulated" in out.stdout + out.stderr
     out = run_entry("simulate.py", *small_sim_overrides, "simulation.n=4")  # extends the same design
-    assert "1 simulated" in out.stdout + out.stderr
+    assert "1 simulated" in out.stdout  # the command's result, on stdout
+    # progress=false: the progress lines reach the console (stderr) through Hydra's filtered handler
+    assert "simulations: 1/1 done" in out.stderr, out.stderr
     assert len(ds.load()) == 4
 
 

@@ -72,6 +72,11 @@ def entry_point(rules: tuple[Rule, ...], refusals: Callable[[], tuple[type[BaseE
             except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: say how to go on, not a traceback
                 print(f"interrupted{f'; {exc}' if str(exc) else ''}", file=sys.stderr, flush=True)
                 sys.exit(INTERRUPTED)
+            except SystemExit as exc:  # Lightning's sys.exit(1) after a Ctrl-C / SIGTERM outside fit
+                if not isinstance(exc.__context__, KeyboardInterrupt):
+                    raise
+                print("interrupted", file=sys.stderr, flush=True)
+                sys.exit(INTERRUPTED)
             except InstantiationException as exc:  # a component refused its configuration
                 if not isinstance(exc.__cause__, (*bad_input, ValueError)):
                     raise

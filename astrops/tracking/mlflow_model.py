@@ -165,7 +165,7 @@ def log_mlflow_model(run: TrackedRun, path: str | Path, predictor: Predictor, ex
             version_ = mlflow.register_model(info.model_uri, name,
                                              tags={**tags, "mlflow_run_id": run.run_id, "kind": metadata["kind"]})
             run.set_tag("registered_model", f"models:/{name}/{version_.version}")
-            log.info("registered %s version %s", name, version_.version)
+            print(f"registered MLflow model {name} version {version_.version} (models:/{name}/{version_.version})")
     return info.model_uri
 
 

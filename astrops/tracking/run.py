@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from astrops.tracking.backend import default_tracking_uri, open_on_runs, redact
-from astrops.tracking.summary import is_per_epoch, is_summary, run_params
+from astrops.tracking.summary import MAX_METRIC_KEYS, is_per_epoch, is_summary, run_params
 
 if TYPE_CHECKING:
     from lightning.pytorch.loggers import Logger, MLFlowLogger
@@ -71,7 +71,11 @@ class TrackedRun:
         """A run's final results, once: the summary keys as metrics at ``step`` (the final step), every
         key in the ``metrics.json`` artifact (:mod:`astrops.tracking.summary`). A run without epochs (a
         baseline) logs its loss and validation R² here too, so it sits beside the networks' curves."""
-        self.log_metrics({k: v for k, v in results.items() if is_summary(k) or is_per_epoch(k)}, step)
+        summary = {k: v for k, v in results.items() if is_summary(k) or is_per_epoch(k)}
+        if len(summary) > MAX_METRIC_KEYS:  # the compare page stays legible: say so rather than drown it
+            log.warning("%d summary metric keys (more than %d): see astrops.tracking.summary", len(summary),
+                        MAX_METRIC_KEYS)
+        self.log_metrics(summary, step)
         self.log_dict(dict(sorted(results.items())), "metrics.json")
 
     def log_figures(self, figures: dict[str, Any]) -> None:
@@ -132,12 +136,15 @@ def run_lifecycle(run: TrackedRun | None, cfg: DictConfig, tags: dict[str, str],
                 run.client.set_terminated(run.run_id, "FINISHED")
             print(run.where())
     except BaseException as exc:
-        if run is not None and run.status() != "FINISHED":
-            interrupted = isinstance(exc, KeyboardInterrupt | SystemExit)
-            hint = resume_hint() if interrupted else ""
-            msg = "interrupted (SIGTERM or Ctrl-C)" if interrupted else f"{type(exc).__name__}: {exc}"
-            run.set_tag("error", (msg + (f"; {hint}" if hint else ""))[:5000])
-            run.client.set_terminated(run.run_id, "KILLED" if interrupted else "FAILED")
+        try:  # the bookkeeping must never replace the error it records (a locked database, a server gone)
+            if run is not None and run.status() != "FINISHED":
+                interrupted = isinstance(exc, KeyboardInterrupt | SystemExit)
+                hint = resume_hint() if interrupted else ""
+                msg = "interrupted (SIGTERM or Ctrl-C)" if interrupted else f"{type(exc).__name__}: {exc}"
+                run.set_tag("error", (msg + (f"; {hint}" if hint else ""))[:5000])
+                run.client.set_terminated(run.run_id, "KILLED" if interrupted else "FAILED")
+        except Exception as bookkeeping:  # noqa: BLE001
+            log.warning("could not record the run's end in MLflow (%s)", bookkeeping)
         raise
     finally:
         if previous is not None:

@@ -141,9 +141,12 @@ def _fit_and_test(cfg: DictConfig, dm: SpectraDataModule, trainer: L.Trainer, mo
     with _timed(timing, "fit"):
         try:
             trainer.fit(model, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
-        except SystemExit as exc:  # Lightning turns Ctrl-C / SIGTERM into sys.exit(1) after its graceful shutdown
-            interrupted = (trainer.interrupted or getattr(trainer, "received_sigterm", False)
-                           or isinstance(exc.__context__, KeyboardInterrupt))
+        except BaseException as exc:  # Lightning turns Ctrl-C / SIGTERM into sys.exit(1) after its shutdown;
+            # an interrupt landing mid-write may surface as another error: either way the run can resume
+            # (trainer.interrupted alone is no proof: Lightning marks every failed fit INTERRUPTED)
+            interrupted = (isinstance(exc, KeyboardInterrupt) or isinstance(exc.__context__, KeyboardInterrupt)
+                           or getattr(trainer, "received_sigterm", False)
+                           or (isinstance(exc, SystemExit) and trainer.interrupted))
             if not interrupted:
                 raise
             ckpt_cb = trainer.checkpoint_callback
