@@ -201,3 +201,37 @@ def test_saved_ensemble_reads_back_through_the_checkpoint_door(dense_checkpoint,
     assert torch.equal(model.calibration["var_scale"], factors["var_scale"]) and meta["ensemble"]["seeds"] == [1, 2]
     with pytest.raises(FileNotFoundError, match="without manifest.json"):
         checkpoints.read_manifest(tmp_path)
+
+
+def _mlflow_model_dir(root, ckpt, extra_flavour: bool = False, **pyfunc_changes):
+    """An MLflow Model directory shaped like the ones training logs, with ``pyfunc_changes`` to its flavour."""
+    import yaml
+
+    root.mkdir(parents=True)
+    (root / "data").mkdir()
+    shutil.copyfile(ckpt, root / "data" / "model.ckpt")
+    pyfunc = {"loader_module": "astrops.tracking.mlflow_model", "data": "data/model.ckpt", "code": None,
+              "python_version": "3.11.7", **pyfunc_changes}
+    flavors = {"python_function": pyfunc, **({"sklearn": {"pickled_model": "model.pkl"}} if extra_flavour else {})}
+    (root / "MLmodel").write_text(yaml.safe_dump({"flavors": flavors}))
+    return root
+
+
+def test_a_downloaded_mlflow_model_loads_only_when_it_names_astrops_loader(dense_checkpoint, tmp_path):
+    """astrops.load_model on an MLflow Model directory reads its MLmodel (never imports what it names) and
+    loads the checkpoint inside through the allowlisted loader; anything else is refused in one line."""
+    good = load_model(_mlflow_model_dir(tmp_path / "good", dense_checkpoint))
+    assert good.parameters == load_model(dense_checkpoint).parameters
+    marker = tmp_path / "pwned"
+    evil_code = tmp_path / "evil" / "code" / "astrops"
+    evil_code.mkdir(parents=True)
+    (evil_code / "__init__.py").write_text(f"open({str(marker)!r}, 'w')\n")
+    cases = {"loader": {"loader_module": "mlflow.sklearn"}, "code": {"code": "code"},
+             "outside": {"data": "../good/data/model.ckpt"}, "pickle": {"python_model": "python_model.pkl"},
+             "flavour": {"extra_flavour": True}}
+    for name, change in cases.items():
+        directory = _mlflow_model_dir(tmp_path / f"bad_{name}", dense_checkpoint, **change)
+        with pytest.raises(InputError, match="MLmodel|MLflow Model astrops logged") as exc:
+            load_model(directory)
+        assert "\n" not in str(exc.value), name
+    assert not marker.exists()
