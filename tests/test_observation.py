@@ -77,13 +77,20 @@ def test_training_sees_a_fresh_seeded_realisation_every_epoch(pair):
 def test_an_observation_model_takes_noisy_spectra_and_checks_their_errs(tmp_path, dense_checkpoint):
     """Trained with observation=hera350_1000h: negative Δ² is a valid measurement, NaN outside the kept bins is
     fine, and an 'errs' more than 10 % from the model's noise is refused in one line (another instrument)."""
+    import mlflow
     from conftest import run_entry
 
     from astrops.inference import InputError, load_model
 
     proc = run_entry("train.py", "observation=hera350_1000h", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
-                     "logger=none", "saliency=false", "callbacks.progress_bar=null", f"hydra.run.dir={tmp_path}/run")
+                     "log_model=false", "saliency=false", "callbacks.progress_bar=null", f"hydra.run.dir={tmp_path}/run",
+                     f"logger.mlflow.tracking_uri=sqlite:///{tmp_path}/m.db", f"logger.mlflow.artifact_root={tmp_path}/a")
     model = load_model(proc.stdout.strip().splitlines()[-1])
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/m.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("astrops").experiment_id])
+    assert run.data.params["observation"] == "hera350_1000h" and run.data.tags["observation"] == "hera350_1000h"
+    figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert "figures/observed_spectra.png" in figures  # example Δ²(k) with the instrument's ±σ bands
     assert model.meta["observation"]["observation"] == "hera350_1000h" and model.noise_sigma.shape == (1, 13)
     k = np.asarray(model.meta["k"])
     sigma = np.full((1, len(k)), np.nan)

@@ -150,3 +150,22 @@ def coverage_markdown(rows: list[dict]) -> str:
         lines.append(f"| {r['bin']} | {r['parameter']} | {r['n']} | {r['coverage68']:.3f} [{r['ci68'][0]:.3f}, "
                      f"{r['ci68'][1]:.3f}] | {r['coverage95']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] |")
     return "\n".join(lines)
+
+
+def observed_spectra(k: np.ndarray, delta: np.ndarray, sigma: np.ndarray, redshifts: list[float]):
+    """Observed Δ²(k) of a few spectra (M, n_z, n_k) with the instrument's ±1σ band, one panel per redshift;
+    only the measured bins (finite σ) are drawn: the k-range the model sees."""
+    fig, axes = plt.subplots(1, len(redshifts), figsize=(4.2 * len(redshifts), 3.6), squeeze=False)
+    for i, (ax, z) in enumerate(zip(axes[0], redshifts, strict=True)):
+        measured = np.isfinite(sigma[i])
+        for j, spectrum in enumerate(delta[:, i]):
+            line = ax.plot(k[measured], spectrum[measured], marker="o", ms=2, lw=1, label=f"spectrum {j}")[0]
+            ax.fill_between(k[measured], spectrum[measured] - sigma[i, measured], spectrum[measured] + sigma[i, measured],
+                            color=line.get_color(), alpha=0.2)
+        ax.set_xscale("log")
+        ax.set_xlabel(r"$k$ [Mpc$^{-1}$]")
+        ax.set_title(f"z = {float(z):g}: observed ± 1σ")
+    axes[0][0].set_ylabel(r"$\Delta^2_{21}$ [mK$^2$]")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -50,6 +50,8 @@ def report_results(dm: SpectraDataModule, columns: Sequence[tuple[str, str]], re
         figures["coverage_curve"] = report.coverage_curves(z, dm.parameters)
     if confusion:
         figures["confusion_matrices"] = report.confusion_matrices(confusion, dm.parameters)
+    if dm.sigma is not None:  # an observation: what the instrument sees of a few test spectra
+        figures["observed_spectra"] = report.observed_spectra(dm.k, dm.delta[dm.test_idx[:4]], dm.sigma, dm.redshifts)
     if run is None:
         save_figures(figures, out_dir)
         return
