@@ -147,7 +147,7 @@ class FakeRun:
 def data_module(n: int = 40) -> SimpleNamespace:
     rng = np.random.default_rng(0)
     return SimpleNamespace(parameters=PARAMS, dataset=SimpleNamespace(name="toy"), test_idx=np.arange(n),
-                           xH=rng.uniform(0, 1, (n, 1)), redshifts=[8.0])
+                           xH=rng.uniform(0, 1, (n, 1)), redshifts=[8.0], sigma=None)  # sigma: no observation
 
 
 @pytest.mark.parametrize("tracked", [False, True])
