@@ -107,3 +107,15 @@ def test_an_observation_model_takes_noisy_spectra_and_checks_their_errs(tmp_path
         noiseless.predict(k, np.where(np.isnan(delta), 1.0, delta))
     with pytest.raises(InputError, match="trained on noiseless spectra"):
         noiseless.predict(k, np.ones((2, len(k))), errs=np.ones((1, len(k))))
+
+
+def test_metadata_is_json_safe_and_read_once():
+    import json
+
+    from astrops.data.observation import Observation
+
+    obs = Observation.from_config({**HERA, "min_k": None})
+    meta = obs.metadata()
+    assert meta["min_k"] is None and meta["max_k"] == 1.0 and len(meta["tables_hash"]) == 64
+    json.dumps(meta, allow_nan=False)  # the predictions sidecar refuses NaN/inf
+    assert obs.metadata() is meta

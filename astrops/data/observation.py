@@ -31,6 +31,7 @@ class Observation:
         self.name, self.tables_dir = name, str(tables_dir)
         self.min_k = -np.inf if min_k is None else float(min_k)
         self.max_k = np.inf if max_k is None else float(max_k)
+        self._metadata: dict[str, Any] | None = None
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | None) -> Observation | None:
@@ -56,5 +57,10 @@ class Observation:
         return delta + np.nan_to_num(sigma) * rng.standard_normal(delta.shape)
 
     def metadata(self) -> dict[str, Any]:
-        """Instrument, hours, foreground model and the tables' content hash (checkpoint, lineage, params)."""
-        return {**observation_metadata(self.name, self.tables_dir), "min_k": self.min_k, "max_k": self.max_k}
+        """Instrument, hours, foreground model and the tables' content hash (checkpoint, lineage, params);
+        read once (the hash reads every table), and JSON-safe (an open k-range end is null, not infinity)."""
+        if self._metadata is None:
+            self._metadata = {**observation_metadata(self.name, self.tables_dir),
+                              "min_k": self.min_k if np.isfinite(self.min_k) else None,
+                              "max_k": self.max_k if np.isfinite(self.max_k) else None}
+        return self._metadata
