@@ -73,6 +73,12 @@ gpu-check: $(STAMP)
 screenshots: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python scripts/mlflow_screenshots.py --out docs/figures
 
+# How far a stored spectrum mapped onto another k-grid (observation.k_bins) is from the same box binned there
+# directly (scripts/kgrid_error.py; ~2 min on one core; numbers in docs/observations.md)
+.PHONY: kgrid-error
+kgrid-error: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python scripts/kgrid_error.py --n 10
+
 # Thermal-noise tables of the observation layer (docs/observations.md): data/noise/<observation>/z<z>.npz,
 # 21cmSense 2.2.0, 10-25 s and ~450 MB per table on one core, 16 tables. Resumable: existing tables are
 # skipped (FORCE=1 recomputes); fine in the background: nohup make noise-tables > noise-tables.log &

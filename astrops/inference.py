@@ -60,9 +60,7 @@ class Predictor:
         if k.size == 0 or np.ndim(delta) == 0:
             raise InputError("k and delta are empty or scalars: give k (n_k,) and delta (n_k,), (N, n_k) or (N, n_z, n_k)")
         if k.shape != self.k.shape or not np.allclose(k, self.k, rtol=1e-6):
-            raise InputError(f"k grid ({len(k)} bins, {k.min():.4g}..{k.max():.4g}) differs from the model's training grid "
-                             f"({len(self.k)} bins, {self.k.min():.4g}..{self.k.max():.4g}) at relative 1e-6: "
-                             "compute spectra with the same box (HII_DIM, BOX_LEN) and 21CMMC binning")
+            raise InputError(self._grid_refusal(k))
         n_z = len(self.redshifts)
         if redshifts is None:
             if n_z > 1:
@@ -91,6 +89,20 @@ class Predictor:
         if errs is not None:
             self._check_errs(np.asarray(errs, dtype=np.float64), len(k))
         return d
+
+    def _grid_refusal(self, k: np.ndarray) -> str:
+        """The one line for a k grid that is not the model's, naming the model's grid (and, for an observation
+        with its own k-bins, those bins in the units the observation gave them)."""
+        given = f"k grid ({len(k)} bins, {k.min():.4g}..{k.max():.4g})"
+        obs = self.meta.get("observation")
+        if isinstance(obs, dict) and obs.get("k_bins") is not None:
+            bins = ", ".join(f"{x:.4g}" for x in self.k)
+            also = (f" = {', '.join(f'{x:.4g}' for x in obs['k_bins'])} h/Mpc" if obs.get("k_units") == "h/Mpc" else "")
+            return (f"{given} is not the model's: it was trained on {obs.get('name')}'s own k-bins [{bins}] 1/Mpc{also}; "
+                    "give k in 1/Mpc and delta on exactly these bins")
+        return (f"{given} differs from the model's training grid ({len(self.k)} bins, {self.k.min():.4g}.."
+                f"{self.k.max():.4g} 1/Mpc) at relative 1e-6: compute spectra with the same box (HII_DIM, BOX_LEN) "
+                "and 21CMMC binning")
 
     def _check_errs(self, errs: np.ndarray, n_k: int) -> None:
         """Measured 1σ (n_z, n_k) against the noise the model was trained with: refused if > 10 % apart."""

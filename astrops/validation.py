@@ -128,6 +128,13 @@ TRAIN_RULES: tuple[Rule, ...] = (
          "e.g. ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt"),
     *(Rule(key, lambda v: v is None or isinstance(v, bool), "true or false", f"e.g. {key}=true")
       for key in ("saliency", "log_model", "register")),
+    Rule("observation.k_bins", lambda v: v is None or (finite_numbers(v, positive=True) and len(v) >= 2
+                                                       and all(a < b for a, b in zip(v, v[1:], strict=False))),
+         "null or at least two increasing positive k-bin centres", "e.g. observation.k_bins=[0.15,0.25,0.4,0.6]"),
+    Rule("observation.k_units", lambda v: v in ("1/Mpc", "h/Mpc"), "'1/Mpc' or 'h/Mpc'",
+         "the units of observation.k_bins, e.g. observation.k_units=h/Mpc"),
+    *(Rule(f"observation.{key}", lambda v: v is None or (is_number(v) and v >= 0), "null or a number >= 0 (1/Mpc)",
+           f"e.g. observation.{key}={default}") for key, default in (("min_k", 0.1), ("max_k", 1.0))),
 )
 
 SIMULATE_RULES: tuple[Rule, ...] = (

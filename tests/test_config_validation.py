@@ -45,11 +45,15 @@ CONTRACT = {
     "simulation.sims_per_ic": lambda v: _int(v, 1),
     "simulation.base_seed": lambda v: _int(v, 0, 2**32 - 1),
     "simulation.sampler": lambda v: v in ("uniform", "lhs"),
+    "observation.k_units": lambda v: v in ("1/Mpc", "h/Mpc"),
+    "observation.k_bins": lambda v: v is None or (isinstance(v, list) and len(v) >= 2 and all(
+        type(x) in (int, float) and math.isfinite(x) and x > 0 for x in v) and all(a < b for a, b in zip(v, v[1:], strict=False))),
+    "observation.min_k": lambda v: v is None or (type(v) in (int, float) and math.isfinite(v) and v >= 0),
 }
 RULES = {r.key: r for r in (*TRAIN_RULES, *SIMULATE_RULES, *PREDICT_RULES)}
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40), st.floats(allow_nan=True),
-                    st.text(max_size=8), st.sampled_from(["uniform", "lhs", "", "8", "abc"]))
+                    st.text(max_size=8), st.sampled_from(["uniform", "lhs", "", "8", "abc", "1/Mpc", "h/Mpc"]))
 values = st.one_of(scalars, st.lists(scalars, max_size=4))
 
 
@@ -103,6 +107,8 @@ def mlflow_db(tmp_path_factory):
 @pytest.mark.parametrize("override, key", [
     ("seed=abc", "seed='abc'"), ("data.batch_size=0", "data.batch_size=0"), ("data.redshifts=[]", "data.redshifts=[]"),
     ("ensemble.members=0", "ensemble.members=0"), ("data.test_fraction=1.5", "data.test_fraction=1.5"),
+    ("observation.k_units=Mpc", "observation.k_units='Mpc'"),
+    ("observation.k_bins=[0.4,0.2]", "observation.k_bins=[0.4, 0.2]"),
 ])
 def test_train_refuses_bad_values_and_touches_nothing(mlflow_db, tmp_path, override, key):
     before = snapshot(mlflow_db)

@@ -119,3 +119,76 @@ def test_metadata_is_json_safe_and_read_once():
     assert meta["min_k"] is None and meta["max_k"] == 1.0 and len(meta["tables_hash"]) == 64
     json.dumps(meta, allow_nan=False)  # the predictions sidecar refuses NaN/inf
     assert obs.metadata() is meta
+
+
+# -- an observation's own k-bins ------------------------------------------------------------------------
+def test_regrid_is_linear_in_log_k_and_never_extrapolates():
+    from astrops.data.observation import regrid_log_k
+
+    k = np.geomspace(0.05, 2.0, 22)
+    delta = np.stack([3.0 + 2.0 * np.log(k), 1.0 - np.log(k)])  # exactly linear in log k
+    delta[:, :2] = np.nan  # the stored spectra's empty first bins
+    k_new = np.array([0.03, k[1], k[2], 0.1234, 0.5, 1.9, 2.0, 2.5])
+    out = regrid_log_k(k, delta, k_new)
+    inside = (k_new >= k[2]) & (k_new <= k[-1])
+    np.testing.assert_allclose(out[:, inside], np.stack([3.0 + 2.0 * np.log(k_new[inside]), 1.0 - np.log(k_new[inside])]),
+                               rtol=1e-12)
+    assert np.isnan(out[:, ~inside]).all() and inside.sum() == 5  # outside the finite stored range: not measured
+    np.testing.assert_array_equal(regrid_log_k(k, delta, k[2:]), delta[:, 2:])  # its own grid: unchanged
+
+
+def test_an_observation_on_its_own_k_bins_in_h_per_mpc(pair):
+    from astrops.data.observation import Observation, ObservationError, regrid_log_k
+
+    clean, _ = pair
+    bins = [0.08, 0.15, 0.25, 0.4, 0.6, 0.9, 1.2]  # h/Mpc; 0.08 h = 0.054 /Mpc lies below the stored finite range
+    own = _dm({**HERA, "k_bins": bins, "k_units": "h/Mpc"})
+    h = own.dataset.spec["cosmo_params"]["hlittle"]
+    np.testing.assert_allclose(own.k, np.asarray(bins) * h, rtol=1e-12)
+    assert own.k[own.kept_bins].min() >= 0.1 and own.k[own.kept_bins].max() <= 1.0 and len(own.kept_bins) == 6
+    assert np.isnan(own.delta[:, :, 0]).all()  # 0.08 h/Mpc lies below the stored grid
+    np.testing.assert_array_equal(own.delta[own.train_idx][:, :, own.kept_bins],
+                                  regrid_log_k(clean.k, clean.delta[clean.train_idx], own.k)[:, :, own.kept_bins])
+    k_tab, errs = load_table(ROOT / "data/noise/hera350_1000h/z8.npz")
+    np.testing.assert_allclose(own.sigma[0, own.kept_bins], np.interp(own.k[own.kept_bins], k_tab, errs), rtol=1e-12)
+    assert own.observation.metadata()["k_bins"] == bins and own.observation.metadata()["k_units"] == "h/Mpc"
+    with pytest.raises(ObservationError, match="hlittle.*observation.k_units=1/Mpc"):
+        Observation.from_config({**HERA, "k_bins": bins, "k_units": "h/Mpc"}).on_own_grid(clean.k, clean.delta, {})
+
+
+def test_regridding_error_on_real_boxes_is_what_the_docs_say():
+    """scripts/kgrid_error.py on two small real 21cmFAST boxes: the stored grid mapped onto 21CMMC's other
+    binnings of the same box stays within the documented order of magnitude (docs/observations.md)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from kgrid_error import measure
+
+    result = measure(n=2, redshift=8.0, hii_dim=20, box_len=50.0)
+    rows = result["binnings"]
+    assert set(rows) == {"log15", "log30", "linear22"}
+    for row in rows.values():
+        assert row["bins_compared"] >= 5 and 0 < row["median_rel"] < 0.3 and row["p90_rel"] >= row["median_rel"]
+
+
+def test_predict_refuses_another_grid_naming_the_models_own_bins(tmp_path):
+    from conftest import run_entry
+
+    bins = "[0.15,0.25,0.4,0.6]"
+    proc = run_entry("train.py", "observation=hera350_1000h", f"observation.k_bins={bins}", "observation.k_units=h/Mpc",
+                     "trainer.max_epochs=1", "trainer.limit_train_batches=2", "logger=none", "saliency=false",
+                     "callbacks.progress_bar=null", f"hydra.run.dir={tmp_path}/run", f"paths.output_dir={tmp_path}/run")
+    ckpt = proc.stdout.strip().splitlines()[-1]
+    from astrops.inference import load_model
+
+    model = load_model(ckpt)
+    assert len(model.k) == 4 and model.meta["observation"]["k_units"] == "h/Mpc"
+    stored = _dm().k  # the simulations' 22-bin grid: not what this model measures
+    np.savez(tmp_path / "wrong.npz", k=stored, delta=np.ones((2, len(stored))))
+    np.savez(tmp_path / "right.npz", k=model.k, delta=np.full((2, 4), 5.0))
+    bad = run_entry("predict.py", f"ckpt_path={ckpt}", f"input={tmp_path}/wrong.npz", f"output={tmp_path}/w.csv",
+                    check=False)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert "own k-bins" in bad.stderr and "0.15, 0.25, 0.4, 0.6 h/Mpc" in bad.stderr and not (tmp_path / "w.csv").exists()
+    good = run_entry("predict.py", f"ckpt_path={ckpt}", f"input={tmp_path}/right.npz", f"output={tmp_path}/r.csv")
+    assert good.returncode == 0 and len((tmp_path / "r.csv").read_text().splitlines()) == 3

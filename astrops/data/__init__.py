@@ -6,7 +6,8 @@ module in configs.
 """
 
 from astrops.data.datamodule import DataConfigError, SpectraDataModule
+from astrops.data.observation import ObservationError
 from astrops.data.splits import DeviceBatches, informative_mask, stratified_folds, stratified_split
 
-__all__ = ["DataConfigError", "DeviceBatches", "SpectraDataModule", "informative_mask", "stratified_folds",
-           "stratified_split"]
+__all__ = ["DataConfigError", "DeviceBatches", "ObservationError", "SpectraDataModule", "informative_mask",
+           "stratified_folds", "stratified_split"]

@@ -46,8 +46,8 @@ class SpectraDataModule(L.LightningDataModule):
                  log_floor_fraction: float | None = 1e-3, test_store_dir: str | None = None,
                  test_dataset: str | None = None, observation: Mapping[str, Any] | None = None):
         super().__init__()
-        if feature_transform not in ("raw", "log10"):
-            raise DataConfigError(f"data.feature_transform={feature_transform!r}: choose 'raw' or 'log10'")
+        if feature_transform not in ("raw", "log10", "asinh"):
+            raise DataConfigError(f"data.feature_transform={feature_transform!r}: choose 'raw', 'log10' or 'asinh'")
         if not 0 < test_fraction < 1 or not 0 < val_fraction < 1:
             raise DataConfigError("data.test_fraction and data.val_fraction must lie in (0, 1)")
         if kfold is not None and (kfold < 2 or not 0 <= fold < kfold):
@@ -97,7 +97,9 @@ class SpectraDataModule(L.LightningDataModule):
         self.parameters, self.k = self.dataset.parameters, self.dataset.k
         self.keys, self.params = recs.keys, recs.params
         self.delta, self.xH = recs.delta[:, zi, :], recs.xH[:, zi]
-        if self.observation is not None:  # bins the instrument does not measure are dropped like empty ones
+        if self.observation is not None:  # its own k-bins, if any; bins it does not measure dropped like empty ones
+            self.k, self.delta = self.observation.on_own_grid(self.k, self.delta, self.dataset.spec.get("cosmo_params"),
+                                                              f"dataset {self.dataset.name}")
             self.sigma = self.observation.sigma(self.k, self.redshifts)
             self.delta = np.where(np.isfinite(self.sigma).all(axis=0), self.delta, np.nan)
         self.ranges, self.edges = self._priors_and_class_edges(priors)
@@ -108,7 +110,7 @@ class SpectraDataModule(L.LightningDataModule):
             held = np.concatenate([self.val_idx, self.test_idx])
             self.delta[held] = self.observation.fixed_realisation(self.delta[held], self.sigma, self.split_seed)
         self.transform = SpectrumTransform.fit(self.delta[self.train_idx], self.kept_bins, self.feature_transform,
-                                               self.standardize_features, self.log_floor_fraction)
+                                               self.standardize_features, self.log_floor_fraction, self.sigma)
         self.codec = TargetCodec.fit(self.params[self.train_idx], self.edges, self.standardize_targets)
         self._prepared = True
         log.info("dataset %s: %d spectra, redshifts %s, %d of %d k-bins kept; split %d/%d/%d (split_seed %d)",

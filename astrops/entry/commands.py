@@ -28,12 +28,13 @@ def _simulation_refusals() -> tuple[type[BaseException], ...]:
 
 def _training_refusals() -> tuple[type[BaseException], ...]:
     from astrops.checkpoints import InputError
-    from astrops.data import DataConfigError
+    from astrops.data import DataConfigError, ObservationError
     from astrops.store import StoreError
     from astrops.tracking import TrackingError
     from astrops.training.ensemble import EnsembleConfigError
 
-    return DataConfigError, EnsembleConfigError, TrackingError, InputError, StoreError, FileNotFoundError
+    return (DataConfigError, ObservationError, EnsembleConfigError, TrackingError, InputError, StoreError,
+            FileNotFoundError)
 
 
 def _baseline_refusals() -> tuple[type[BaseException], ...]:

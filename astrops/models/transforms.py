@@ -14,36 +14,52 @@ from torch import nn
 class SpectrumTransform(nn.Module):
     """Raw Δ² (B, n_z, n_k) in mK² → model features (B, n_z, n_kept).
 
-    Steps: keep the k-bins that are finite in the data; for ``log10``, clip each bin at a floor and
-    take log10; standardise each (z, k) feature with training-split statistics.
+    Steps: keep the k-bins that are finite in the data; map each bin (``kind``); standardise each (z, k)
+    feature with training-split statistics. ``kind``:
 
-    The floor: fully ionized boxes have Δ² = 0 exactly, and nearly ionized ones tiny values (down to
-    1e-7 mK² in the reference data) that carry no usable signal. Per (z, k) the floor is
-    ``floor_fraction`` (default 1e-3) times the median training Δ²: 30 dB below typical power, far under
-    any foreseeable instrumental noise. All (nearly) ionized spectra then share one finite value just
-    below the informative range, instead of a -inf or a long tail that would dominate the
-    standardisation. ``floor_fraction=None`` uses the smallest positive training value instead.
+    - ``raw``: Δ² itself (the seed study's).
+    - ``log10``: clip each bin at a floor and take log10. Fully ionized boxes have Δ² = 0 exactly, and
+      nearly ionized ones tiny values (down to 1e-7 mK² in the reference data) that carry no usable
+      signal. Per (z, k) the floor is ``floor_fraction`` (default 1e-3) times the median training Δ²:
+      30 dB below typical power. All (nearly) ionized spectra then share one finite value just below the
+      informative range, instead of a -inf or a long tail that would dominate the standardisation.
+      ``floor_fraction=None`` uses the smallest positive training value instead. A noisy observation's
+      negative Δ² is clipped too, which throws information away: hence ``asinh``.
+    - ``asinh``: asinh(Δ² / s), logarithmic for |Δ²| ≫ s and linear (sign kept) for |Δ²| ≲ s, so a
+      noise-subtracted measurement that scatters around zero stays informative (the "asinh magnitudes"
+      of Lupton, Gunn & Szalay 1999, AJ 118, 1406). The scale ``s`` per (z, k) is the observation's 1σ
+      thermal noise where one is given (the natural unit of a measured band power), else the log floor.
+
+    The ``floor`` buffer holds the log floor or the asinh scale.
     """
 
     def __init__(self, n_z: int, n_k: int, kept_bins: np.ndarray | list[int], kind: str = "log10"):
         super().__init__()
         n_kept = len(kept_bins)
         self.register_buffer("log10", torch.tensor(kind == "log10"))
+        self.register_buffer("asinh", torch.tensor(kind == "asinh"))
         self.register_buffer("kept_bins", torch.as_tensor(np.asarray(kept_bins), dtype=torch.long))
         self.register_buffer("floor", torch.zeros(n_z, n_kept))
         self.register_buffer("mean", torch.zeros(n_z, n_kept))
         self.register_buffer("std", torch.ones(n_z, n_kept))
         self.n_z, self.n_k = n_z, n_k
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        state_dict.setdefault(prefix + "asinh", torch.tensor(False))  # checkpoints from before asinh existed
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     @classmethod
     def fit(cls, delta_train: np.ndarray, kept_bins: np.ndarray, kind: str, standardize: bool,
-            floor_fraction: float | None = 1e-3) -> SpectrumTransform:
+            floor_fraction: float | None = 1e-3, noise_sigma: np.ndarray | None = None) -> SpectrumTransform:
+        """Fit on the training split's Δ² (N, n_z, n_k); ``noise_sigma`` (n_z, n_k): the observation's 1σ."""
         t = cls(delta_train.shape[1], delta_train.shape[2], kept_bins, kind)
         d = delta_train[:, :, kept_bins]
-        if t.log10:
+        if t.log10 or t.asinh:
             smallest = np.where(d > 0, d, np.inf).min(axis=0)
             floor = smallest if floor_fraction is None else np.maximum(floor_fraction * np.median(d, axis=0), smallest)
-            t.floor.copy_(torch.as_tensor(np.where(np.isfinite(floor), floor, 1e-6)))
+            if t.asinh and noise_sigma is not None:
+                floor = np.asarray(noise_sigma, dtype=np.float64)[:, kept_bins]
+            t.floor.copy_(torch.as_tensor(np.where(np.isfinite(floor) & (floor > 0), floor, 1e-6)))
         with torch.no_grad():
             feats = t.features(torch.as_tensor(d, dtype=torch.float32), standardize=False).numpy()
         if standardize:
@@ -52,7 +68,12 @@ class SpectrumTransform(nn.Module):
         return t
 
     def features(self, kept: torch.Tensor, standardize: bool = True) -> torch.Tensor:
-        x = torch.log10(torch.maximum(kept, self.floor)) if self.log10 else kept
+        if self.log10:
+            x = torch.log10(torch.maximum(kept, self.floor))
+        elif self.asinh:
+            x = torch.asinh(kept / self.floor)
+        else:
+            x = kept
         return (x - self.mean) / self.std if standardize else x
 
     def forward(self, delta: torch.Tensor) -> torch.Tensor:
