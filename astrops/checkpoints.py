@@ -31,7 +31,8 @@ MAX_CLASSES = 10_000
 MANIFEST = "manifest.json"
 FORMAT = "astrops-ensemble/1"
 MAX_MEMBERS = 64
-CALIBRATIONS = ("var_scale", "temperature")  # the only factors Ensemble.calibrate writes
+CALIBRATIONS = ("var_scale", "temperature")  # the per-parameter factors Ensemble.calibrate writes
+QUANTILE_MAP = "quantile_map"  # flows: per parameter, nondecreasing levels in [0, 1] (astrops.models.flow)
 
 
 class InputError(ValueError):
@@ -143,7 +144,7 @@ def save_ensemble(directory: str | Path, checkpoints: list[str], calibration: di
         shutil.copyfile(ckpt, directory / name)
         files.append(name)
     manifest = {"format": FORMAT, "members": files,
-                "calibration": {k: [float(x) for x in v] for k, v in calibration.items()}, **info}
+                "calibration": {k: torch.as_tensor(v).tolist() for k, v in calibration.items()}, **info}
     tmp = directory / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=1, default=str))
     tmp.replace(directory / MANIFEST)  # atomic: a reader sees the old manifest or the new one, never half
@@ -168,10 +169,18 @@ def read_manifest(directory: str | Path) -> dict:
     if not (isinstance(members, list) and 2 <= len(members) <= MAX_MEMBERS and len(set(map(str, members))) == len(members)
             and all(isinstance(m, str) and "/" not in m and m not in (".", "..") for m in members)):
         raise ValueError(f"{path}: 'members' must list 2 to {MAX_MEMBERS} distinct checkpoint file names in the directory")
-    if not isinstance(calibration, dict) or not all(k in CALIBRATIONS and finite_numbers(v, positive=True)
-                                                    for k, v in calibration.items()):
-        raise ValueError(f"{path}: 'calibration' may only map {list(CALIBRATIONS)} to lists of finite positive numbers")
+    if not isinstance(calibration, dict) or not all(
+            (k in CALIBRATIONS and finite_numbers(v, positive=True)) or (k == QUANTILE_MAP and _quantile_map(v))
+            for k, v in calibration.items()):
+        raise ValueError(f"{path}: 'calibration' may only map {list(CALIBRATIONS)} to lists of finite positive numbers "
+                         f"and {QUANTILE_MAP!r} to lists of nondecreasing levels in [0, 1]")
     return manifest
+
+
+def _quantile_map(v: object) -> bool:
+    return isinstance(v, list) and 0 < len(v) <= MAX_CLASSES and all(
+        isinstance(row, list) and 2 <= len(row) <= 1001 and finite_numbers(row) and all(0 <= x <= 1 for x in row)
+        and all(a <= b for a, b in zip(row, row[1:], strict=False)) for row in v)
 
 
 def load_ensemble(directory: str | Path) -> tuple[Ensemble, dict]:

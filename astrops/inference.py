@@ -8,7 +8,7 @@ checkpoint through :func:`read_checkpoint`, and an ensemble directory through
 :func:`astrops.checkpoints.load_ensemble`. The extra columns beside the values (a std, a class and its
 probability) are the task head's to name (:meth:`astrops.models.tasks.Task.output_columns`).
 
-Applying a model imports torch and numpy only: the model is a plain
+Applying a model imports torch and numpy (and zuko, for flow heads) only: the model is a plain
 :class:`~astrops.models.SpectrumModel` (no Lightning, MLflow or torchmetrics), and pandas loads on the
 first :meth:`Predictor.predict` (``predict.py`` writes its CSV from :meth:`Predictor.columns` with the
 standard library, byte for byte what ``DataFrame.to_csv(index=False)`` writes).
@@ -27,6 +27,7 @@ import torch
 
 from astrops.checkpoints import InputError, load_ensemble, load_estimator, read_checkpoint
 from astrops.models import Ensemble, SpectrumModel
+from astrops.models.flow import posterior_samples
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["InputError", "Predictor", "load_model", "read_checkpoint", "read_spectra_npz", "write_csv"]
 
 log = logging.getLogger(__name__)
+QUANTILE_SAMPLES = 1000  # posterior samples per spectrum behind a flow's table (median, 68 % / 95 % intervals)
 
 
 class Predictor:
@@ -132,6 +134,21 @@ class Predictor:
         return pd.DataFrame(self.columns(k, delta, redshifts, errs))
 
     @torch.no_grad()
+    def sample(self, k: np.ndarray, delta: np.ndarray, n: int = 1000, redshifts: np.ndarray | None = None,
+               seed: int = 0) -> np.ndarray:
+        """(N, n, P) samples of each spectrum's posterior in physical units (probabilistic models: Gaussian
+        heads and their ensembles, flows and flow ensembles), reproducible from ``seed``."""
+        if not getattr(self.model.task, "probabilistic", False):
+            raise InputError(f"this {self.model.task.kind} model has no posterior to sample (its spread, if any, is "
+                             "not an error bar): use a model trained with task=gaussian or task=flow")
+        d = self.check(k, delta, redshifts)
+        x = torch.as_tensor(np.nan_to_num(d, nan=0.0), dtype=torch.float32)
+        with torch.random.fork_rng(), posterior_samples(self.model, n):
+            torch.manual_seed(seed)
+            out = self.model.task.draw(self.model.predict_physical(x), int(n))
+        return out.numpy().astype(np.float64)
+
+    @torch.no_grad()
     def columns(self, k: np.ndarray, delta: np.ndarray, redshifts: np.ndarray | None = None,
                 errs: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """:meth:`predict`'s table as named numpy columns in order, without pandas; ``errs`` (n_z, n_k), the
@@ -143,7 +160,9 @@ class Predictor:
         if far.any():
             log.warning("%d of %d spectra lie far outside the training distribution (|standardised feature| > 6): "
                         "their predictions are extrapolations", int(far.sum()), len(x))
-        dec = self.model.predict_physical(x)
+        with torch.random.fork_rng(), posterior_samples(self.model, QUANTILE_SAMPLES):
+            torch.manual_seed(0)  # a flow's Monte-Carlo summaries: the same input gives the same table
+            dec = self.model.predict_physical(x)
         values = dec["value"].numpy().astype(np.float64)
         extra = self.model.task.output_columns(dec, self.parameters)  # std, class/probability: the head's own
         broken = ~np.isfinite(values).all(axis=1)

@@ -7,7 +7,8 @@ errors in units of each parameter's training standard deviation, never sums acro
 
 Predictive distributions (Gaussian heads, ensembles) add coverage68/95 (fraction of truths inside
 the central 68/95 % interval), NLL (in units of the training std, so parameters compare) and CRPS
-(physical units, like MAE; Gneiting & Raftery 2007 closed form); classification adds ECE.
+(physical units, like MAE; Gneiting & Raftery 2007 closed form); posterior samples (flows) add the
+coverage of their own quantile intervals and the sample CRPS; classification adds ECE.
 """
 
 from __future__ import annotations
@@ -67,6 +68,31 @@ class GaussianScores(Metric):
         return {"coverage68": self.in68 / n, "coverage95": self.in95 / n, "NLL": self.nll / n, "CRPS": self.crps / n}
 
 
+class SampleScores(Metric):
+    """Coverage of the central 68/95 % intervals from a posterior's own quantiles and the sample CRPS per
+    parameter (flows: a Gaussian's closed forms would misstate a one-sided or bimodal posterior)."""
+
+    full_state_update = False
+
+    def __init__(self, n_params: int, **kwargs):
+        super().__init__(**kwargs)
+        for name in ("in68", "in95", "crps"):
+            self.add_state(name, default=torch.zeros(n_params, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, dec: dict[str, torch.Tensor], target: torch.Tensor) -> None:
+        from astrops.models.flow import sample_crps
+
+        self.in68 += ((target >= dec["lo68"]) & (target <= dec["hi68"])).sum(0).double()
+        self.in95 += ((target >= dec["lo95"]) & (target <= dec["hi95"])).sum(0).double()
+        self.crps += sample_crps(dec["samples"], target).sum(0).double()
+        self.total += len(target)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        n = self.total.clamp(min=1)
+        return {"coverage68": self.in68 / n, "coverage95": self.in95 / n, "CRPS": self.crps / n}
+
+
 class WithinOneClassAccuracy(Metric):
     """Fraction of predictions at most one class away from the truth."""
 
@@ -108,11 +134,13 @@ class ParameterMetrics(nn.Module):
     on the centre of the predicted class) so regression and classification runs compare on R²."""
 
     def __init__(self, parameters: list[str], n_classes: int | None = None, confusion: bool = False,
-                 distribution: bool = False):
+                 distribution: bool | str = False):
         super().__init__()
         self.parameters = list(parameters)
         self.regression = _regression(len(parameters))
-        self.distribution = GaussianScores(len(parameters)) if distribution else None
+        # True: Gaussian predictions (value ± std); "samples": posterior samples and their quantiles (flows)
+        self.distribution = (SampleScores(len(parameters)) if distribution == "samples"
+                             else GaussianScores(len(parameters)) if distribution else None)
         self.n_classes = n_classes
         self.classification = (nn.ModuleList([_classification(n_classes) for _ in parameters])
                                if n_classes else None)
@@ -138,8 +166,11 @@ class ParameterMetrics(nn.Module):
     def update_decoded(self, dec: dict[str, torch.Tensor], target: torch.Tensor, codec) -> None:
         """Update from a task's ``decode`` output (value, and std / class / probs where the task has them)."""
         cls = dec.get("class")
+        samples = isinstance(self.distribution, SampleScores)
         self.update(dec["value"], target, cls, codec.to_class(target) if cls is not None else None,
-                    probs=dec.get("probs"), std=dec.get("std"), target_std=codec.std)
+                    probs=dec.get("probs"), std=None if samples else dec.get("std"), target_std=codec.std)
+        if samples and "samples" in dec:
+            self.distribution.update(dec, target)
 
     def compute(self, stage: str, target_std: torch.Tensor) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -180,6 +211,6 @@ def score(dec: dict[str, torch.Tensor], target: torch.Tensor, codec, parameters:
           n_classes: int | None = None) -> dict[str, float]:
     """All metrics of decoded predictions at once (ensembles, subsets): keys ``{prefix}/{metric}/{param}``."""
     metrics = ParameterMetrics(parameters, n_classes if "probs" in dec else None,
-                               distribution="std" in dec).to(target.device)
+                               distribution="samples" if "samples" in dec else "std" in dec).to(target.device)
     metrics.update_decoded(dec, target, codec)
     return metrics.compute(prefix, codec.std)

@@ -192,3 +192,8 @@ def test_predict_refuses_another_grid_naming_the_models_own_bins(tmp_path):
     assert "own k-bins" in bad.stderr and "0.15, 0.25, 0.4, 0.6 h/Mpc" in bad.stderr and not (tmp_path / "w.csv").exists()
     good = run_entry("predict.py", f"ckpt_path={ckpt}", f"input={tmp_path}/right.npz", f"output={tmp_path}/r.csv")
     assert good.returncode == 0 and len((tmp_path / "r.csv").read_text().splitlines()) == 3
+
+
+def test_asinh_features_of_an_observation_use_its_noise_as_the_scale():
+    noisy = _dm(HERA, feature_transform="asinh")
+    np.testing.assert_allclose(noisy.transform.floor.numpy(), noisy.sigma[:, noisy.kept_bins], rtol=1e-6)

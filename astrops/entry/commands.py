@@ -96,6 +96,8 @@ def run_predict(cfg: DictConfig) -> None:
     """Predict parameters for the spectra in ``cfg.input``: a plain CSV (header + rows) at ``cfg.output``
     and its metadata (checkpoint, lineage, prior box, columns) beside it as ``<output stem>.json``."""
     # torch and numpy only: a plain nn.Module, no Lightning, MLflow, torchmetrics or pandas (docs/benchmarks.md)
+    import numpy as np
+
     from astrops.inference import load_model, read_spectra_npz, write_csv
 
     k, delta, redshifts, errs = read_spectra_npz(cfg.input, with_errs=True)
@@ -104,7 +106,19 @@ def run_predict(cfg: DictConfig) -> None:
     n = len(columns["ood_reason"])
     output = Path(cfg.output)
     sidecar = output.with_suffix(".json")
+    n_samples, plot = int(cfg.get("samples") or 0), bool(cfg.get("plot"))
+    samples = (predictor.sample(k, delta, max(n_samples, 2000 if plot else 0), redshifts, seed=int(cfg.get("seed") or 0))
+               if n_samples or plot else None)  # refused in one line, before anything is written, for point models
     write_csv(columns, output)  # what DataFrame.to_csv(index=False) writes
+    if n_samples:
+        path = output.with_name(f"{output.stem}_samples.npz")
+        np.savez(path, samples=samples[:, :n_samples], parameters=np.array(predictor.parameters))
+        log.info("wrote %d posterior samples per spectrum to %s", n_samples, path)
+    if plot:
+        from astrops.analysis.corner_plots import write_corner_plots
+
+        paths = write_corner_plots(samples, predictor, output.with_name(f"{output.stem}_corner"))
+        log.info("wrote %d corner plots: %s ... %s", len(paths), paths[0], paths[-1])
     sidecar.write_text(json.dumps(prediction_metadata(predictor, cfg, n, list(columns)), indent=1,
                                   default=str, allow_nan=False) + "\n")
     log.info("wrote %d predictions to %s (metadata: %s)", n, output, sidecar)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from astrops.models.backbones import CNNBackbone, DenseBackbone
 from astrops.models.ensemble import Ensemble
+from astrops.models.flow import FlowTask
 from astrops.models.spectrum_model import SpectrumModel
 from astrops.models.tasks import ClassificationTask, GaussianTask, RegressionTask, Task
 from astrops.models.transforms import SpectrumTransform, TargetCodec
@@ -19,7 +20,7 @@ from astrops.models.transforms import SpectrumTransform, TargetCodec
 if TYPE_CHECKING:
     from astrops.models.estimator import ParameterEstimator
 
-__all__ = ["CNNBackbone", "ClassificationTask", "DenseBackbone", "Ensemble", "GaussianTask", "ParameterEstimator",
+__all__ = ["CNNBackbone", "ClassificationTask", "DenseBackbone", "Ensemble", "FlowTask", "GaussianTask", "ParameterEstimator",
            "RegressionTask", "SpectrumModel", "SpectrumTransform", "Task", "TargetCodec"]
 
 

@@ -39,8 +39,8 @@ class Ensemble(nn.Module):
         self.kind, self.param_names = first.task.kind, first.param_names
         self.transform, self.task = first.transform, first.task
         self.calibration = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in (calibration or {}).items()}
-        if any(v.shape != (len(self.param_names),) for v in self.calibration.values()):
-            raise ValueError(f"calibration factors must have one value per parameter ({len(self.param_names)})")
+        if any(v.ndim not in (1, 2) or v.shape[0] != len(self.param_names) for v in self.calibration.values()):
+            raise ValueError(f"calibration factors must have one entry per parameter ({len(self.param_names)})")
 
     @torch.no_grad()
     def raw(self, delta: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -59,7 +59,7 @@ class Ensemble(nn.Module):
         if not self.task.calibrates_ensemble:
             return {}
         self.calibration = self.task.fit_ensemble_calibration(self.raw(x_val), y_val)
-        return {f"calibration/{name}/{p}": float(v) for name, t in self.calibration.items()
+        return {f"calibration/{name}/{p}": float(v) for name, t in self.task.calibration_summary(self.calibration).items()
                 for p, v in zip(self.param_names, t, strict=True)}
 
     def validation_loss(self, x_val: torch.Tensor, y_val: torch.Tensor) -> float:

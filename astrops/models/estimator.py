@@ -70,7 +70,7 @@ class ParameterEstimator(SpectrumModel, L.LightningModule):
         with torch.no_grad():
             out = self(x_val)
         self.train(was_training)
-        factors = self.task.fit_calibration(out, y_val)
+        factors = self.task.calibration_summary(self.task.fit_calibration(out, y_val))
         return {f"calibration/{name}/{p}": float(v) for name, t in factors.items()
                 for p, v in zip(self.param_names, t, strict=True)}
 

@@ -27,6 +27,9 @@ from astrops.models.calibration import variance_scale
 from astrops.models.transforms import TargetCodec
 
 Columns = tuple[tuple[str, str], ...]
+# the quantiles predict.py writes for every probabilistic head: the median and the central 68 % / 95 % intervals
+QUANTILE_LEVELS = {"median": 0.5, "lo68": 0.15865525393145707, "hi68": 0.8413447460685429, "lo95": 0.025,
+                   "hi95": 0.975}
 REGRESSION_COLUMNS: Columns = (("RMSE", "RMSE"), ("MAE", "MAE"), ("MSE", "MSE"), ("R2-Score", "R2"))
 CLASSIFICATION_COLUMNS: Columns = (("Accuracy", "acc"), ("Acc ±1", "acc_pm1"), ("Precision", "precision"),
                                    ("Recall", "recall"), ("F1", "F1"), ("R2 (class centre)", "R2"))
@@ -38,6 +41,7 @@ class Task(nn.Module):
     and their spread, variance-scaled on the validation split (Kuleshov et al. 2018)."""
 
     kind: ClassVar[str] = ""
+    probabilistic: ClassVar[bool] = False  # its prediction is a distribution of the parameters (a posterior)
     table_columns: ClassVar[Columns] = REGRESSION_COLUMNS  # (header, metric key) of the seed's metrics table
     calibrate: bool = False  # whether a single model has post-hoc factors to fit on the validation split
     codec: TargetCodec
@@ -61,6 +65,10 @@ class Task(nn.Module):
         """Fit this head's calibration buffers on validation outputs ``out`` and truths ``y`` (physical
         units); returns the fitted factors by buffer name (none for a head without a spread)."""
         return {}
+
+    def calibration_summary(self, factors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One number per parameter for each fitted factor, to log (``calibration/<name>/<parameter>``)."""
+        return factors
 
     @property
     def calibrates_ensemble(self) -> bool:
@@ -103,6 +111,11 @@ class Task(nn.Module):
             return {}
         return {f"{p}_std": dec["std"][:, j].detach().cpu().numpy().astype(np.float64) for j, p in enumerate(parameters)}
 
+    def draw(self, dec: dict[str, torch.Tensor], n: int) -> torch.Tensor:
+        """(B, n, P) samples of the predictive distribution (probabilistic heads only)."""
+        raise TypeError(f"a {self.kind} model has no posterior to sample (its spread, if any, is not an error bar): "
+                        "train task=gaussian or task=flow")
+
 
 class RegressionTask(Task):
     """One value per parameter, MSE on standardised targets (equal weight per parameter)."""
@@ -140,6 +153,7 @@ class GaussianTask(Task):
     """
 
     kind = "gaussian"
+    probabilistic = True
 
     def __init__(self, codec: TargetCodec, in_features: int, beta: float = 0.0, calibrate: bool = True,
                  min_log_var: float = -14.0, max_log_var: float = 6.0):
@@ -183,6 +197,17 @@ class GaussianTask(Task):
         """Mixture mean and total variance: the members' own noise (mean of their variances) plus what
         the seeds disagree on (variance of their means)."""
         return _mixture(decs, within=torch.stack([d["std"] ** 2 for d in decs]).mean(0))
+
+    def output_columns(self, dec: dict[str, torch.Tensor], parameters: list[str]) -> dict[str, np.ndarray]:
+        """The std and the Gaussian's quantiles (median = mean; μ ± σ; μ ± 1.96 σ)."""
+        normal = torch.distributions.Normal(0.0, 1.0)
+        q = {name: dec["value"] + dec["std"] * normal.icdf(torch.tensor(level)) for name, level in QUANTILE_LEVELS.items()}
+        return {**super().output_columns(dec, parameters), **quantile_columns(q, parameters)}
+
+    def draw(self, dec: dict[str, torch.Tensor], n: int) -> torch.Tensor:
+        """Independent Gaussians per parameter (the calibrated mean and std; an ensemble's moment-matched one)."""
+        eps = torch.randn(dec["value"].shape[0], n, dec["value"].shape[1], dtype=dec["value"].dtype)
+        return dec["value"][:, None, :] + dec["std"][:, None, :] * eps.to(dec["value"].device)
 
 
 class ClassificationTask(Task):
@@ -273,6 +298,12 @@ def _mixture(decs: list[dict[str, torch.Tensor]], within: torch.Tensor | None) -
     if within is not None:
         var = var + within
     return {"value": values.mean(0), "std": var.sqrt()}
+
+
+def quantile_columns(quantiles: dict[str, torch.Tensor], parameters: list[str]) -> dict[str, np.ndarray]:
+    """``<p>_median``, ``<p>_lo68``, ``<p>_hi68``, ``<p>_lo95``, ``<p>_hi95`` (B, P) tensors → columns."""
+    return {f"{p}_{name}": quantiles[name][:, j].detach().cpu().numpy().astype(np.float64)
+            for j, p in enumerate(parameters) for name in QUANTILE_LEVELS}
 
 
 def decode_probs(probs: torch.Tensor, codec: TargetCodec) -> dict[str, torch.Tensor]:

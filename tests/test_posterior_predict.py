@@ -1,0 +1,93 @@
+"""predict.py and astrops.load_model for probabilistic models (issue 18): quantile columns, samples, corner
+plots, flow ensembles, and a clear refusal for point models."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import ROOT, compose_cfg, run_entry
+
+from astrops.inference import InputError, load_model, read_spectra_npz
+
+EXAMPLES = ROOT / "data/examples/spectra_z8.npz"
+QUANTILES = ("median", "lo68", "hi68", "lo95", "hi95")
+
+
+def _train(tmp, *overrides):
+    from astrops.training import train, train_ensemble
+
+    cfg = compose_cfg("train", [f"paths.output_dir={tmp}/run", "logger=none", "callbacks.progress_bar=null",
+                                "saliency=false", "task=flow", "trainer.max_epochs=2", *overrides])
+    return (train_ensemble if cfg.ensemble.members > 1 else train)(cfg)[1]
+
+
+@pytest.fixture(scope="module")
+def flow_checkpoint(tmp_path_factory) -> str:
+    return _train(tmp_path_factory.mktemp("flow"))
+
+
+@pytest.fixture(scope="module")
+def flow_ensemble(tmp_path_factory) -> str:
+    return _train(tmp_path_factory.mktemp("flows"), "ensemble.members=2", "trainer.max_epochs=1")
+
+
+def test_predict_writes_quantiles_samples_and_corner_plots(flow_checkpoint, tmp_path):
+    out = tmp_path / "pred.csv"
+    proc = run_entry("predict.py", f"ckpt_path={flow_checkpoint}", f"input={EXAMPLES}", f"output={out}", "samples=300",
+                     "plot=true", f"hydra.run.dir={tmp_path}/h")
+    assert proc.stdout.strip().splitlines()[-1] == str(out)
+    header = out.read_text().splitlines()[0].split(",")
+    params = ["HII_EFF_FACTOR", "ION_Tvir_MIN", "R_BUBBLE_MAX"]
+    assert header == [*params, *(f"{p}_std" for p in params), *(f"{p}_{q}" for p in params for q in QUANTILES),
+                      "out_of_distribution", "ood_reason"]
+    import pandas as pd
+
+    table = pd.read_csv(out)
+    n = len(table)
+    model = load_model(flow_checkpoint)
+    for p in params:
+        lo, hi = model.prior_box[p]
+        ordered = table[[f"{p}_lo95", f"{p}_lo68", f"{p}_median", f"{p}_hi68", f"{p}_hi95"]].to_numpy()
+        assert (np.diff(ordered, axis=1) >= 0).all() and (ordered >= lo).all() and (ordered <= hi).all()
+    with np.load(tmp_path / "pred_samples.npz", allow_pickle=False) as z:
+        assert z["samples"].shape == (n, 300, 3) and z["parameters"].tolist() == params
+    assert sorted(p.name for p in tmp_path.glob("pred_corner_*.png")) == sorted(f"pred_corner_{i}.png" for i in range(n))
+    assert json.loads((tmp_path / "pred.json").read_text())["columns"] == header
+
+
+def test_samples_are_reproducible_and_match_the_table(flow_checkpoint):
+    model = load_model(flow_checkpoint)
+    k, delta, _ = read_spectra_npz(EXAMPLES)
+    a, b = model.sample(k, delta, 500), model.sample(k, delta, 500)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, model.sample(k, delta, 500, seed=1)) and a.shape == (len(delta), 500, 3)
+    table = model.predict(k, delta)
+    np.testing.assert_allclose(np.median(model.sample(k, delta, 4000), axis=1)[:, 0], table["HII_EFF_FACTOR_median"],
+                               atol=0.05 * 195)  # two Monte-Carlo estimates of one posterior median
+    assert table.equals(model.predict(k, delta))  # the table's own samples are seeded
+
+
+def test_a_flow_ensemble_is_a_mixture_with_its_quantile_map_in_the_manifest(flow_ensemble):
+    manifest = json.loads((ROOT / flow_ensemble / "manifest.json").read_text())
+    qmap = np.asarray(manifest["calibration"]["quantile_map"])
+    assert qmap.shape == (3, 41) and (np.diff(qmap, axis=1) >= 0).all() and qmap[:, 0].max() == 0 and qmap[:, -1].min() == 1
+    model = load_model(flow_ensemble)
+    k, delta, _ = read_spectra_npz(EXAMPLES)
+    s = model.sample(k, delta, 1000)
+    assert s.shape == (len(delta), 1000, 3)
+    assert {"HII_EFF_FACTOR_lo95", "R_BUBBLE_MAX_hi68"} <= set(model.predict(k, delta).columns)
+
+
+def test_point_models_refuse_to_sample_in_one_line(dense_checkpoint, tmp_path):
+    model = load_model(dense_checkpoint)
+    k, delta, _ = read_spectra_npz(EXAMPLES)
+    with pytest.raises(InputError, match="no posterior to sample.*task=gaussian or task=flow"):
+        model.sample(k, delta, 10)
+    assert "HII_EFF_FACTOR_lo68" not in model.predict(k, delta).columns  # no intervals for point estimates
+    out = tmp_path / "p.csv"
+    proc = run_entry("predict.py", f"ckpt_path={dense_checkpoint}", f"input={EXAMPLES}", f"output={out}", "samples=10",
+                     f"hydra.run.dir={tmp_path}/h", check=False)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "no posterior" in proc.stderr
+    assert not out.exists()  # refused before anything was written
