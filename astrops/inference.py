@@ -27,7 +27,7 @@ import torch
 
 from astrops.checkpoints import InputError, load_ensemble, load_estimator, read_checkpoint
 from astrops.models import Ensemble, SpectrumModel
-from astrops.models.flow import posterior_samples
+from astrops.models.flow import TEST_SAMPLES, posterior_samples
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 __all__ = ["InputError", "Predictor", "load_model", "read_checkpoint", "read_spectra_npz", "write_csv"]
 
 log = logging.getLogger(__name__)
-QUANTILE_SAMPLES = 1000  # posterior samples per spectrum behind a flow's table (median, 68 % / 95 % intervals)
 
 
 class Predictor:
@@ -160,7 +159,7 @@ class Predictor:
         if far.any():
             log.warning("%d of %d spectra lie far outside the training distribution (|standardised feature| > 6): "
                         "their predictions are extrapolations", int(far.sum()), len(x))
-        with torch.random.fork_rng(), posterior_samples(self.model, QUANTILE_SAMPLES):
+        with torch.random.fork_rng(), posterior_samples(self.model, TEST_SAMPLES):
             torch.manual_seed(0)  # a flow's Monte-Carlo summaries: the same input gives the same table
             dec = self.model.predict_physical(x)
         values = dec["value"].numpy().astype(np.float64)

@@ -163,7 +163,7 @@ PREDICT_RULES: tuple[Rule, ...] = (
     Rule("samples", lambda v: v is None or is_int(v, 0, 1_000_000), "an integer in [0, 1000000]",
          "the posterior samples per spectrum to write, e.g. samples=1000 (0: none)"),
     Rule("plot", lambda v: v is None or isinstance(v, bool), "true or false", "e.g. plot=true"),
-    Rule("seed", lambda v: v is None or is_int(v, 0, 2**32 - 1), "an integer in [0, 2**32)", "e.g. seed=0"),
+    SEED,
     Rule("output", lambda v: _sidecar_free(Path(v).with_suffix(".json")),
          "a path whose <stem>.json is free or an earlier predictions sidecar",
          "choose another output= (that .json is a directory or a file predict.py did not write)"),

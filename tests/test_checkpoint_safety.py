@@ -168,7 +168,7 @@ def test_inconsistent_metadata_is_refused_before_anything_is_allocated(dense_che
     ('{"format": "astrops-ensemble/1", "members": ["member_0.ckpt", "member_1.ckpt"], "calibration": {"os.system": [1, 1, 1]}}',
      "may only map"),
     ('{"format": "astrops-ensemble/1", "members": ["member_0.ckpt", "member_1.ckpt"], "calibration": {"var_scale": [1, 1]}}',
-     "one value per parameter"),
+     "one entry per parameter"),
 ])
 def test_malformed_manifests_are_refused_in_one_line(dense_checkpoint, tmp_path, manifest, message):
     for i in range(2):

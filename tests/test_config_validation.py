@@ -45,6 +45,8 @@ CONTRACT = {
     "simulation.sims_per_ic": lambda v: _int(v, 1),
     "simulation.base_seed": lambda v: _int(v, 0, 2**32 - 1),
     "simulation.sampler": lambda v: v in ("uniform", "lhs"),
+    "samples": lambda v: v is None or _int(v, 0, 1_000_000),
+    "plot": lambda v: v is None or isinstance(v, bool),
     "observation.k_units": lambda v: v in ("1/Mpc", "h/Mpc"),
     "observation.k_bins": lambda v: v is None or (isinstance(v, list) and len(v) >= 2 and all(
         type(x) in (int, float) and math.isfinite(x) and x > 0 for x in v) and all(a < b for a, b in zip(v, v[1:], strict=False))),

@@ -220,7 +220,12 @@ def test_each_task_names_its_columns_metrics_and_point_estimate():
     h = torch.randn(5, 4)
     assert reg.output_columns(reg.decode(reg(h)), parameters) == {}
     gcols = gau.output_columns(gau.decode(gau(h)), parameters)
-    assert list(gcols) == ["a_std", "b_std", "c_std"] and all(c.dtype == np.float64 for c in gcols.values())
+    quantiles = ["median", "lo68", "hi68", "lo95", "hi95"]
+    assert list(gcols) == ["a_std", "b_std", "c_std", *(f"{p}_{q}" for p in parameters for q in quantiles)]
+    assert all(c.dtype == np.float64 for c in gcols.values())
+    g = gau.decode(gau(h))  # the Gaussian's quantiles: μ, μ ± σ (15.87 / 84.13 %), μ ± 1.96 σ (2.5 / 97.5 %)
+    for name, z in (("median", 0.0), ("lo68", -1.0), ("hi68", 1.0), ("lo95", -1.959964), ("hi95", 1.959964)):
+        np.testing.assert_allclose(gcols[f"b_{name}"], (g["value"][:, 1] + z * g["std"][:, 1]).detach(), rtol=1e-4, atol=1e-5)
     spread = reg.combine([reg.decode(reg(h)), reg.decode(reg(h + 1))])  # a regression ensemble has a std
     np.testing.assert_allclose(reg.output_columns(spread, parameters)["b_std"], spread["std"][:, 1].detach(), rtol=1e-6)
     cls.temperature.fill_(2.0)

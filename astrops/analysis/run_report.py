@@ -30,7 +30,7 @@ def report_results(dm: SpectraDataModule, columns: Sequence[tuple[str, str]], re
 
     ``columns`` are the metrics table's (header, metric key) pairs, the task's ``table_columns``;
     ``outputs`` holds the test set's ``true``, ``pred`` and, for Gaussian heads and ensembles, ``std``
-    (N, P) in physical units.
+    (N, P) in physical units; for posterior samples (flows) also the truths' ``pit``.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     table = report.metrics_table(results, dm.parameters, columns)
@@ -41,13 +41,15 @@ def report_results(dm: SpectraDataModule, columns: Sequence[tuple[str, str]], re
     if "pred" in outputs:
         r2 = {p: results.get(f"test/R2/{p}", float("nan")) for p in dm.parameters}
         figures["pred_vs_true"] = report.pred_vs_true(outputs["pred"], outputs["true"], dm.parameters, r2)
-    if "std" in outputs:
-        z = (outputs["true"] - outputs["pred"]) / np.maximum(outputs["std"], 1e-12)
-        xH = dm.xH[dm.test_idx][: len(z), len(dm.redshifts) // 2]  # DDP: rank 0 holds the first part
+    if "std" in outputs or "pit" in outputs:  # a flow's own PIT; a Gaussian's Φ((y − μ)/σ)
+        pit = outputs.get("pit")
+        if pit is None:
+            pit = report.norm_cdf((outputs["true"] - outputs["pred"]) / np.maximum(outputs["std"], 1e-12))
+        xH = dm.xH[dm.test_idx][: len(pit), len(dm.redshifts) // 2]  # DDP: rank 0 holds the first part
         files.append(out_dir / "coverage.md")
-        files[-1].write_text(report.coverage_markdown(report.coverage_table(z, xH, dm.parameters)) + "\n")
-        figures["pit"] = report.pit_histograms(report.norm_cdf(z), dm.parameters)
-        figures["coverage_curve"] = report.coverage_curves(z, dm.parameters)
+        files[-1].write_text(report.coverage_markdown(report.coverage_table(pit, xH, dm.parameters)) + "\n")
+        figures["pit"] = report.pit_histograms(pit, dm.parameters)
+        figures["coverage_curve"] = report.coverage_curves(pit, dm.parameters)
     if confusion:
         figures["confusion_matrices"] = report.confusion_matrices(confusion, dm.parameters)
     if dm.sigma is not None:  # an observation: what the instrument sees of a few test spectra

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from astrops.metrics import ParameterMetrics
+from astrops.models.flow import pit as sample_pit
 from astrops.models.spectrum_model import SpectrumModel
 from astrops.models.tasks import Task
 from astrops.models.transforms import SpectrumTransform
@@ -90,7 +91,9 @@ class ParameterEstimator(SpectrumModel, L.LightningModule):
             dec = self.task.decode(out.detach())
             self.metrics[f"{stage}_metrics"].update_decoded(dec, y, self.task.codec)
         if stage == "test":
-            for name, t in (("pred", dec["value"]), ("true", y), ("std", dec.get("std")), ("probs", dec.get("probs"))):
+            pit = sample_pit(dec["samples"], y) if "samples" in dec else None
+            for name, t in (("pred", dec["value"]), ("true", y), ("std", dec.get("std")), ("probs", dec.get("probs")),
+                            ("pit", pit)):
                 if t is not None:
                     self.test_outputs.setdefault(name, []).append(t.cpu())
         return loss

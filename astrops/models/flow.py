@@ -41,6 +41,7 @@ from astrops.models.transforms import TargetCodec
 
 N_LEVELS = 41  # knots of the quantile map: nominal levels 0, 0.025, ..., 1
 EPS = 1e-6  # truths on the prior's edge: the box is open for the logit
+TEST_SAMPLES = 1000  # samples per spectrum behind test metrics, calibration fits and predict's table
 MAX_FLOW_WEIGHTS = 50_000_000  # far above any flow here (the default has ~0.2 M)
 
 
@@ -51,7 +52,7 @@ class FlowTask(Task):
     probabilistic = True
 
     def __init__(self, codec: TargetCodec, in_features: int, transforms: int = 3,
-                 hidden_features: list[int] | tuple[int, ...] = (64, 64), bins: int = 8, n_samples: int = 256,
+                 hidden_features: list[int] | tuple[int, ...] = (64, 64), bins: int = 8, n_samples: int = 32,
                  calibrate: bool = True, context_features: int = 32):
         super().__init__()
         self.codec, self.calibrate, self.n_samples = codec, calibrate, int(n_samples)
@@ -116,7 +117,7 @@ class FlowTask(Task):
         """``quantile_map`` from the validation PITs of the uncalibrated flow (1 000 samples each)."""
         self.quantile_map.copy_(identity_map(self.n_params).to(self.quantile_map))
         with torch.no_grad():
-            samples = torch.cat([self.sample(chunk, 1000) for chunk in out.split(512)])
+            samples = torch.cat([self.sample(chunk, TEST_SAMPLES) for chunk in out.split(512)])
         qmap = fit_quantile_map(samples, y)
         self.quantile_map.copy_(qmap.to(self.quantile_map))
         return {"quantile_map": qmap}

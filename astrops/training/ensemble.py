@@ -22,6 +22,7 @@ from astrops import tracking
 from astrops.checkpoints import MANIFEST, save_ensemble
 from astrops.data import SpectraDataModule
 from astrops.metrics import ParameterMetrics, score
+from astrops.models.flow import TEST_SAMPLES, pit, posterior_samples
 from astrops.tracking import TrackedRun
 from astrops.training.network import train
 
@@ -92,9 +93,10 @@ def _combine_and_test(cfg: DictConfig, dm: SpectraDataModule, members: list[tupl
     dm.trainer = None  # the members' trainers are done: combine on the CPU, where the members were loaded
     dm.setup()
     codec, params, n_classes = ens.task.codec, ens.param_names, ens.task.metric_options()["n_classes"]
-    results = ens.calibrate(*dm.tensors["val"])  # the task decides (a regression ensemble's spread needs it most)
-    x, y = dm.tensors["test"]
-    dec = ens.predict_physical(x)
+    with posterior_samples(ens, TEST_SAMPLES):  # a flow mixture's calibration and test: 1 000 samples
+        results = ens.calibrate(*dm.tensors["val"])  # the task decides (a regression ensemble's spread needs it most)
+        x, y = dm.tensors["test"]
+        dec = ens.predict_physical(x)
     results.update(score(dec, y, codec, params, "test", n_classes))
     keep = dm.informative_test_mask()
     if keep is not None:
@@ -102,9 +104,10 @@ def _combine_and_test(cfg: DictConfig, dm: SpectraDataModule, members: list[tupl
         results.update(score({k_: v[keep] for k_, v in dec.items()}, y[keep], codec, params, "test_informative",
                              n_classes))
     x_val, y_val = dm.tensors["val"]
-    results.update(score(ens.predict_physical(x_val), y_val, codec, params, "best/val", n_classes))
-    # what sweeps minimise (optimized_metric=val/loss): the ensemble's validation loss in the task's units
-    results["best/val/loss"] = ens.validation_loss(x_val, y_val)
+    with posterior_samples(ens, TEST_SAMPLES):
+        results.update(score(ens.predict_physical(x_val), y_val, codec, params, "best/val", n_classes))
+        # what sweeps minimise (optimized_metric=val/loss): the ensemble's validation loss in the task's units
+        results["best/val/loss"] = ens.validation_loss(x_val, y_val)
     for key in [k_ for k_ in members[0][0] if k_.startswith(("test/", "test_informative/"))]:
         vals = np.array([m[0].get(key, np.nan) for m in members])  # the single members, for comparison
         results[f"members_mean/{key}"], results[f"members_std/{key}"] = float(vals.mean()), float(vals.std(ddof=1))
@@ -134,6 +137,8 @@ def _report(dm: SpectraDataModule, ens, dec: dict[str, torch.Tensor], y: torch.T
 
     outputs = {name: dec[key].numpy() for name, key in (("pred", "value"), ("std", "std")) if key in dec}
     outputs["true"] = y.numpy()
+    if "samples" in dec:  # a flow mixture: the truths' PIT under its own samples
+        outputs["pit"] = pit(dec["samples"], y).numpy()
     confusion, n_classes = None, ens.task.metric_options()["n_classes"]
     if n_classes is not None:  # the combined class probabilities: confusion matrices like a single classifier's
         cm = ParameterMetrics(ens.param_names, n_classes, confusion=True)

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from astrops import __version__, tracking
 from astrops.checkpoints import read_checkpoint
 from astrops.data import SpectraDataModule
+from astrops.models.flow import TEST_SAMPLES, posterior_samples
 from astrops.models.registry import build
 from astrops.tracking import TrackedRun
 
@@ -156,7 +157,7 @@ def _fit_and_test(cfg: DictConfig, dm: SpectraDataModule, trainer: L.Trainer, mo
     if calibration and best:  # the calibrated model is one checkpoint: the factors are buffers of the task head
         best = str(Path(best).with_name(Path(best).stem + "-calibrated.ckpt"))
         trainer.save_checkpoint(best, weights_only=False)
-    with _timed(timing, "test"):
+    with _timed(timing, "test"), posterior_samples(model, TEST_SAMPLES):  # a flow's test summaries: 1 000 samples
         trainer.test(model, datamodule=dm, verbose=False)  # our table, not Lightning's
     results = {**{k: float(v) for k, v in model.test_results.items()}, **calibration}
     keep = dm.informative_test_mask()
