@@ -91,3 +91,17 @@ def test_point_models_refuse_to_sample_in_one_line(dense_checkpoint, tmp_path):
                      f"hydra.run.dir={tmp_path}/h", check=False)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "no posterior" in proc.stderr
     assert not out.exists()  # refused before anything was written
+
+
+def test_score_rebuilds_the_models_data_and_reports_coverage(flow_checkpoint, tmp_path, capsys):
+    from astrops.analysis.score import main
+
+    out = tmp_path / "score.json"
+    assert main([flow_checkpoint, "--test-store", str(ROOT / "data/holdout"), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("1000 test spectra") and "| coverage68 |" in printed and "| coverage95 |" in printed
+    results = json.loads(out.read_text())
+    assert results["n_test"] == 1000 and 0 < results["test/coverage68/ION_Tvir_MIN"] < 1
+    assert main([flow_checkpoint, "--test-store", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:")
