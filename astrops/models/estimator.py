@@ -51,7 +51,11 @@ class ParameterEstimator(SpectrumModel, L.LightningModule):
     # -- evaluation (forward and predict_physical are SpectrumModel's) ----------------------------
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, prefix: str) -> dict[str, float]:
-        """Loss and all metrics on (x, y) with the current weights, in eval mode, outside the Trainer."""
+        """Loss and all metrics on (x, y) with the current weights, in eval mode, outside the Trainer.
+
+        (x, y) go where the model is: after ``fit``/``test`` Lightning hands the module back on the CPU while
+        the data module's tensors stay on the accelerator (found by ``make gpu-check`` on an H100)."""
+        x, y = x.to(self.device), y.to(self.device)
         was_training = self.training
         self.eval()  # no dropout, batch-norm running statistics
         out = self(x)
@@ -66,6 +70,7 @@ class ParameterEstimator(SpectrumModel, L.LightningModule):
         the task calibrates nothing. The forward pass runs in eval mode; the previous mode is restored."""
         if not self.task.calibrate:
             return {}
+        x_val, y_val = x_val.to(self.device), y_val.to(self.device)  # see evaluate
         was_training = self.training
         self.eval()
         with torch.no_grad():
