@@ -118,11 +118,14 @@ def load_estimator(path: str | Path) -> tuple[SpectrumModel, dict]:
         if sum(math.prod(s) for s in probe.values()) > MAX_WEIGHTS:
             raise ValueError(f"its config asks for more than {MAX_WEIGHTS:.0e} weights")
         stored = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
-        # calibration factors absent from older checkpoints default to 1
-        optional = (".var_scale", ".temperature")
+        # calibration factors absent from older checkpoints default to 1; the asinh flag to False
+        optional = (".var_scale", ".temperature", "transform.asinh")
         differ = sorted(k for k in probe if stored.get(k) != probe[k] and not (k.endswith(optional) and k not in stored))
         if differ:
             raise ValueError(f"weights {differ[:3]} are missing or of another shape")
+        qmap = state.get("task.quantile_map")
+        if qmap is not None and not _quantile_map(qmap.tolist()):
+            raise ValueError("its quantile_map is not nondecreasing levels in [0, 1]")
         model = _assemble(meta)
         model.load_state_dict(state, strict=False)
         if model.transform.kept_bins.tolist() != meta["kept_bins"]:

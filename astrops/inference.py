@@ -27,7 +27,7 @@ import torch
 
 from astrops.checkpoints import InputError, load_ensemble, load_estimator, read_checkpoint
 from astrops.models import Ensemble, SpectrumModel
-from astrops.models.flow import TEST_SAMPLES, posterior_samples
+from astrops.models.flow import CHUNK_SAMPLES, TEST_SAMPLES, predict_in_chunks
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 __all__ = ["InputError", "Predictor", "load_model", "read_checkpoint", "read_spectra_npz", "write_csv"]
 
 log = logging.getLogger(__name__)
+MAX_SAMPLES = 50_000_000  # posterior samples one call may return (1.2 GB of float64 parameter triples)
+MAX_PLOTS = 200  # corner plots one predict.py call may draw (one figure per spectrum)
 
 
 class Predictor:
@@ -141,11 +143,17 @@ class Predictor:
             raise InputError(f"this {self.model.task.kind} model has no posterior to sample (its spread, if any, is "
                              "not an error bar): use a model trained with task=gaussian or task=flow")
         d = self.check(k, delta, redshifts)
+        if len(d) * int(n) > MAX_SAMPLES:
+            raise InputError(f"{len(d)} spectra x {int(n)} samples is more than {MAX_SAMPLES:.0e} samples (each 3 "
+                             "float64): ask for fewer samples or split the input")
         x = torch.as_tensor(np.nan_to_num(d, nan=0.0), dtype=torch.float32)
-        with torch.random.fork_rng(), posterior_samples(self.model, n):
+        out = []
+        with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            out = self.model.task.draw(self.model.predict_physical(x), int(n))
-        return out.numpy().astype(np.float64)
+            for chunk in x.split(max(1, CHUNK_SAMPLES // max(int(n), 1))):
+                dec = predict_in_chunks(self.model, chunk, int(n))
+                out.append(self.model.task.draw(dec, int(n)).numpy().astype(np.float64))
+        return np.concatenate(out)
 
     @torch.no_grad()
     def columns(self, k: np.ndarray, delta: np.ndarray, redshifts: np.ndarray | None = None,
@@ -159,9 +167,9 @@ class Predictor:
         if far.any():
             log.warning("%d of %d spectra lie far outside the training distribution (|standardised feature| > 6): "
                         "their predictions are extrapolations", int(far.sum()), len(x))
-        with torch.random.fork_rng(), posterior_samples(self.model, TEST_SAMPLES):
+        with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # a flow's Monte-Carlo summaries: the same input gives the same table
-            dec = self.model.predict_physical(x)
+            dec = predict_in_chunks(self.model, x, TEST_SAMPLES)
         values = dec["value"].numpy().astype(np.float64)
         extra = self.model.task.output_columns(dec, self.parameters)  # std, class/probability: the head's own
         broken = ~np.isfinite(values).all(axis=1)

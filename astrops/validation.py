@@ -162,6 +162,8 @@ PREDICT_RULES: tuple[Rule, ...] = (
          "the metadata goes beside it as <output stem>.json: e.g. output=predictions.csv"),
     Rule("samples", lambda v: v is None or is_int(v, 0, 1_000_000), "an integer in [0, 1000000]",
          "the posterior samples per spectrum to write, e.g. samples=1000 (0: none)"),
+    Rule("output", lambda v: not Path(v).with_name(f"{Path(v).stem}_samples.npz").is_dir(),
+         "a path whose <stem>_samples.npz is not a directory", "choose another output="),
     Rule("plot", lambda v: v is None or isinstance(v, bool), "true or false", "e.g. plot=true"),
     SEED,
     Rule("output", lambda v: _sidecar_free(Path(v).with_suffix(".json")),

@@ -141,12 +141,11 @@ def test_an_observation_on_its_own_k_bins_in_h_per_mpc(pair):
     from astrops.data.observation import Observation, ObservationError, regrid_log_k
 
     clean, _ = pair
-    bins = [0.08, 0.15, 0.25, 0.4, 0.6, 0.9, 1.2]  # h/Mpc; 0.08 h = 0.054 /Mpc lies below the stored finite range
+    bins = [0.15, 0.25, 0.4, 0.6, 0.9, 1.2]  # h/Mpc
     own = _dm({**HERA, "k_bins": bins, "k_units": "h/Mpc"})
     h = own.dataset.spec["cosmo_params"]["hlittle"]
     np.testing.assert_allclose(own.k, np.asarray(bins) * h, rtol=1e-12)
     assert own.k[own.kept_bins].min() >= 0.1 and own.k[own.kept_bins].max() <= 1.0 and len(own.kept_bins) == 6
-    assert np.isnan(own.delta[:, :, 0]).all()  # 0.08 h/Mpc lies below the stored grid
     np.testing.assert_array_equal(own.delta[own.train_idx][:, :, own.kept_bins],
                                   regrid_log_k(clean.k, clean.delta[clean.train_idx], own.k)[:, :, own.kept_bins])
     k_tab, errs = load_table(ROOT / "data/noise/hera350_1000h/z8.npz")
@@ -154,6 +153,10 @@ def test_an_observation_on_its_own_k_bins_in_h_per_mpc(pair):
     assert own.observation.metadata()["k_bins"] == bins and own.observation.metadata()["k_units"] == "h/Mpc"
     with pytest.raises(ObservationError, match="hlittle.*observation.k_units=1/Mpc"):
         Observation.from_config({**HERA, "k_bins": bins, "k_units": "h/Mpc"}).on_own_grid(clean.k, clean.delta, {})
+    # 0.08 h/Mpc = 0.054 /Mpc is below the simulated range: a band that cannot be modelled is refused, not dropped
+    with pytest.raises(ObservationError, match=r"\[0.08\] h/Mpc lie outside the simulated k-range") as exc:
+        _dm({**HERA, "k_bins": [0.08, *bins], "k_units": "h/Mpc"})
+    assert "\n" not in str(exc.value)
 
 
 def test_regridding_error_on_real_boxes_is_what_the_docs_say():

@@ -93,6 +93,20 @@ def test_point_models_refuse_to_sample_in_one_line(dense_checkpoint, tmp_path):
     assert not out.exists()  # refused before anything was written
 
 
+def test_too_many_samples_or_plots_are_refused_before_any_work(flow_checkpoint, tmp_path):
+    model = load_model(flow_checkpoint)
+    k, delta, _ = read_spectra_npz(EXAMPLES)
+    with pytest.raises(InputError, match="more than 5e\\+07 samples"):
+        model.sample(k, delta, 10_000_000)
+    many = tmp_path / "many.npz"
+    np.savez(many, k=k, delta=np.repeat(delta, 25, axis=0))  # 250 spectra
+    out = tmp_path / "p.csv"
+    proc = run_entry("predict.py", f"ckpt_path={flow_checkpoint}", f"input={many}", f"output={out}", "plot=true",
+                     f"hydra.run.dir={tmp_path}/h", check=False)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "at most 200 spectra" in proc.stderr
+    assert not out.exists()
+
+
 def test_score_rebuilds_the_models_data_and_reports_coverage(flow_checkpoint, tmp_path, capsys):
     from astrops.analysis.score import main
 
@@ -105,3 +119,14 @@ def test_score_rebuilds_the_models_data_and_reports_coverage(flow_checkpoint, tm
     assert main([flow_checkpoint, "--test-store", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:")
+
+
+def test_a_tampered_quantile_map_is_refused_as_damage(flow_checkpoint, tmp_path):
+    import torch
+
+    ckpt = torch.load(flow_checkpoint, weights_only=True)
+    ckpt["state_dict"]["task.quantile_map"][0, 5] = float("nan")
+    bad = tmp_path / "bad.ckpt"
+    torch.save(ckpt, bad)
+    with pytest.raises(InputError, match="quantile_map.*damaged"):
+        load_model(bad)

@@ -33,7 +33,7 @@ def score_model(model_path: str | Path, test_store: str | Path, test_dataset: st
     from astrops.data import SpectraDataModule
     from astrops.inference import load_model
     from astrops.metrics import score
-    from astrops.models.flow import TEST_SAMPLES, posterior_samples
+    from astrops.models.flow import TEST_SAMPLES, predict_in_chunks
 
     predictor = load_model(model_path)
     data_cfg = dict((predictor.meta.get("config") or {}).get("data") or {})
@@ -50,9 +50,9 @@ def score_model(model_path: str | Path, test_store: str | Path, test_dataset: st
     dm.setup()
     x, y = dm.tensors["test"]
     model = predictor.model
-    with torch.no_grad(), torch.random.fork_rng(), posterior_samples(model, TEST_SAMPLES):
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        dec = model.predict_physical(x)
+        dec = predict_in_chunks(model, x, TEST_SAMPLES)
     results = score(dec, y, model.task.codec, predictor.parameters, "test", model.task.metric_options()["n_classes"])
     return {**results, "n_test": float(len(y))}
 
@@ -74,13 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--store", default=None, help="the training store, when not where the checkpoint says")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args(argv)
-    from astrops.checkpoints import InputError
-    from astrops.data import DataConfigError, ObservationError
     from astrops.store import StoreError
 
-    try:
+    if args.json and (Path(args.json).is_dir() or not Path(args.json).absolute().parent.is_dir()):
+        print(f"error: --json {args.json}: give a file path in an existing directory", file=sys.stderr)
+        return 2
+    try:  # every refusal below (checkpoint, data, observation, store) is a ValueError or a missing file
         results = score_model(args.model, args.test_store, args.test_dataset, args.store)
-    except (InputError, DataConfigError, ObservationError, StoreError, FileNotFoundError) as exc:
+    except (ValueError, StoreError, FileNotFoundError) as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     print(f"{int(results['n_test'])} test spectra from {args.test_store}\n{table(results)}")

@@ -168,6 +168,9 @@ class SpectraDataModule(L.LightningDataModule):
                                   "the dataset mixes binnings; run `python -m astrops.store verify`")
         if not (keep == keep[0]).all():
             raise DataConfigError("non-finite k-bins differ between redshifts: cannot build one feature grid")
+        if not keep[0].any():
+            raise DataConfigError("no k-bin is finite in every spectrum (or measured by the observation): widen "
+                                  "observation.min_k/max_k or check the dataset")
         return np.flatnonzero(keep[0])
 
     def _split_records(self, seeds: np.ndarray, n_own: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -85,7 +85,15 @@ class Observation:
                 raise ObservationError(f"{dataset} does not record its cosmology's hlittle, so k-bins in h/Mpc cannot "
                                        "be converted: give observation.k_bins in 1/Mpc (observation.k_units=1/Mpc)")
         k_new = self.k_bins * float(h)
-        return k_new, regrid_log_k(k, delta, k_new)
+        out = regrid_log_k(k, delta, k_new)
+        outside = ~np.isfinite(out).reshape(-1, len(k_new)).any(axis=0)
+        if outside.any():  # a band the simulations do not cover cannot be modelled: never dropped silently
+            finite = k[np.isfinite(delta).reshape(-1, len(k)).all(axis=0)]
+            span = f"{finite.min():.4g}-{finite.max():.4g} 1/Mpc" if len(finite) else "nothing"
+            raise ObservationError(f"observation.k_bins {self.k_bins[outside].tolist()} {self.k_units} lie outside the "
+                                   f"simulated k-range ({span}{f', h = {h:g}' if self.k_units == 'h/Mpc' else ''}): "
+                                   "drop them or check observation.k_units")
+        return k_new, out
 
     def sigma(self, k: np.ndarray, redshifts: list[float]) -> np.ndarray:
         """(n_z, n_k) 1σ noise [mK²] on the spectrum's k-bins; NaN where the bin is not measured (outside

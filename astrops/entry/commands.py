@@ -98,7 +98,7 @@ def run_predict(cfg: DictConfig) -> None:
     # torch and numpy only: a plain nn.Module, no Lightning, MLflow, torchmetrics or pandas (docs/benchmarks.md)
     import numpy as np
 
-    from astrops.inference import load_model, read_spectra_npz, write_csv
+    from astrops.inference import MAX_PLOTS, InputError, load_model, read_spectra_npz, write_csv
 
     k, delta, redshifts, errs = read_spectra_npz(cfg.input, with_errs=True)
     predictor = load_model(cfg.ckpt_path)
@@ -107,9 +107,14 @@ def run_predict(cfg: DictConfig) -> None:
     output = Path(cfg.output)
     sidecar = output.with_suffix(".json")
     n_samples, plot = int(cfg.get("samples") or 0), bool(cfg.get("plot"))
+    if plot and n > MAX_PLOTS:
+        raise InputError(f"plot=true draws one corner plot per spectrum and the input has {n}: give at most "
+                         f"{MAX_PLOTS} spectra, or plot=false with samples=N and plot the npz yourself")
     samples = (predictor.sample(k, delta, max(n_samples, 2000 if plot else 0), redshifts, seed=int(cfg.get("seed") or 0))
                if n_samples or plot else None)  # refused in one line, before anything is written, for point models
     write_csv(columns, output)  # what DataFrame.to_csv(index=False) writes
+    sidecar.write_text(json.dumps(prediction_metadata(predictor, cfg, n, list(columns)), indent=1,
+                                  default=str, allow_nan=False) + "\n")
     if n_samples:
         path = output.with_name(f"{output.stem}_samples.npz")
         np.savez(path, samples=samples[:, :n_samples], parameters=np.array(predictor.parameters))
@@ -119,8 +124,6 @@ def run_predict(cfg: DictConfig) -> None:
 
         paths = write_corner_plots(samples, predictor, output.with_name(f"{output.stem}_corner"))
         log.info("wrote %d corner plots: %s ... %s", len(paths), paths[0], paths[-1])
-    sidecar.write_text(json.dumps(prediction_metadata(predictor, cfg, n, list(columns)), indent=1,
-                                  default=str, allow_nan=False) + "\n")
     log.info("wrote %d predictions to %s (metadata: %s)", n, output, sidecar)
     print(os.path.abspath(output))
 

@@ -42,6 +42,7 @@ from astrops.models.transforms import TargetCodec
 N_LEVELS = 41  # knots of the quantile map: nominal levels 0, 0.025, ..., 1
 EPS = 1e-6  # truths on the prior's edge: the box is open for the logit
 TEST_SAMPLES = 1000  # samples per spectrum behind test metrics, calibration fits and predict's table
+CHUNK_SAMPLES = 500_000  # posterior samples alive at once when predicting (~0.5 GB of a flow's intermediates)
 MAX_FLOW_WEIGHTS = 50_000_000  # far above any flow here (the default has ~0.2 M)
 
 
@@ -57,6 +58,10 @@ class FlowTask(Task):
         super().__init__()
         self.codec, self.calibrate, self.n_samples = codec, calibrate, int(n_samples)
         self.n_params = codec.mean.numel()
+        sizes = {"transforms": transforms, "bins": bins, "context_features": context_features, "n_samples": n_samples - 1}
+        bad = {k: v for k, v in sizes.items() if not (isinstance(v, int) and v >= 1)}
+        if bad or not hidden_features or not all(isinstance(w, int) and w >= 1 for w in hidden_features):
+            raise ValueError(f"flow sizes must be positive integers (n_samples >= 2): got {bad or list(hidden_features)}")
         widths = [self.n_params + context_features, *hidden_features, self.n_params * (3 * bins - 1)]
         size = transforms * sum(a * b for a, b in zip(widths, widths[1:], strict=False))
         if size > MAX_FLOW_WEIGHTS:
@@ -83,7 +88,7 @@ class FlowTask(Task):
 
     def from_latent(self, z: torch.Tensor) -> torch.Tensor:
         lo, hi = self._box()
-        return lo + (hi - lo) * torch.sigmoid(z)
+        return (lo + (hi - lo) * torch.sigmoid(z)).clamp(lo, hi)  # float32 rounding never leaves the box
 
     # -- training and density --------------------------------------------------------------
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -166,6 +171,17 @@ class FlowTask(Task):
         return samples[:, torch.randperm(samples.shape[1], device=samples.device)[:n]]
 
 
+def predict_in_chunks(model: nn.Module, x: torch.Tensor, n: int = TEST_SAMPLES) -> dict[str, torch.Tensor]:
+    """``model.predict_physical(x)`` with ``n`` posterior samples per spectrum for its flow heads, over
+    chunks of spectra so that at most ``CHUNK_SAMPLES`` samples are alive at once (a model without a flow
+    head: one chunk, exactly ``predict_physical``)."""
+    flows = any(isinstance(m, FlowTask) for m in model.modules())
+    size = max(1, CHUNK_SAMPLES // max(int(n), 1)) if flows else max(len(x), 1)
+    with posterior_samples(model, n):
+        parts = [model.predict_physical(chunk) for chunk in x.split(size)]
+    return parts[0] if len(parts) == 1 else {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+
+
 @contextmanager
 def posterior_samples(model: nn.Module, n: int) -> Iterator[None]:
     """Within the block, every flow head in ``model`` decodes enough samples that the model's prediction
@@ -235,8 +251,11 @@ def recalibrate(samples: torch.Tensor, qmap: torch.Tensor) -> torch.Tensor:
 
 
 def sample_crps(samples: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """CRPS (B, P) of sample predictions: E|X − y| − ½ E|X − X'| (Gneiting & Raftery 2007), with X' the
-    samples in another order (an unbiased pairing that costs O(S), not O(S²))."""
+    """CRPS (B, P) of the samples' empirical distribution: E|X − y| − ½ E|X − X'| (Gneiting & Raftery 2007),
+    the second term exact over all pairs from the sorted samples, Σ (2i − S − 1) x₍ᵢ₎ · 2/S² — also for a
+    mixture whose samples come in member blocks, where pairing neighbours would stay within one member."""
+    n = samples.shape[1]
     first = (samples - y[:, None, :]).abs().mean(1)
-    second = (samples - samples.roll(1, dims=1)).abs().mean(1)
+    weights = (2 * torch.arange(1, n + 1, device=samples.device, dtype=samples.dtype) - n - 1).view(1, n, 1)
+    second = 2.0 / n**2 * (samples.sort(dim=1).values * weights).sum(1)
     return first - 0.5 * second

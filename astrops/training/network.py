@@ -164,15 +164,17 @@ def _fit_and_test(cfg: DictConfig, dm: SpectraDataModule, trainer: L.Trainer, mo
     if keep is not None:
         x_test, y_test = dm.tensors["test"]
         keep = torch.as_tensor(keep, device=x_test.device)
-        results.update({k: v for k, v in model.evaluate(x_test[keep], y_test[keep], prefix="test_informative").items()
-                        if not k.endswith("/loss")})
+        with posterior_samples(model, TEST_SAMPLES):
+            results.update({k: v for k, v in model.evaluate(x_test[keep], y_test[keep], prefix="test_informative").items()
+                            if not k.endswith("/loss")})
     if trainer.is_global_zero:
         with _timed(timing, "artifacts"):
             _report(cfg, model, dm, run, results, best)
         log.debug("time (s): %s", ", ".join(f"{k} {v:.2f}" for k, v in timing.items()))
     # the model holds the best checkpoint's (calibrated) weights: its validation figures are what sweeps
     # optimise (best/val/loss, best/val/R2/overall, ...)
-    results.update(model.evaluate(*dm.tensors["val"], prefix="best/val"))
+    with posterior_samples(model, TEST_SAMPLES):
+        results.update(model.evaluate(*dm.tensors["val"], prefix="best/val"))
     if run is not None:  # once, at the final step; time/* says where the run's wall time went
         run.log_results({**results, **{f"time/{k}_s": v for k, v in timing.items()}}, step=trainer.global_step)
     return results, best
