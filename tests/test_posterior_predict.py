@@ -19,7 +19,8 @@ def _train(tmp, *overrides):
     from astrops.training import train, train_ensemble
 
     cfg = compose_cfg("train", [f"paths.output_dir={tmp}/run", "logger=none", "callbacks.progress_bar=null",
-                                "saliency=false", "task=flow", "trainer.max_epochs=2", *overrides])
+                                "saliency=false", "task=flow", "trainer.max_epochs=2", "trainer.limit_train_batches=10",
+                                "model.train_metrics=false", *overrides])
     return (train_ensemble if cfg.ensemble.members > 1 else train)(cfg)[1]
 
 
