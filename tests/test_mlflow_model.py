@@ -88,8 +88,10 @@ def test_pyfunc_predicts_exactly_what_load_model_predicts(gaussian, spectra):
     for uri in (f"runs:/{gaussian['run'].info.run_id}/model", gaussian["run"].data.tags["mlflow_model"]):
         got = mlflow.pyfunc.load_model(uri).predict(frame)
         pd.testing.assert_frame_equal(got, expected)
-        assert list(got.columns) == ["HII_EFF_FACTOR", "ION_Tvir_MIN", "R_BUBBLE_MAX", "HII_EFF_FACTOR_std",
-                                     "ION_Tvir_MIN_std", "R_BUBBLE_MAX_std", "out_of_distribution", "ood_reason"]
+        params = ["HII_EFF_FACTOR", "ION_Tvir_MIN", "R_BUBBLE_MAX"]
+        quantiles = [f"{p}_{q}" for p in params for q in ("median", "lo68", "hi68", "lo95", "hi95")]
+        assert list(got.columns) == [*params, *(f"{p}_std" for p in params), *quantiles, "out_of_distribution",
+                                     "ood_reason"]
 
 
 def test_mlflow_models_predict_cli_returns_predict_columns(gaussian, spectra, tmp_path):

@@ -102,14 +102,14 @@ def run_predict(cfg: DictConfig) -> None:
 
     k, delta, redshifts, errs = read_spectra_npz(cfg.input, with_errs=True)
     predictor = load_model(cfg.ckpt_path)
-    columns = predictor.columns(k, delta, redshifts, errs)
-    n = len(columns["ood_reason"])
-    output = Path(cfg.output)
-    sidecar = output.with_suffix(".json")
+    n = len(predictor.check(k, delta, redshifts, errs))  # input refused here, before any work
     n_samples, plot = int(cfg.get("samples") or 0), bool(cfg.get("plot"))
     if plot and n > MAX_PLOTS:
         raise InputError(f"plot=true draws one corner plot per spectrum and the input has {n}: give at most "
                          f"{MAX_PLOTS} spectra, or plot=false with samples=N and plot the npz yourself")
+    columns = predictor.columns(k, delta, redshifts, errs)
+    output = Path(cfg.output)
+    sidecar = output.with_suffix(".json")
     samples = (predictor.sample(k, delta, max(n_samples, 2000 if plot else 0), redshifts, seed=int(cfg.get("seed") or 0))
                if n_samples or plot else None)  # refused in one line, before anything is written, for point models
     write_csv(columns, output)  # what DataFrame.to_csv(index=False) writes
