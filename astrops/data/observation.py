@@ -9,7 +9,7 @@ carry their own cosmic variance) are made by ``make noise-tables`` (:mod:`astrop
 An observation may name its own k-bins (``k_bins``, in ``k_units`` = ``1/Mpc`` or ``h/Mpc``, converted
 with the simulations' own ``hlittle``): published band powers come on their own grids. The stored spectra
 are then mapped onto those bins by interpolating Δ² linearly in log k between the nearest stored bins
-(no extrapolation: a bin outside the stored finite range is not measured); the error of that mapping on
+(never extrapolated: a bin outside the stored finite range is refused in one line); the error of that mapping on
 real boxes is measured by ``scripts/kgrid_error.py`` and stated in docs/observations.md. ``min_k`` and
 ``max_k`` are always 1/Mpc, as in 21CMMC.
 
