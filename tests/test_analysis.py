@@ -158,20 +158,22 @@ def test_run_report_saves_or_logs(tmp_path, capsys, tracked):
     history = [{"epoch": e, "train/loss": 1.0 / (e + 1), "val/loss": 1.2 / (e + 1)} for e in range(3)]
     (tmp_path / "coverage.md").write_text("stale\n")
     fake = FakeRun() if tracked else None
-    report_results(data_module(), REGRESSION, RESULTS, outputs, tmp_path, run=fake, history=history)
+    metrics = report_results(data_module(), REGRESSION, RESULTS, outputs, tmp_path, run=fake, history=history)
     assert "Test metrics (toy, 40 test spectra):\n| Variable | RMSE |" in capsys.readouterr().out
     assert (tmp_path / "metrics_table.md").read_text() == report.metrics_table(RESULTS, PARAMS, REGRESSION) + "\n"
     assert (tmp_path / "coverage.md").read_text().startswith("| x̄_HI bin |")
-    names = ["training_curves", "pred_vs_true", "pit", "coverage_curve"]
+    names = ["training_curves", "pred_vs_true", "coverage_curve", "sbc", "tarp", *(f"corner_{i}" for i in range(6))]
+    calibration_files = ["coverage_curve.json", "calibration.json", "coverage.md"]
+    assert set(metrics) == {*(f"test/sbc_p/{p}" for p in PARAMS), "test/tarp_atc"}
     if tracked:
-        assert fake.figures == names and fake.files == ["metrics_table.md", "coverage.md"]
+        assert fake.figures == names and fake.files == ["metrics_table.md", *calibration_files]
         assert not list(tmp_path.glob("*.png"))
     else:
         assert sorted(p.stem for p in tmp_path.glob("*.png")) == sorted(names)
     # no std: no coverage file is logged, even though an earlier run left one in the directory
     fake = FakeRun()
-    report_results(data_module(), CLASSIFICATION, RESULTS, {k: outputs[k] for k in ("true", "pred")}, tmp_path,
-                   run=fake, confusion=[np.eye(4)] * 3)
+    assert report_results(data_module(), CLASSIFICATION, RESULTS, {k: outputs[k] for k in ("true", "pred")}, tmp_path,
+                          run=fake, confusion=[np.eye(4)] * 3) == {}
     assert fake.files == ["metrics_table.md"] and fake.figures == ["pred_vs_true", "confusion_matrices"]
 
 

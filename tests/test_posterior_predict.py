@@ -80,6 +80,12 @@ def test_a_flow_ensemble_is_a_mixture_with_its_quantile_map_in_the_manifest(flow
     s = model.sample(k, delta, 1000)
     assert s.shape == (len(delta), 1000, 3)
     assert {"HII_EFF_FACTOR_lo95", "R_BUBBLE_MAX_hi68"} <= set(model.predict(k, delta).columns)
+    # the ensemble's run (no MLflow here) left the calibration suite of its test split beside it
+    run_dir = (ROOT / flow_ensemble).parent
+    assert {"coverage_curve.json", "calibration.json", "coverage.md", "sbc.png", "tarp.png", "corner_5.png"} <= {
+        p.name for p in run_dir.iterdir()}
+    tarp = json.loads((run_dir / "calibration.json").read_text())["tarp"]
+    assert len(tarp["ecp"]) == len(tarp["alpha"]) == 101 and tarp["ecp"][-1] == 1.0
 
 
 def test_point_models_refuse_to_sample_in_one_line(dense_checkpoint, tmp_path):
@@ -132,3 +138,35 @@ def test_a_tampered_quantile_map_is_refused_as_damage(flow_checkpoint, tmp_path)
     torch.save(ckpt, bad)
     with pytest.raises(InputError, match="quantile_map.*damaged"):
         load_model(bad)
+
+
+def test_the_diagnostics_command_logs_the_suite_of_any_model_and_refuses_in_one_line(flow_ensemble, dense_checkpoint,
+                                                                                      tmp_path, capsys):
+    import mlflow
+
+    from astrops.diagnostics.__main__ import main
+
+    out, db = tmp_path / "diag", f"sqlite:///{tmp_path}/m.db"
+    fresh = str(ROOT / "data/fresh")  # 500 simulations at z = 7-10: the model's z = 8 is among them
+    fresh_name = next(p.name for p in (ROOT / "data/fresh").iterdir() if p.is_dir())
+    assert main([flow_ensemble, "--test-store", fresh, "--out", str(out), "--tracking-uri", db, "--experiment", "e"]) == 0
+    printed = capsys.readouterr().out
+    assert f"Test metrics ({fresh_name}, 500 test spectra)" in printed and "500 test spectra from" in printed
+    assert "| sbc_p |" in printed and "TARP ATC" in printed
+    results = json.loads((out / "metrics.json").read_text())
+    assert results["n_test"] == 500 and 0 <= results["test/sbc_p/ION_Tvir_MIN"] <= 1
+    curve = json.loads((out / "coverage_curve.json").read_text())
+    assert curve["n"] == 500 and len(curve["coverage"]["R_BUBBLE_MAX"]) == 19
+    client = mlflow.MlflowClient(db)
+    run = client.search_runs([client.get_experiment_by_name("e-analysis").experiment_id])[0]
+    assert run.info.status == "FINISHED" and run.data.tags["kind"] == "calibration"
+    assert run.data.metrics["test/tarp_atc"] == pytest.approx(results["test/tarp_atc"])
+    arts = {a.path for d in ("", "figures") for a in client.list_artifacts(run.info.run_id, d)}
+    assert {"figures/sbc.png", "figures/tarp.png", "figures/corner_0.png", "coverage.md", "calibration.json"} <= arts
+    # a point model, a used output directory: one line, exit 2, nothing written or changed
+    before = sorted(p.name for p in out.iterdir())
+    assert main([flow_ensemble, "--test-store", fresh, "--out", str(out), "--no-log"]) == 2
+    assert main([dense_checkpoint, "--test-store", fresh, "--out", str(tmp_path / "d2"), "--no-log"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "empty directory" in err[0] and "no predictive distribution" in err[1]
+    assert sorted(p.name for p in out.iterdir()) == before and not (tmp_path / "d2").exists()

@@ -62,8 +62,10 @@ def test_each_combination_trains_and_logs(tmp_path, train_cfg, model, task):
         for stage in ("best/val", "test", "test_informative"):
             for metric in DISTRIBUTION_METRICS:
                 assert f"{stage}/{metric}/R_BUBBLE_MAX" in everything, f"{stage}/{metric}"
-        assert {"test/coverage68/R_BUBBLE_MAX", "test/NLL/overall", "test/CRPS/overall"} <= logged
-        assert {"figures/pit.png", "figures/coverage_curve.png", "coverage.md"} <= arts
+        assert {"test/coverage68/R_BUBBLE_MAX", "test/NLL/overall", "test/CRPS/overall", "test/sbc_p/R_BUBBLE_MAX",
+                "test/tarp_atc"} <= logged
+        assert {"figures/sbc.png", "figures/tarp.png", "figures/corner_5.png", "figures/coverage_curve.png",
+            "coverage.md", "coverage_curve.json", "calibration.json"} <= arts
     if task != "regression":  # calibrated after training: the factors are logged and in the checkpoint
         name = "var_scale" if task == "gaussian" else "temperature"
         assert run.data.metrics[f"calibration/{name}/ION_Tvir_MIN"] > 0

@@ -311,13 +311,15 @@ def test_gaussian_ensemble_end_to_end(tmp_path):
                             .read_text())
     for name in DISTRIBUTION_METRICS:
         assert f"test/{name}/ION_Tvir_MIN" in everything and f"test_informative/{name}/ION_Tvir_MIN" in everything
-    assert {"test/coverage68/ION_Tvir_MIN", "test/NLL/overall", "members_mean/test/R2/overall",
+    assert {"test/coverage68/ION_Tvir_MIN", "test/NLL/overall", "members_mean/test/R2/overall", "test/sbc_p/ION_Tvir_MIN",
+            "test/tarp_atc",
             "calibration/var_scale/R_BUBBLE_MAX", "test/R2/ION_Tvir_MIN"} <= set(metrics) and len(metrics) <= 40
     assert "members_mean/test/R2/ION_Tvir_MIN" in everything
     assert parent[0].data.params["ensemble_members"] == "2" and parent[0].data.params["task"] == "gaussian"
     assert np.isfinite(metrics["best/val/loss"])  # what a sweep over ensembles minimises
     arts = {a.path for d in ("", "figures", "ensemble") for a in client.list_artifacts(parent[0].info.run_id, d)}
-    assert {"figures/pit.png", "figures/coverage_curve.png", "coverage.md", "ensemble/manifest.json"} <= arts
+    assert {"figures/sbc.png", "figures/tarp.png", "figures/corner_5.png", "figures/coverage_curve.png",
+            "coverage.md", "coverage_curve.json", "calibration.json", "ensemble/manifest.json"} <= arts
 
     # predict.py takes the directory; its numbers are the ensemble's
     predictor = load_model(directory)

@@ -15,6 +15,9 @@ import numpy as np
 
 from astrops.analysis import report
 from astrops.analysis.figures import save_figures
+from astrops.diagnostics import CalibrationReport, calibration_suite
+
+DRAWS = 1000  # samples per test spectrum of a Gaussian predictive distribution behind SBC, TARP and corners
 
 if TYPE_CHECKING:
     from astrops.data import SpectraDataModule
@@ -24,42 +27,61 @@ if TYPE_CHECKING:
 
 def report_results(dm: SpectraDataModule, columns: Sequence[tuple[str, str]], results: dict[str, float],
                    outputs: dict[str, np.ndarray], out_dir: Path, run: TrackedRun | None = None,
-                   confusion: list | None = None, history: list | None = None) -> None:
-    """Console table, figures (pred-vs-true; PIT, coverage curve and coverage table when there is a std;
-    confusion matrices; training curves) and files; logged to ``run`` when given, else saved beside the run.
+                   confusion: list | None = None, history: list | None = None) -> dict[str, float]:
+    """Console table, figures (pred-vs-true; confusion matrices; training curves), the calibration suite
+    (:mod:`astrops.diagnostics`) where there is a predictive distribution, and files; logged to ``run``
+    when given, else saved beside the run. Returns the suite's metrics (``test/sbc_p/*``,
+    ``test/tarp_atc``) for the caller's results.
 
     ``columns`` are the metrics table's (header, metric key) pairs, the task's ``table_columns``;
     ``outputs`` holds the test set's ``true``, ``pred`` and, for Gaussian heads and ensembles, ``std``
-    (N, P) in physical units; for posterior samples (flows) also the truths' ``pit``.
+    (N, P) in physical units; for posterior samples (flows) also ``samples`` (N, L, P) and the truths' ``pit``.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     table = report.metrics_table(results, dm.parameters, columns)
-    print(f"\nTest metrics ({dm.dataset.name}, {len(outputs.get('true', dm.test_idx))} test spectra):\n{table}\n")
+    test_set = getattr(dm, "test_ds", None) or dm.dataset  # a held-out store's own dataset, else the split's
+    print(f"\nTest metrics ({test_set.name}, {len(outputs.get('true', dm.test_idx))} test spectra):\n{table}\n")
     files = [out_dir / "metrics_table.md"]
     files[0].write_text(table + "\n")
     figures = {"training_curves": report.training_curves(history)} if history else {}
     if "pred" in outputs:
         r2 = {p: results.get(f"test/R2/{p}", float("nan")) for p in dm.parameters}
         figures["pred_vs_true"] = report.pred_vs_true(outputs["pred"], outputs["true"], dm.parameters, r2)
-    if "std" in outputs or "pit" in outputs:  # a flow's own PIT; a Gaussian's Φ((y − μ)/σ)
-        pit = outputs.get("pit")
-        if pit is None:
-            pit = report.norm_cdf((outputs["true"] - outputs["pred"]) / np.maximum(outputs["std"], 1e-12))
-        xH = dm.xH[dm.test_idx][: len(pit), len(dm.redshifts) // 2]  # DDP: rank 0 holds the first part
-        files.append(out_dir / "coverage.md")
-        files[-1].write_text(report.coverage_markdown(report.coverage_table(pit, xH, dm.parameters)) + "\n")
-        figures["pit"] = report.pit_histograms(pit, dm.parameters)
-        figures["coverage_curve"] = report.coverage_curves(pit, dm.parameters)
+    metrics: dict[str, float] = {}
+    if "std" in outputs or "samples" in outputs:  # a predictive distribution: the calibration suite
+        suite = _calibration(dm, outputs)
+        metrics = suite.metrics
+        for name, text in suite.files.items():
+            files.append(out_dir / name)
+            files[-1].write_text(text)
+        figures.update(suite.figures)
     if confusion:
         figures["confusion_matrices"] = report.confusion_matrices(confusion, dm.parameters)
     if dm.sigma is not None:  # an observation: what the instrument sees of a few test spectra
         figures["observed_spectra"] = report.observed_spectra(dm.k, dm.delta[dm.test_idx[:4]], dm.sigma, dm.redshifts)
     if run is None:
         save_figures(figures, out_dir)
-        return
+        return metrics
     run.log_figures(figures)
     for path in files:  # only this report's files: a coverage.md left by an earlier run is not logged
         run.log_file(path)
+    return metrics
+
+
+def _calibration(dm: SpectraDataModule, outputs: dict[str, np.ndarray]) -> CalibrationReport:
+    """The suite on the test split: a flow's own samples and PITs; a Gaussian's (single head, ensemble
+    mixture moments) exact PITs and 1 000 draws from it (seed 0), like ``predict.py samples=``."""
+    true = outputs["true"]
+    samples, pit = outputs.get("samples"), outputs.get("pit")
+    if samples is None:
+        from scipy.stats import norm
+
+        std = np.maximum(outputs["std"], 1e-12)
+        pit = norm.cdf((true - outputs["pred"]) / std)
+        eps = np.random.default_rng(0).standard_normal((len(true), DRAWS, true.shape[1]))
+        samples = outputs["pred"][:, None, :] + std[:, None, :] * eps
+    xH = dm.xH[dm.test_idx][: len(true), len(dm.redshifts) // 2]  # DDP: rank 0 holds the first part
+    return calibration_suite(true, samples, list(dm.parameters), xH, box=getattr(dm, "ranges", None), pit=pit)
 
 
 def model_card(model: ParameterEstimator) -> dict[str, Any]:

@@ -24,16 +24,15 @@ import torch
 
 from astrops.parameters import ordered
 
-ROWS = ("R2", "coverage68", "coverage95", "CRPS", "NLL")
+ROWS = ("R2", "coverage68", "coverage95", "CRPS", "NLL", "sbc_p")
 
 
-def score_model(model_path: str | Path, test_store: str | Path, test_dataset: str | None = None,
-                store: str | Path | None = None) -> dict[str, float]:
-    """``test/<metric>/<parameter>`` on every spectrum of the test store, plus ``n_test``."""
+def held_out(model_path: str | Path, test_store: str | Path, test_dataset: str | None = None,
+             store: str | Path | None = None) -> tuple[Any, Any]:
+    """The model's :class:`~astrops.inference.Predictor` and a data module whose test split is every
+    spectrum of the test store, observed as the model was trained to see them (set up, not yet predicted)."""
     from astrops.data import SpectraDataModule
     from astrops.inference import load_model
-    from astrops.metrics import score
-    from astrops.models.flow import TEST_SAMPLES, predict_in_chunks
 
     predictor = load_model(model_path)
     data_cfg = dict((predictor.meta.get("config") or {}).get("data") or {})
@@ -48,17 +47,34 @@ def score_model(model_path: str | Path, test_store: str | Path, test_dataset: st
     dm = SpectraDataModule(**kwargs)
     dm.prepare()
     dm.setup()
+    return predictor, dm
+
+
+def predict_test(model, x: torch.Tensor, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The decoded test predictions, posterior summaries from :data:`TEST_SAMPLES` samples per spectrum
+    drawn with ``seed`` (the same numbers on every call)."""
+    from astrops.models.flow import TEST_SAMPLES, predict_in_chunks
+
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return predict_in_chunks(model, x, TEST_SAMPLES)
+
+
+def score_model(model_path: str | Path, test_store: str | Path, test_dataset: str | None = None,
+                store: str | Path | None = None) -> dict[str, float]:
+    """``test/<metric>/<parameter>`` on every spectrum of the test store, plus ``n_test``."""
+    from astrops.metrics import score
+
+    predictor, dm = held_out(model_path, test_store, test_dataset, store)
     x, y = dm.tensors["test"]
     model = predictor.model
-    with torch.no_grad(), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        dec = predict_in_chunks(model, x, TEST_SAMPLES)
+    dec = predict_test(model, x)
     results = score(dec, y, model.task.codec, predictor.parameters, "test", model.task.metric_options()["n_classes"])
     return {**results, "n_test": float(len(y))}
 
 
 def table(results: dict[str, float]) -> str:
-    params = ordered({k.split("/")[2] for k in results if k.startswith("test/")} - {"overall"})
+    params = ordered({k.split("/")[2] for k in results if k.startswith("test/") and k.count("/") == 2} - {"overall"})
     rows = [m for m in ROWS if f"test/{m}/{params[0]}" in results]
     lines = ["| metric | " + " | ".join(params) + " |", "|---|" + "---|" * len(params)]
     lines += [f"| {m} | " + " | ".join(f"{results[f'test/{m}/{p}']:.4f}" for p in params) + " |" for m in rows]

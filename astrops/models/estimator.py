@@ -98,7 +98,7 @@ class ParameterEstimator(SpectrumModel, L.LightningModule):
         if stage == "test":
             pit = sample_pit(dec["samples"], y) if "samples" in dec else None
             for name, t in (("pred", dec["value"]), ("true", y), ("std", dec.get("std")), ("probs", dec.get("probs")),
-                            ("pit", pit)):
+                            ("pit", pit), ("samples", dec.get("samples"))):
                 if t is not None:
                     self.test_outputs.setdefault(name, []).append(t.cpu())
         return loss

@@ -23,9 +23,10 @@ MAX_METRIC_KEYS = 40
 PER_EPOCH = re.compile(r"(train|val)/loss|val/R2/overall|epoch|lr-.*")
 # logged once per run from its final results
 SUMMARY = re.compile("|".join((
-    r"test/(R2|RMSE|MAE)/[^/]+",                     # accuracy per parameter (and R² overall)
+    r"test/R2/[^/]+|test/(RMSE|MAE)/(?!overall)[^/]+",  # accuracy per parameter (and R² overall)
     r"test_informative/R2/[^/]+",                    # where the spectrum can constrain the parameters
     r"test/coverage(68|95)/(?!overall)[^/]+",        # predictive distributions: interval coverage
+    r"test/sbc_p/[^/]+|test/tarp_atc",               # ... SBC rank uniformity, TARP (astrops.diagnostics)
     r"test/(NLL|CRPS|ECE|F1|acc_pm1)/overall",       # proper scores, class calibration
     r"test/acc/[^/]+",                               # classification accuracy
     r"best/val/loss",                                # what sweeps minimise

@@ -117,7 +117,7 @@ def _combine_and_test(cfg: DictConfig, dm: SpectraDataModule, members: list[tupl
             "mlflow_run_id": run.run_id if run else None,
             "test": {k_: v for k_, v in results.items() if k_.startswith("test/R2/")}}
     directory = save_ensemble(out_dir / "ensemble", [best for _, best in members], ens.calibration, info)
-    _report(dm, ens, dec, y, results, out_dir, run)
+    results.update(_report(dm, ens, dec, y, results, out_dir, run))
     from astrops.tracking.mlflow_model import log_trained_model
 
     # one MLflow Model of the whole directory (log_model, register); before the results, which MLflow
@@ -132,16 +132,16 @@ def _combine_and_test(cfg: DictConfig, dm: SpectraDataModule, members: list[tupl
 
 
 def _report(dm: SpectraDataModule, ens, dec: dict[str, torch.Tensor], y: torch.Tensor, results: dict[str, float],
-            out_dir: Path, run: TrackedRun | None) -> None:
+            out_dir: Path, run: TrackedRun | None) -> dict[str, float]:
     from astrops.analysis.run_report import report_results
 
     outputs = {name: dec[key].numpy() for name, key in (("pred", "value"), ("std", "std")) if key in dec}
     outputs["true"] = y.numpy()
-    if "samples" in dec:  # a flow mixture: the truths' PIT under its own samples
-        outputs["pit"] = pit(dec["samples"], y).numpy()
+    if "samples" in dec:  # a flow mixture: its own samples and the truths' PIT under them
+        outputs["samples"], outputs["pit"] = dec["samples"].numpy(), pit(dec["samples"], y).numpy()
     confusion, n_classes = None, ens.task.metric_options()["n_classes"]
     if n_classes is not None:  # the combined class probabilities: confusion matrices like a single classifier's
         cm = ParameterMetrics(ens.param_names, n_classes, confusion=True)
         cm.update_decoded(dec, y, ens.task.codec)
         confusion = cm.confusion_matrices()
-    report_results(dm, ens.task.table_columns, results, outputs, out_dir, run, confusion)
+    return report_results(dm, ens.task.table_columns, results, outputs, out_dir, run, confusion)

@@ -169,7 +169,7 @@ def _fit_and_test(cfg: DictConfig, dm: SpectraDataModule, trainer: L.Trainer, mo
                             if not k.endswith("/loss")})
     if trainer.is_global_zero:
         with _timed(timing, "artifacts"):
-            _report(cfg, model, dm, run, results, best)
+            results.update(_report(cfg, model, dm, run, results, best))
         log.debug("time (s): %s", ", ".join(f"{k} {v:.2f}" for k, v in timing.items()))
     # the model holds the best checkpoint's (calibrated) weights: its validation figures are what sweeps
     # optimise (best/val/loss, best/val/R2/overall, ...)
@@ -193,16 +193,18 @@ def _restore_best(cfg: DictConfig, trainer: L.Trainer, model) -> str:
 
 
 def _report(cfg: DictConfig, model, dm: SpectraDataModule, run: TrackedRun | None, results: dict[str, float],
-            best: str) -> None:
-    """Report (table, figures), model card, saliency and the best checkpoint as artifacts."""
+            best: str) -> dict[str, float]:
+    """Report (table, figures, calibration suite), model card, saliency and the best checkpoint as
+    artifacts; returns the calibration suite's metrics."""
     from astrops.analysis.run_report import model_card, report_results
 
     out_dir = Path(cfg.paths.output_dir)
     outputs = {k: torch.cat(v).numpy() for k, v in model.test_outputs.items()}
-    report_results(dm, model.task.table_columns, results, outputs, out_dir, run, model.confusion, model.history)
+    metrics = report_results(dm, model.task.table_columns, results, outputs, out_dir, run, model.confusion,
+                             model.history)
     (out_dir / "best_checkpoint.txt").write_text(best + "\n")
     if run is None:
-        return
+        return metrics
     run.log_dict(model_card(model), "model_card.json")
     if cfg.get("saliency", True) and dm.tensors["test"][0].shape[0] > 1:
         from astrops.analysis.saliency import compute_saliency
@@ -217,3 +219,4 @@ def _report(cfg: DictConfig, model, dm: SpectraDataModule, run: TrackedRun | Non
         from astrops.tracking.mlflow_model import log_trained_model
 
         log_trained_model(cfg, run, best, dm)  # the MLflow Model (log_model, register)
+    return metrics
