@@ -148,7 +148,8 @@ SIMULATE_RULES: tuple[Rule, ...] = (
          "e.g. simulation.shard=0"),
     Rule("simulation.base_seed", lambda v: is_int(v, 0, 2**32 - 1), "an integer in [0, 2**32)",
          "e.g. simulation.base_seed=1"),
-    Rule("simulation.sampler", lambda v: v in ("uniform", "lhs"), "'uniform' or 'lhs'", "e.g. simulation.sampler=uniform"),
+    Rule("simulation.sampler", lambda v: v in ("uniform", "lhs", "fixed"), "'uniform', 'lhs' or 'fixed'",
+         "e.g. simulation.sampler=uniform"),
     redshift_list("simulation.redshifts", "e.g. simulation.redshifts=[8.0] or simulation.redshifts=[7,8,9,10]"),
 )
 

@@ -44,7 +44,7 @@ CONTRACT = {
     "simulation.n_threads": lambda v: _int(v, 1, 4096),
     "simulation.sims_per_ic": lambda v: _int(v, 1),
     "simulation.base_seed": lambda v: _int(v, 0, 2**32 - 1),
-    "simulation.sampler": lambda v: v in ("uniform", "lhs"),
+    "simulation.sampler": lambda v: v in ("uniform", "lhs", "fixed"),
     "samples": lambda v: v is None or _int(v, 0, 1_000_000),
     "plot": lambda v: v is None or isinstance(v, bool),
     "observation.k_units": lambda v: v in ("1/Mpc", "h/Mpc"),

@@ -73,7 +73,12 @@ def run_train(cfg: DictConfig) -> float | None:
     from astrops.training import train, train_ensemble
 
     ensemble = int((cfg.get("ensemble") or {}).get("members", 1)) > 1
-    metrics, best = (train_ensemble if ensemble else train)(cfg)
+    if (cfg.get("task") or {}).get("emulates"):  # task=emulator: the simulator's inverse direction, θ → Δ²
+        from astrops.training.emulator import train_emulator
+
+        metrics, best = train_emulator(cfg)
+    else:
+        metrics, best = (train_ensemble if ensemble else train)(cfg)
     if rank_zero_only.rank == 0:  # under DDP the other processes stay silent: one last line
         sys.stdout.flush()
         print(best, flush=True)

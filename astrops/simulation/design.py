@@ -4,6 +4,10 @@ Uniform draws are defined per index (a generator seeded by ``(base_seed, index)`
 points of a design never change when n grows, shards can draw their part independently, and a
 rerun recomputes exactly the same points. A Latin hypercube is a property of the whole set and so
 depends on n: extending it gives a different design (its identity includes n).
+
+``sampler=fixed`` simulates a given list of parameter points, each with n / len(points) initial-condition
+seeds (point i of the list at indices i·m … i·m + m − 1): the seed-averaged spectrum of a fixed θ and its
+cosmic variance, what an emulator of the simulator is checked against.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import numpy as np
 
 from astrops.simulation.coeval import VARIED, SimulationConfigError
 
-SAMPLERS = ("uniform", "lhs")
+SAMPLERS = ("uniform", "lhs", "fixed")
 _PARAM_STREAM, _SEED_STREAM, _LHS_STREAM = 0, 1, 2
 MAX_LHS_N = 10**6  # a Latin hypercube is built whole in memory (n x 3 floats) and cannot be streamed
 
@@ -63,6 +67,7 @@ class Design:
     base_seed: int = 1
     sampler: str = "uniform"
     sims_per_ic: int = 1
+    points: list[list[float]] | None = None  # sampler=fixed: parameter points in VARIED order
     _lhs: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -80,10 +85,30 @@ class Design:
             raise SimulationConfigError(
                 f"simulation.n={self.n} with simulation.sampler=lhs: a Latin hypercube is built whole in memory, "
                 f"at most {MAX_LHS_N} points; use simulation.sampler=uniform (drawn per index, any n) or a smaller n")
+        if self.sampler == "fixed":
+            self._check_points()
+        elif self.points:
+            raise SimulationConfigError(f"simulation.points is for simulation.sampler=fixed, not {self.sampler!r}: "
+                                        "drop the points or set simulation.sampler=fixed")
         if self.sims_per_ic < 1:
             raise SimulationConfigError(f"simulation.sims_per_ic={self.sims_per_ic}: must be >= 1")
         if not 0 <= self.base_seed < 2**32:
             raise SimulationConfigError(f"simulation.base_seed={self.base_seed}: must be in [0, 2**32)")
+
+    def _check_points(self) -> None:
+        pts = self.points or []
+        if not pts or any(len(p) != len(VARIED) for p in pts):
+            raise SimulationConfigError(f"simulation.sampler=fixed needs simulation.points: a list of [{', '.join(VARIED)}] "
+                                        "triples, e.g. [[30,4.7,15],[60,5.0,10]]")
+        if self.n % len(pts):
+            raise SimulationConfigError(f"simulation.n={self.n} is not a multiple of the {len(pts)} fixed points: give "
+                                        f"n = {len(pts)} x seeds per point (e.g. {30 * len(pts)})")
+        for p in pts:
+            for value, name in zip(p, VARIED, strict=True):
+                lo, hi = self.priors[name]
+                if not lo <= float(value) <= hi:
+                    raise SimulationConfigError(f"simulation.points: {name}={value} outside the prior [{lo}, {hi}]")
+        self.points = [[float(v) for v in p] for p in pts]
 
     def check_physical(self, box_len: float) -> None:
         """Refuse priors 21cmFAST rejects or that leave its calibrated range, before any work."""
@@ -107,6 +132,8 @@ class Design:
         d = {"priors": self.priors, "sampler": self.sampler, "base_seed": self.base_seed, "sims_per_ic": self.sims_per_ic}
         if self.sampler == "lhs":
             d["n"] = self.n
+        if self.sampler == "fixed":
+            d.update(n=self.n, points=self.points)
         return d
 
     def ic_seed(self, index: int) -> int:
@@ -119,6 +146,10 @@ class Design:
         """The point in the unit cube, in VARIED order."""
         if self.sampler == "uniform":
             return np.random.default_rng([self.base_seed, _PARAM_STREAM, index]).random(len(VARIED))
+        if self.sampler == "fixed":
+            point = np.asarray(self.points[index // (self.n // len(self.points))])
+            lo, hi = (np.array([self.priors[v][i] for v in VARIED]) for i in (0, 1))
+            return (point - lo) / (hi - lo)
         if self._lhs is None:
             from scipy.stats import qmc
 
@@ -130,6 +161,8 @@ class Design:
         u = self.unit(index)
         params = {name: self.priors[name][0] + (self.priors[name][1] - self.priors[name][0]) * float(u[i])
                   for i, name in enumerate(VARIED)}
+        if self.sampler == "fixed":  # exactly the given values, not a round trip through the unit cube
+            params = dict(zip(VARIED, self.points[index // (self.n // len(self.points))], strict=True))
         return {"index": index, "params": params, "seed": self.ic_seed(index), "design": self.identity()}
 
     def indices(self, shard: int = 0, num_shards: int = 1) -> ShardIndices:

@@ -30,6 +30,7 @@ SUMMARY = re.compile("|".join((
     r"test/(NLL|CRPS|ECE|F1|acc_pm1)/overall",       # proper scores, class calibration
     r"test/acc/[^/]+",                               # classification accuracy
     r"best/val/loss",                                # what sweeps minimise
+    r"test/(R2_mean|within1sigma|within2sigma)/z[^/]+",  # emulators (θ → Δ²): mean and scatter per redshift
     r"calibration/.+",                               # post-hoc factors
     r"time/.+",                                      # where the wall time went
     r"members_(mean|std)/test/R2/overall",           # an ensemble's single members, for comparison

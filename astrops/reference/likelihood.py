@@ -1,0 +1,49 @@
+"""21CMMC's Gaussian power-spectrum likelihood, with the emulator's cosmic variance added.
+
+21CMMC's ``Likelihood1DPowerCoeval.computeLikelihood`` (Greig & Mesinger 2015, MNRAS 449, 4246) is, per
+redshift and over the k-bins inside [min_k, max_k],
+
+    ln L = −½ Σ (Δ²_model − Δ²_data)² / (σ_noise² + (f·Δ²_model)²),
+
+σ_noise linearly interpolated from the noise file's ``errs`` and f the modelling error (0.15 by default).
+The reference here (:class:`PowerSpectrumLikelihood`) adds, in quadrature, the scatter of Δ² between
+initial-condition realisations that the emulator predicts (σ_cv²(θ)): a mock is *one* realisation, as the
+networks' training spectra were, so its spread about the ensemble mean is part of the data's variance.
+Because that variance depends on θ, the reference keeps the Gaussian's log-determinant −½ Σ ln σ²
+(21CMMC omits it; its own comment notes that a model-dependent variance should bring it in). With both
+switched off it is 21CMMC's expression term by term (tests/test_reference.py checks 1e-10 against it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class PowerSpectrumLikelihood:
+    """ln L(θ) of one observed spectrum from the emulated mean and cosmic variance at θ.
+
+    ``data`` and ``noise`` (n_z, n_bins): the observed Δ² and its 1σ thermal noise [mK²] on the measured
+    bins; ``model_error`` is 21CMMC's f; ``cosmic_variance`` and ``log_det`` switch the reference's two
+    additions (both on for the reference; both off is 21CMMC's form).
+    """
+
+    data: torch.Tensor
+    noise: torch.Tensor
+    model_error: float = 0.0
+    cosmic_variance: bool = True
+    log_det: bool = True
+
+    def __call__(self, mean: torch.Tensor, cv_var: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,) ln L for emulated ``mean`` and ``cv_var`` (B, n_z, n_bins), up to a θ-independent constant."""
+        var = self.noise**2 + (self.model_error * mean) ** 2
+        if self.cosmic_variance:
+            if cv_var is None:
+                raise ValueError("cosmic_variance=True needs the emulated cosmic variance")
+            var = var + cv_var
+        lnl = -0.5 * ((mean - self.data) ** 2 / var).sum((-1, -2))
+        if self.log_det:
+            lnl = lnl - 0.5 * torch.log(var).sum((-1, -2))
+        return lnl

@@ -1,0 +1,73 @@
+"""The likelihood-based reference (issue 20): 21CMMC's own likelihood, the grid posterior, the fixed-θ design."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT
+
+from astrops.data.observation import Observation
+from astrops.reference.grid import grid_posterior
+from astrops.reference.likelihood import PowerSpectrumLikelihood
+from astrops.simulation import Design, SimulationConfigError
+from astrops.store import Store
+
+NOISE = ROOT / "data/noise/hera350_1000h"
+PRIORS = {"HII_EFF_FACTOR": [5.0, 200.0], "ION_Tvir_MIN": [4.0, 6.0], "R_BUBBLE_MAX": [5.0, 20.0]}
+
+
+@pytest.mark.parametrize("f", [0.0, 0.15])
+def test_without_cosmic_variance_and_log_det_it_is_21cmmcs_own_likelihood(f):
+    """Two real reference spectra at z = 7-10 as model and data, HERA's noise files, 21CMMC's computeLikelihood."""
+    from py21cmmc.likelihood import Likelihood1DPowerCoeval
+
+    class Coeval(Likelihood1DPowerCoeval):
+        paired_core = None  # computeLikelihood's branch for a coeval core (no 21cmEMU), without running one
+
+    recs = Store(ROOT / "data/reference").dataset("reference").load()
+    k, zs = Store(ROOT / "data/reference").dataset("reference").k, [7.0, 8.0, 9.0, 10.0]
+    i_model, i_data = int(np.argmax(recs.delta[:, 1, 5])), 3
+    lk = Coeval(min_k=0.1, max_k=1.0, model_uncertainty=f)
+    lk.data = [{"k": k, "delta": recs.delta[i_data, i]} for i in range(4)]
+    lk.noise = [dict(np.load(NOISE / f"z{z:g}.npz")) for z in zs]
+    expected = lk.computeLikelihood([{"k": k, "delta": recs.delta[i_model, i]} for i in range(4)])
+
+    sigma = Observation("hera350_1000h", str(NOISE), 0.1, 1.0).sigma(k, zs)  # what training and the mocks use
+    measured = np.isfinite(sigma)
+    assert measured.sum() > 20 and not measured.all()
+    per_z = []
+    for i in range(4):
+        m = measured[i]
+        lik = PowerSpectrumLikelihood(torch.tensor(recs.delta[i_data, i, m])[None], torch.tensor(sigma[i, m])[None],
+                                      model_error=f, cosmic_variance=False, log_det=False)
+        per_z.append(float(lik(torch.tensor(recs.delta[i_model, i, m])[None, None])))
+    assert abs(float(expected)) > 1.0
+    assert sum(per_z) == pytest.approx(float(expected), rel=0, abs=1e-10)
+    # the reference's two additions change it: a model-dependent variance brings its log-determinant
+    full = PowerSpectrumLikelihood(torch.tensor(recs.delta[i_data, :, :])[None], torch.ones(1, 4, len(k)), f)
+    with pytest.raises(ValueError, match="cosmic variance"):
+        full(torch.tensor(recs.delta[i_model])[None])
+
+
+def test_the_grid_posterior_recovers_a_known_gaussian_at_a_fifth_of_its_sigma():
+    mu, sd = np.array([60.0, 4.73, 12.0]), np.array([15.0, 0.03, 2.5])
+    post = grid_posterior(lambda t: -0.5 * (((t - mu) / sd) ** 2).sum(1), np.array(list(PRIORS.values())))
+    assert post.resolved and post.stages >= 2
+    steps = np.array([e[1] - e[0] for e in post.edges])
+    assert np.all(steps <= post.std() / 5)
+    assert post.mean() == pytest.approx(mu, rel=2e-3)
+    assert post.std()[:2] == pytest.approx(sd[:2], rel=0.02)  # R_mfp is cut by the prior at 5 Mpc: narrower
+    assert post.quantile([0.5])[0] == pytest.approx(mu, rel=2e-3)
+    s = post.sample(20000, np.random.default_rng(0))
+    assert s.mean(0) == pytest.approx(mu, rel=5e-3) and np.all((s >= [5, 4, 5]) & (s <= [200, 6, 20]))
+
+
+def test_a_fixed_design_repeats_each_point_with_distinct_seeds():
+    d = Design(PRIORS, n=6, sampler="fixed", points=[[30, 4.7, 15], [60, 5.0, 10]])
+    assert [d.point(i)["params"]["HII_EFF_FACTOR"] for i in range(6)] == [30, 30, 30, 60, 60, 60]
+    assert len({d.point(i)["seed"] for i in range(6)}) == 6 and d.identity()["points"][1] == [60, 5, 10]
+    for kw, msg in ((dict(n=5, points=[[30, 4.7, 15], [60, 5, 10]]), "not a multiple"),
+                    (dict(n=4, points=[[300, 4.7, 15]]), "outside the prior"), (dict(n=4), "needs simulation.points")):
+        with pytest.raises(SimulationConfigError, match=msg):
+            Design(PRIORS, sampler="fixed", **kw)
