@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, compose_cfg
 
 from astrops.data.observation import Observation
 from astrops.reference.grid import grid_posterior
@@ -71,3 +73,92 @@ def test_a_fixed_design_repeats_each_point_with_distinct_seeds():
                     (dict(n=4, points=[[300, 4.7, 15]]), "outside the prior"), (dict(n=4), "needs simulation.points")):
         with pytest.raises(SimulationConfigError, match=msg):
             Design(PRIORS, sampler="fixed", **kw)
+
+
+# -- the emulator and the comparison, end to end on small models (z = 8, HERA-350 1 000 h) ------------------
+
+HERA = ["observation=hera350_1000h", "data.feature_transform=raw"]
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory) -> tuple[str, str]:
+    from astrops.training.emulator import train_emulator
+
+    tmp = tmp_path_factory.mktemp("emu")
+    cfg = compose_cfg("train", ["experiment=emulator", "data.redshifts=[8.0]", "trainer.max_epochs=60",
+                                f"paths.output_dir={tmp}/run", f"logger.mlflow.tracking_uri=sqlite:///{tmp}/m.db",
+                                f"logger.mlflow.artifact_root={tmp}/art", "callbacks.progress_bar=null"])
+    return train_emulator(cfg)[1], f"sqlite:///{tmp}/m.db"
+
+
+def _hera_model(tmp, task: str) -> str:
+    from astrops.training import train
+
+    cfg = compose_cfg("train", [f"paths.output_dir={tmp}/run", "logger=none", "callbacks.progress_bar=null",
+                                "saliency=false", f"task={task}", "trainer.max_epochs=2", "model.train_metrics=false",
+                                "data.test_fraction=0.05", "data.val_fraction=0.05", *HERA])
+    return train(cfg)[1]
+
+
+def test_the_emulator_is_a_tracked_run_whose_file_loads_as_plain_tensors(emulator):
+    import mlflow
+
+    from astrops.models.emulator import load_emulator
+
+    path, db = emulator
+    emu = load_emulator(path)
+    theta = torch.tensor([[30.0, 4.7, 15.0], [150.0, 4.2, 15.0]])
+    mean, var = emu(theta)
+    assert mean.shape == var.shape == (2, 1, len(emu.bins)) and (var > 0).all()
+    assert mean[0].mean() > mean[1].mean()  # ζ = 150 at Tvir 10^4.2 K has ionized most of the box by z = 8
+    client = mlflow.MlflowClient(db)
+    run = client.search_runs([client.get_experiment_by_name("astrops").experiment_id])[0]
+    assert run.info.status == "FINISHED" and run.data.metrics["test/R2_mean/z8"] > 0.5
+    assert 0.4 < run.data.metrics["test/within1sigma/z8"] < 0.9
+    assert any(a.path.endswith("emulator.pt") for a in client.list_artifacts(run.info.run_id, "emulator"))
+    torch.save({"format": "something else"}, Path(path).with_name("bad.pt"))
+    with pytest.raises(ValueError, match="not an astrops emulator"):
+        load_emulator(str(Path(path).with_name("bad.pt")))
+
+
+def test_the_emulator_refuses_noisy_training_data(tmp_path):
+    from astrops.data import DataConfigError
+    from astrops.training.emulator import train_emulator
+
+    cfg = compose_cfg("train", ["experiment=emulator", "observation=hera350_1000h", f"paths.output_dir={tmp_path}",
+                                "logger=none"])
+    with pytest.raises(DataConfigError, match="data.observation=none"):
+        train_emulator(cfg)
+    assert not (tmp_path / "emulator.pt").exists()
+
+
+def test_compare_writes_the_table_figures_and_run_and_refuses_a_noiseless_model(emulator, dense_checkpoint,
+                                                                                tmp_path_factory, capsys):
+    import mlflow
+    import pandas as pd
+
+    from astrops.reference.compare import main
+
+    tmp = tmp_path_factory.mktemp("cmp")
+    flow, gauss = _hera_model(tmp / "f", "flow"), _hera_model(tmp / "g", "gaussian")
+    out, db = tmp / "out", f"sqlite:///{tmp}/m.db"
+    args = ["--emulator", emulator[0], "--flow", flow, "--gaussian", gauss, "--test-store",
+            str(ROOT / "data/holdout"), "--n-mocks", "3"]
+    assert main([*args, "--out", str(out), "--tracking-uri", db]) == 0
+    table = pd.read_csv(out / "comparison.csv")
+    assert len(table) == 2 * 3 * 3 and set(table["model"]) == {"flow", "gaussian", "reference"}
+    ref = table[table["model"] == "reference"]
+    assert np.allclose(ref["median_abs_shift"], 0) and np.allclose(ref["median_width_ratio"], 1)
+    per_mock = pd.read_csv(out / "per_mock.csv")
+    assert len(per_mock) == 2 * 3 * 3 * 3 and per_mock["js"].between(0, 1).all()
+    wider = per_mock[(per_mock["model"] == "reference")].groupby("f")["std"].mean()
+    assert wider[0.15] > wider[0.0]  # 21CMMC's 15 % modelling error widens the reference
+    assert {"corner_mock_0.png", "corner_mock_2.png", "comparison.md", "summary.json"} <= {p.name for p in out.iterdir()}
+    client = mlflow.MlflowClient(db)
+    run = client.search_runs([client.get_experiment_by_name("astrops-analysis").experiment_id])[0]
+    assert run.data.tags["kind"] == "reference-comparison" and "f0/flow/median_abs_shift/ION_Tvir_MIN" in run.data.metrics
+    capsys.readouterr()
+    assert main(["--emulator", emulator[0], "--flow", dense_checkpoint, "--gaussian", gauss, "--test-store",
+                 str(ROOT / "data/holdout"), "--out", str(tmp / "o2"), "--no-log"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ("differ in" in err[0] or "without an observation" in err[0])

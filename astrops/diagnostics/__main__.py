@@ -54,28 +54,6 @@ def diagnose(model_path: str | Path, test_store: str | Path, out_dir: str | Path
     return results, predictor
 
 
-def log_run(results: dict[str, float], out_dir: Path, experiment: str, tracking_uri: str, tags: dict[str, str]) -> str:
-    """One FINISHED ``calibration`` run in ``<experiment>-analysis``: the metrics and every file written."""
-    import mlflow
-
-    from astrops.tracking import analysis_experiment, prepare_experiment
-
-    client = mlflow.MlflowClient(tracking_uri)
-    exp_id = prepare_experiment(tracking_uri, analysis_experiment(experiment))
-    run = client.create_run(exp_id, run_name="calibration", tags={"kind": "calibration", **tags})
-    import time
-
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    client.log_batch(run.info.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in results.items()])
-    for path in sorted(out_dir.iterdir()):
-        if path.is_file():
-            client.log_artifact(run.info.run_id, str(path), "figures" if path.suffix == ".png" else None)
-    client.set_terminated(run.info.run_id)
-    return run.info.run_id
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m astrops.diagnostics", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -108,10 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"SBC uniformity p: {sbc}; TARP ATC {results['test/tarp_atc']:.2f}; files in {out}")
     if not args.no_log:
         from astrops.tracking import default_tracking_uri
+        from astrops.tracking.analysis_run import log_analysis_run
 
         experiment = args.experiment or (predictor.meta.get("config") or {}).get("experiment_name") or "astrops"
-        run_id = log_run(results, out, experiment, args.tracking_uri or default_tracking_uri(),
-                         {"model": str(Path(args.model).resolve()), "test_store": str(Path(args.test_store).resolve())})
+        run_id = log_analysis_run(results, out, experiment, args.tracking_uri or default_tracking_uri(),
+                                  {"kind": "calibration", "model": str(Path(args.model).resolve()),
+                                   "test_store": str(Path(args.test_store).resolve())}, "calibration")
         print(f"MLflow run {run_id} in experiment '{experiment}-analysis'")
     return 0
 
