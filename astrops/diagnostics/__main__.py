@@ -34,14 +34,16 @@ def diagnose(model_path: str | Path, test_store: str | Path, out_dir: str | Path
     """Every metric (``test/...``: R², coverage, CRPS, SBC p-values, TARP ATC) and the predictor; the
     files and figures are in ``out_dir``. Raises ValueError for a model without a predictive distribution."""
     from astrops.analysis.run_report import report_results
+    from astrops.inference import load_model
     from astrops.metrics import score
     from astrops.models.flow import pit
 
-    predictor, dm = held_out(model_path, test_store, test_dataset, store)
-    model = predictor.model
-    if not has_distribution(model):
+    model = load_model(model_path).model
+    if not has_distribution(model):  # before the data are read
         raise ValueError(f"{model_path}: this {model.task.kind} model has no predictive distribution to calibrate: "
                          "give a model trained with task=gaussian or task=flow (or an ensemble)")
+    predictor, dm = held_out(model_path, test_store, test_dataset, store)
+    model = predictor.model
     x, y = dm.tensors["test"]
     dec = predict_test(model, x)
     results = score(dec, y, model.task.codec, predictor.parameters, "test", model.task.metric_options()["n_classes"])

@@ -39,6 +39,9 @@ class SpectrumEmulator(L.LightningModule):
         self.register_buffer("bins", torch.tensor(bins, dtype=torch.long))
         self.register_buffer("mean", torch.zeros(len(redshifts), len(bins)))  # Δ² standardisation (training split)
         self.register_buffer("std", torch.ones(len(redshifts), len(bins)))
+        # correlation of the scatter between all (z, k) outputs: one box gives every redshift and k-bin of a
+        # spectrum, so their cosmic variance is shared (estimated after training: fit_correlation)
+        self.register_buffer("corr", torch.eye(n_out))
         self.beta, self.lr, self.weight_decay = beta, lr, weight_decay
         self.history: list[dict[str, float]] = []
 
@@ -46,6 +49,14 @@ class SpectrumEmulator(L.LightningModule):
         """Per-bin standardisation from the training split's Δ² (N, n_z, n_bins)."""
         self.mean.copy_(delta_train.mean(0))
         self.std.copy_(delta_train.std(0).clamp_min(1e-8))
+
+    def fit_correlation(self, theta: torch.Tensor, delta: torch.Tensor) -> None:
+        """The correlation matrix (n_z·n_bins)² of the standardised residuals (Δ² − mean) / σ_cv on the
+        training split: the cosmic variance's coupling across redshifts and k-bins, which a per-bin σ lacks."""
+        with torch.no_grad():
+            mean, var = self(theta)
+        r = ((delta - mean) / var.sqrt()).reshape(len(delta), -1).double()
+        self.corr.copy_(torch.corrcoef(r.T).float())
 
     def _raw(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         u = 2 * (theta - self.box[:, 0]) / (self.box[:, 1] - self.box[:, 0]) - 1

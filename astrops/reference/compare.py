@@ -7,7 +7,8 @@
 A mock is a held-out simulation with one fixed realisation of the instrument's noise — exactly the test
 spectrum the networks are scored on (the flow's data module builds them; both networks must share its
 redshifts, k-bins and noise). The reference posterior of each mock is the emulator inside 21CMMC's
-Gaussian likelihood (:mod:`astrops.reference.likelihood`: σ_noise² + (f·Δ²)² + σ_cv², log-determinant kept)
+Gaussian likelihood (:mod:`astrops.reference.likelihood`: σ_noise² + (f·Δ²)² + the cosmic variance correlated across
+redshifts and k-bins, log-determinant kept)
 under the training priors, on a refined grid (:mod:`astrops.reference.grid`), for f = 0 (the networks saw
 thermal noise only) and f = 0.15 (21CMMC's default). Per mock and parameter: means, 68/95 % intervals,
 |mean shift| in reference σ, 68 % width ratio, overlap of the 68 % intervals, Jensen–Shannon divergence of
@@ -57,62 +58,97 @@ def compare_one(ref: dict[str, np.ndarray], model: dict[str, np.ndarray]) -> dic
             "overlap68": (model["lo68"] <= ref["hi68"]) & (ref["lo68"] <= model["hi68"])}
 
 
-def mocks_and_models(flow: str, gaussian: str, test_store: str, store: str | None, n: int):
-    """The flow's held-out data module, the first ``n`` test spectra (mocks) and their truths, both models."""
-    from astrops.analysis.score import held_out
-    from astrops.inference import load_model
-
-    flow_pred, dm = held_out(flow, test_store, None, store)
-    gauss_pred = load_model(gaussian)
+def check_inputs(emu, flow_pred, gauss_pred, flow: str) -> None:
+    """Every refusal before any work: model kinds, one observation, the emulator covering it."""
+    for pred, want, name in ((flow_pred, True, "--flow"), (gauss_pred, False, "--gaussian")):
+        opts = pred.model.task.metric_options()
+        if not getattr(pred.model.task, "probabilistic", False) or (opts.get("distribution") == "samples") != want:
+            kind = "a flow (task=flow) or flow ensemble" if want else "a Gaussian head (task=gaussian) or its ensemble"
+            raise ValueError(f"{name} is a {pred.model.task.kind} model: give {kind}")
     for key in ("redshifts", "k", "kept_bins", "noise_sigma"):
         if flow_pred.meta.get(key) != gauss_pred.meta.get(key):
             raise ValueError(f"the flow and the Gaussian ensemble differ in {key}: compare models of one observation")
-    if dm.sigma is None:
+    if flow_pred.meta.get("noise_sigma") is None:
         raise ValueError(f"{flow} was trained without an observation: the reference needs the instrument's noise")
+    meta = flow_pred.meta
+    if list(flow_pred.parameters) != list(gauss_pred.parameters) or list(emu.param_names) != list(flow_pred.parameters):
+        raise ValueError(f"parameters differ (emulator {emu.param_names}, flow {flow_pred.parameters}, Gaussian "
+                         f"{gauss_pred.parameters}): compare models of the same parameters in the same order")
+    if list(emu.redshifts) != list(meta["redshifts"]) or len(emu.k) != len(meta["k"]) or not np.allclose(emu.k, meta["k"]):
+        raise ValueError("the emulator's redshifts or k-bins are not the models': train it on their store and redshifts "
+                         "(python train.py experiment=emulator data.redshifts=[...])")
+    missing = sorted(set(int(b) for b in meta["kept_bins"]) - set(emu.bins.tolist()))
+    if missing:
+        raise ValueError(f"the emulator does not cover k-bins {missing} the observation measures")
+    box = emu.box.numpy()
+    for j, p in enumerate(flow_pred.parameters):
+        lo, hi = flow_pred.prior_box[p]
+        if lo < box[j, 0] - 1e-6 or hi > box[j, 1] + 1e-6:
+            raise ValueError(f"the emulator's {p} range {box[j].tolist()} does not cover the models' prior [{lo}, {hi}]")
+
+
+def mocks(flow: str, test_store: str, store: str | None, n: int):
+    """The flow's held-out data module and its first ``n`` test spectra (mocks) with their truths."""
+    from astrops.analysis.score import held_out
+
+    _, dm = held_out(flow, test_store, None, store)
     x, y = dm.tensors["test"]
-    return dm, flow_pred, gauss_pred, x[:n], y[:n]
+    return dm, x[:n], y[:n]
 
 
-def reference_posteriors(emu, dm, x: torch.Tensor, f: float, seed: int = 0) -> tuple[list[dict], list[np.ndarray], list]:
-    """Per mock: the reference summary, ``REF_DRAWS`` samples and the grid posterior."""
+_WORK: dict[str, Any] = {}  # what the reference workers share (set before they fork)
+
+
+def reference_posteriors(emu, dm, x: torch.Tensor, f: float, workers: int = 1,
+                         seed: int = 0) -> tuple[list[dict], list[np.ndarray]]:
+    """Per mock: the reference summary and ``REF_DRAWS`` samples, over ``workers`` processes."""
+    emu_bins = emu.bins.tolist()
+    pos = [emu_bins.index(int(b)) for b in dm.kept_bins]  # covered: check_inputs
+    flat = [i * len(emu_bins) + p for i in range(len(emu.redshifts)) for p in pos]  # measured (z, k) in emu.corr
+    _WORK.clear()
+    _WORK.update(emu=emu, pos=pos, corr=emu.corr[flat][:, flat].double(), f=f, seed=seed, box=dm.ranges,
+                 noise=torch.as_tensor(dm.sigma[:, dm.kept_bins], dtype=torch.float64),
+                 data=x[:, :, dm.kept_bins].double())
+    from astrops.reference.grid import N_CELLS, _evaluate
+
+    _WORK["stage0"] = (None, None)  # every mock's first grid is the prior box's: emulated once, shared
+    _evaluate(_cache_stage0, dm.ranges[:, 0], dm.ranges[:, 1], N_CELLS)
+    if workers > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(workers) as pool:
+            results = pool.map(_posterior_of, range(len(x)))
+    else:
+        results = [_posterior_of(i) for i in range(len(x))]
+    return [r[0] for r in results], [r[1] for r in results]
+
+
+def _cache_stage0(theta: np.ndarray) -> np.ndarray:
+    _WORK["stage0"] = (theta.copy(), _emulate(theta))
+    return np.zeros(len(theta))
+
+
+def _emulate(theta: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    cached, out = _WORK["stage0"]
+    if cached is not None and cached.shape == theta.shape and np.array_equal(cached, theta):
+        return out
+    with torch.no_grad():
+        mean, var = _WORK["emu"](torch.as_tensor(theta, dtype=torch.float32))
+    return mean[:, :, _WORK["pos"]].double(), var[:, :, _WORK["pos"]].double()
+
+
+def _posterior_of(i: int) -> tuple[dict, np.ndarray]:
     from astrops.reference.grid import grid_posterior
     from astrops.reference.likelihood import PowerSpectrumLikelihood
 
-    emu_bins = emu.bins.tolist()
-    if list(emu.redshifts) != list(dm.redshifts) or not np.allclose(emu.k, dm.k):
-        raise ValueError("the emulator's redshifts or k-bins are not the mocks': train it on the networks' store and redshifts")
-    missing = [int(b) for b in dm.kept_bins if int(b) not in emu_bins]
-    if missing:
-        raise ValueError(f"the emulator does not cover k-bins {missing} the observation measures")
-    pos = [emu_bins.index(int(b)) for b in dm.kept_bins]
-    noise = torch.as_tensor(dm.sigma[:, dm.kept_bins], dtype=torch.float64)
-    cache: dict[str, Any] = {}  # the first stage's grid is the prior box for every mock: emulated once
-
-    def emulate(theta: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        if "theta" in cache and cache["theta"].shape == theta.shape and np.array_equal(cache["theta"], theta):
-            return cache["out"]
-        with torch.no_grad():
-            mean, var = emu(torch.as_tensor(theta, dtype=torch.float32))
-        out = (mean[:, :, pos].double(), var[:, :, pos].double())
-        if "theta" not in cache:
-            cache.update(theta=theta.copy(), out=out)
-        return out
-
-    summaries, draws, posts = [], [], []
-    for i, spectrum in enumerate(x):
-        lik = PowerSpectrumLikelihood(spectrum[:, dm.kept_bins].double(), noise, f)
-
-        def loglike(theta: np.ndarray, lik=lik) -> np.ndarray:
-            return lik(*emulate(theta)).numpy()
-
-        post = grid_posterior(loglike, dm.ranges)
-        s = post.sample(REF_DRAWS, np.random.default_rng([seed, i]))
-        q = post.quantile(list(LEVELS.values()))
-        summaries.append({"mean": post.mean(), "std": post.std(), **{k: q[j] for j, k in enumerate(LEVELS)},
-                          "resolved": post.resolved})
-        draws.append(s)
-        posts.append(post)
-    return summaries, draws, posts
+    torch.set_num_threads(1)
+    w = _WORK
+    lik = PowerSpectrumLikelihood(w["data"][i], w["noise"], w["f"], corr=w["corr"])
+    post = grid_posterior(lambda theta: lik(*_emulate(theta)).numpy(), w["box"])
+    q = post.quantile(list(LEVELS.values()))
+    summary = {"mean": post.mean(), "std": post.std(), **{k: q[j] for j, k in enumerate(LEVELS)},
+               "resolved": post.resolved}
+    return summary, post.sample(REF_DRAWS, np.random.default_rng([w["seed"], i]))
 
 
 def network_posteriors(flow_pred, gauss_pred, x: torch.Tensor) -> tuple[list[dict], list[np.ndarray], list[dict], list[np.ndarray]]:
@@ -133,19 +169,22 @@ def network_posteriors(flow_pred, gauss_pred, x: torch.Tensor) -> tuple[list[dic
 
 
 def run_comparison(emulator: str, flow: str, gaussian: str, test_store: str, store: str | None, n: int,
-                   out: Path) -> dict[str, Any]:
+                   out: Path, workers: int = 1) -> dict[str, Any]:
     import pandas as pd
 
+    from astrops.inference import load_model
     from astrops.models.emulator import load_emulator
 
     t0 = time.perf_counter()
     emu = load_emulator(emulator)
-    dm, flow_pred, gauss_pred, x, y = mocks_and_models(flow, gaussian, test_store, store, n)
+    flow_pred, gauss_pred = load_model(flow), load_model(gaussian)
+    check_inputs(emu, flow_pred, gauss_pred, flow)
+    dm, x, y = mocks(flow, test_store, store, n)
     params, truth = list(dm.parameters), y.numpy().astype(np.float64)
     flow_sum, flow_s, gauss_sum, gauss_s = network_posteriors(flow_pred, gauss_pred, x)
     rows, summary, figures = [], {"n_mocks": len(truth), "parameters": params}, {}
     for f in MODEL_ERRORS:
-        ref_sum, ref_s, _ = reference_posteriors(emu, dm, x, f)
+        ref_sum, ref_s = reference_posteriors(emu, dm, x, f, workers)
         for i in range(len(truth)):
             for name, model, samples in (("flow", flow_sum[i], flow_s[i]), ("gaussian", gauss_sum[i], gauss_s[i]),
                                          ("reference", ref_sum[i], None)):
@@ -209,6 +248,11 @@ def corner_overlays(ref_s, flow_s, gauss_s, truth, params, box) -> dict[str, Any
                             truth_color="C2", hist_kwargs={"density": True, "color": "k"}, **kw)
         for s, color in ((flow_s[i], "C0"), (gauss_s[i], "C1")):
             corner.corner(s, fig=fig, color=color, hist_kwargs={"density": True, "color": color}, **kw)
+        k = len(params)
+        for j in range(k):  # each overlay resets the 1-D panels' height: fit the tallest of the three
+            ax = fig.axes[j * (k + 1)]
+            top = max((p.get_path().vertices[:, 1].max() for p in ax.patches), default=1.0)
+            ax.set_ylim(0, 1.1 * top)
         fig.suptitle(f"mock {i}: reference (black), flow ensemble (blue), Gaussian ensemble (orange)", y=1.02)
         figs[f"corner_mock_{i}"] = fig
     return figs
@@ -223,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test-store", required=True, help="held-out simulations (the mocks: the first --n-mocks)")
     ap.add_argument("--store", default=None, help="the training store, when not where the checkpoints say")
     ap.add_argument("--n-mocks", type=int, default=100)
+    ap.add_argument("--workers", type=int, default=1, help="processes for the reference posteriors (2 on 2 cores)")
     ap.add_argument("--out", default="reference_comparison")
     ap.add_argument("--experiment", default="astrops")
     ap.add_argument("--tracking-uri", default=None)
@@ -231,14 +276,15 @@ def main(argv: list[str] | None = None) -> int:
     from astrops.store import StoreError
 
     out = Path(args.out)
-    if args.n_mocks < 1:
-        print("error: --n-mocks must be at least 1 (e.g. --n-mocks 100)", file=sys.stderr)
+    if args.n_mocks < 1 or args.workers < 1:
+        print("error: --n-mocks and --workers must be at least 1 (e.g. --n-mocks 100 --workers 2)", file=sys.stderr)
         return 2
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         print(f"error: --out {out}: give a new or empty directory", file=sys.stderr)
         return 2
     try:
-        result = run_comparison(args.emulator, args.flow, args.gaussian, args.test_store, args.store, args.n_mocks, out)
+        result = run_comparison(args.emulator, args.flow, args.gaussian, args.test_store, args.store, args.n_mocks, out,
+                                args.workers)
     except (ValueError, StoreError, FileNotFoundError) as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
@@ -248,8 +294,11 @@ def main(argv: list[str] | None = None) -> int:
         from astrops.tracking import default_tracking_uri
         from astrops.tracking.analysis_run import log_analysis_run
 
+        # ≤ 40 keys (astrops.tracking.summary): the target figures; every number is in comparison.csv
         metrics = {f"f{r.f:g}/{r.model}/{m}/{r.parameter}": float(getattr(r, m)) for r in result["table"].itertuples()
-                   for m in ("median_abs_shift", "median_width_ratio", "overlap68", "median_js", "coverage68", "coverage95")}
+                   if r.model != "reference" for m in ("median_abs_shift", "median_width_ratio")}
+        metrics.update({f"f{r.f:g}/reference/coverage68/{r.parameter}": float(r.coverage68)
+                        for r in result["table"].itertuples() if r.model == "reference"})
         metrics["time/comparison_s"] = result["summary"]["time/comparison_s"]
         run_id = log_analysis_run(metrics, out, args.experiment, args.tracking_uri or default_tracking_uri(),
                                   {"kind": "reference-comparison", "emulator": str(Path(args.emulator).resolve()),

@@ -31,12 +31,21 @@ def check(emulator_path: str, store: str, noise: str, min_k: float, max_k: float
 
     emu = load_emulator(emulator_path)
     ds = Store(store).dataset(None)
+    if list(ds.parameters) != list(emu.param_names) or len(ds.k) != len(emu.k) or not np.allclose(ds.k, emu.k):
+        raise ValueError(f"{store} holds other parameters or k-bins than the emulator's: simulate the fixed design with the "
+                         "emulator's configuration (simulation=reference_multiz)")
+    missing = [z for z in emu.redshifts if z not in list(ds.redshifts)]
+    if missing:
+        raise ValueError(f"{store} has no spectra at z = {missing}, which the emulator emulates: simulate them too")
     recs = ds.load()
     zi = [list(ds.redshifts).index(z) for z in emu.redshifts]
     bins = emu.bins.numpy()
     delta = recs.delta[:, zi][:, :, bins]
     sigma = Observation("check", noise, min_k, max_k).sigma(np.asarray(ds.k)[bins], emu.redshifts)
-    points, group = np.unique(recs.params, axis=0, return_inverse=True)
+    points, group, counts = np.unique(recs.params, axis=0, return_inverse=True, return_counts=True)
+    if counts.min() < 2:
+        raise ValueError(f"{store} has points simulated once: a fixed-θ design (simulation.sampler=fixed) with several "
+                         "seeds per point is needed for a seed average and its scatter")
     with torch.no_grad():
         mean, var = emu(torch.as_tensor(points, dtype=torch.float32))
     rows = []
@@ -111,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     from astrops.analysis.figures import save_figures
     from astrops.store import StoreError
 
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        print(f"error: --out {out}: give a new or empty directory", file=sys.stderr)
+        return 2
     try:
         rows = check(args.emulator, args.store, args.noise, args.min_k, args.max_k)
     except (ValueError, StoreError, FileNotFoundError) as exc:
@@ -123,7 +136,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from astrops.models.emulator import load_emulator
 
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(out / "emulator_check.csv", index=False)
     text = summary(rows, load_emulator(args.emulator).param_names)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+N_CELLS = 36  # cells per parameter and stage (36³ ≈ 47 000 likelihood calls)
+
 
 @dataclass
 class GridPosterior:
@@ -64,30 +66,51 @@ def _evaluate(loglike: Callable[[np.ndarray], np.ndarray], lo: np.ndarray, hi: n
     mesh = np.stack(np.meshgrid(*centres, indexing="ij"), axis=-1).reshape(-1, len(lo))
     lnl = np.asarray(loglike(mesh), dtype=np.float64).reshape((n,) * len(lo))
     lnl = np.where(np.isfinite(lnl), lnl, -np.inf)
-    mass = np.exp(lnl - lnl.max())
-    return edges, mass / mass.sum()
+    if not np.isfinite(lnl.max()):
+        raise ValueError("the likelihood is zero (or not finite) everywhere on the grid: check the data and noise")
+    return edges, lnl
 
 
-def grid_posterior(loglike: Callable[[np.ndarray], np.ndarray], box: np.ndarray, n: int = 48,
-                   resolution: float = 5.0, max_stages: int = 4, tail: float = 1e-3) -> GridPosterior:
-    """Posterior of ``loglike`` ((B, P) points → (B,) ln L) under a uniform prior on ``box`` (P, 2)."""
+def grid_posterior(loglike: Callable[[np.ndarray], np.ndarray], box: np.ndarray, n: int = N_CELLS,
+                   resolution: float = 5.0, max_stages: int = 6, drop: float = 4.5) -> GridPosterior:
+    """Posterior of ``loglike`` ((B, P) points → (B,) ln L) under a uniform prior on ``box`` (P, 2).
+
+    Each refined box spans the cells within ``drop`` of the highest ln L (±3σ for a Gaussian), two cells
+    wider on each side; a box whose face still holds such cells is widened by half its size and evaluated
+    again (a ridge the coarser grid sampled poorly). ``resolved``: every step ≤ σ_post / ``resolution``, no
+    mass against a refined face, and mean and σ moved by less than 0.1 σ since the previous grid (or the
+    box no longer changes)."""
     box = np.asarray(box, dtype=np.float64)
     lo, hi = box[:, 0].copy(), box[:, 1].copy()
-    post = None
+    post, previous = None, None
     for stage in range(max_stages):
-        edges, mass = _evaluate(loglike, lo, hi, n)
-        post = GridPosterior(edges, mass, False, stage + 1)
-        step = (hi - lo) / n
-        if np.all(step <= post.std() / resolution):
+        edges, lnl = _evaluate(loglike, lo, hi, n)
+        mass = np.exp(lnl - lnl.max())
+        post = GridPosterior(edges, mass / mass.sum(), False, stage + 1)
+        high = lnl >= lnl.max() - drop
+        widened = False
+        for j in range(len(lo)):  # mass against a face that is not the prior's: widen that side
+            width = hi[j] - lo[j]
+            if lo[j] > box[j, 0] and high.take(0, axis=j).any():
+                lo[j], widened = max(box[j, 0], lo[j] - width / 2), True
+            if hi[j] < box[j, 1] and high.take(n - 1, axis=j).any():
+                hi[j], widened = min(box[j, 1], hi[j] + width / 2), True
+        if widened:
+            previous = None
+            continue
+        mean, std = post.mean(), post.std()
+        fine = np.all((hi - lo) / n <= std / resolution)
+        stable = previous is not None and np.all(np.abs(mean - previous[0]) < 0.1 * std) and \
+            np.all(np.abs(std - previous[1]) < 0.1 * std)
+        keep = np.argwhere(high)
+        first, last = keep.min(0), keep.max(0)
+        lo_new = np.maximum([e[max(i - 2, 0)] for e, i in zip(edges, first, strict=True)], box[:, 0])
+        hi_new = np.minimum([e[min(i + 3, n)] for e, i in zip(edges, last, strict=True)], box[:, 1])
+        same = np.allclose(lo_new, lo) and np.allclose(hi_new, hi)
+        if fine and (stable or same):
             post.resolved = True
             return post
-        order = np.sort(mass.ravel())[::-1]
-        cut = order[np.searchsorted(np.cumsum(order), 1 - tail)] if len(order) > 1 else order[0]
-        keep = np.argwhere(mass >= cut)
-        first, last = keep.min(0), keep.max(0)
-        lo_new = np.maximum(np.array([e[max(i - 1, 0)] for e, i in zip(edges, first, strict=True)]), box[:, 0])
-        hi_new = np.minimum(np.array([e[min(i + 2, n)] for e, i in zip(edges, last, strict=True)]), box[:, 1])
-        if np.allclose(lo_new, lo) and np.allclose(hi_new, hi):  # the mass fills the box: finer needs a larger n
+        if same and not fine:  # the mass fills the box: only a larger n resolves it
             return post
-        lo, hi = lo_new, hi_new
+        previous, lo, hi = (mean, std), lo_new, hi_new
     return post

@@ -97,7 +97,13 @@ class Design:
 
     def _check_points(self) -> None:
         pts = self.points or []
-        if not pts or any(len(p) != len(VARIED) for p in pts):
+        if self.sims_per_ic != 1:
+            raise SimulationConfigError(f"simulation.sampler=fixed with simulation.sims_per_ic={self.sims_per_ic} would "
+                                        "repeat one θ on one IC seed: set simulation.sims_per_ic=1")
+        ok = isinstance(pts, list | tuple) and all(
+            isinstance(p, list | tuple) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in p)
+            for p in pts)
+        if not pts or not ok or any(len(p) != len(VARIED) for p in pts):
             raise SimulationConfigError(f"simulation.sampler=fixed needs simulation.points: a list of [{', '.join(VARIED)}] "
                                         "triples, e.g. [[30,4.7,15],[60,5.0,10]]")
         if self.n % len(pts):

@@ -67,6 +67,7 @@ def train_emulator(cfg: DictConfig) -> tuple[dict[str, float], str]:
         if ckpt is not None and ckpt.best_model_path:
             model.load_state_dict(torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)["state_dict"])
         model = model.cpu().eval()
+        model.fit_correlation(*data["train"])
         results = emulator_scores(model, *data["test"])
         with torch.no_grad():
             results["best/val/loss"] = float(model.loss(*data["val"]))
