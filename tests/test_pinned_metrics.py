@@ -41,7 +41,10 @@ def test_pinned_run_metrics_are_unchanged(tmp_path):
     moved = {}
     for name in RUNS:
         got, want = run_metrics(tmp_path, name), pinned[name]["metrics"]
-        assert sorted(got) == sorted(want), f"{name}: the run reports other metric keys than before"
+        added = set(got) - set(want)  # issue 19's calibration suite adds keys; it changes none of the pinned ones
+        assert set(want) <= set(got), f"{name}: the run lost metric keys: {sorted(set(want) - set(got))}"
+        assert all(k.startswith(("test/sbc_p/", "test/tarp_atc")) for k in added), f"{name}: new keys {sorted(added)}"
+        assert bool(added) == (name != "default" and name != "classification"), f"{name}: {sorted(added)}"
         moved.update({f"{name}: {k}": (got[k], v) for k, v in want.items()
                       if not math.isclose(got[k], v, rel_tol=1e-5, abs_tol=1e-5)})
     assert not moved, f"pinned metrics moved (got, pinned): {moved}"

@@ -14,6 +14,7 @@ Everything the emulator needs to be applied travels as buffers: ``torch.load(wei
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import lightning as L
@@ -118,13 +119,20 @@ def emulator_scores(model: SpectrumEmulator, theta: torch.Tensor, delta: torch.T
 def load_emulator(path: str) -> SpectrumEmulator:
     """An emulator from its file: plain hyperparameters and tensors only (``weights_only=True``; nothing
     read from disk names code to run)."""
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    refusal = f"{path} is not an astrops emulator (train one with python train.py experiment=emulator)"
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError):  # torch's own text would advise unsafe loading
+        raise ValueError(refusal) from None
     if not isinstance(blob, dict) or blob.get("format") != "astrops-emulator/1":
-        raise ValueError(f"{path} is not an astrops emulator (train one with python train.py experiment=emulator)")
-    hp = blob["hparams"]
-    model = SpectrumEmulator(hp["parameters"], hp["prior_box"], hp["k"], hp["redshifts"], hp["bins"],
-                             tuple(int(h) for h in hp["hidden"]))
-    model.load_state_dict(blob["state_dict"])
+        raise ValueError(refusal)
+    try:
+        hp = blob["hparams"]
+        model = SpectrumEmulator(hp["parameters"], hp["prior_box"], hp["k"], hp["redshifts"], hp["bins"],
+                                 tuple(int(h) for h in hp["hidden"]))
+        model.load_state_dict(blob["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise ValueError(f"{path} is a damaged astrops emulator ({type(exc).__name__}: {exc}): retrain it") from None
     return model.eval()
 
 
