@@ -81,13 +81,18 @@ def table(results: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m astrops.analysis.score", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+def held_out_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """The arguments every command that applies a model to a held-out store takes (score, diagnostics)."""
+    ap = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", help="a checkpoint or ensemble directory written by train.py")
-    ap.add_argument("--test-store", required=True, help="store holding the unseen simulations")
+    ap.add_argument("--test-store", required=True, help="store holding simulations the model never saw")
     ap.add_argument("--test-dataset", default=None, help="dataset in that store (default: its only one)")
     ap.add_argument("--store", default=None, help="the training store, when not where the checkpoint says")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = held_out_parser("python -m astrops.analysis.score", __doc__)
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args(argv)
     from astrops.store import StoreError

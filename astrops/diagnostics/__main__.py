@@ -15,13 +15,12 @@ six corner plots), and logs them as a ``calibration`` run in the MLflow experime
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from astrops.analysis.score import held_out, predict_test, table
+from astrops.analysis.score import held_out, held_out_parser, predict_test, table
 
 
 def has_distribution(model: Any) -> bool:
@@ -57,12 +56,7 @@ def diagnose(model_path: str | Path, test_store: str | Path, out_dir: str | Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m astrops.diagnostics", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model", help="a checkpoint or ensemble directory written by train.py")
-    ap.add_argument("--test-store", required=True, help="store holding simulations the model never saw")
-    ap.add_argument("--test-dataset", default=None, help="dataset in that store (default: its only one)")
-    ap.add_argument("--store", default=None, help="the training store, when not where the checkpoint says")
+    ap = held_out_parser("python -m astrops.diagnostics", __doc__)
     ap.add_argument("--out", default="diagnostics", help="directory for the files and figures")
     ap.add_argument("--experiment", default=None, help="MLflow experiment (default: the model's own)")
     ap.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else tracking/mlflow.db")
