@@ -200,3 +200,20 @@ def test_predict_refuses_another_grid_naming_the_models_own_bins(tmp_path):
 def test_asinh_features_of_an_observation_use_its_noise_as_the_scale():
     noisy = _dm(HERA, feature_transform="asinh")
     np.testing.assert_allclose(noisy.transform.floor.numpy(), noisy.sigma[:, noisy.kept_bins], rtol=1e-6)
+
+
+def test_a_model_from_another_checkout_finds_its_noise_tables_by_content_hash(tmp_path):
+    """A checkpoint records the absolute tables_dir of the checkout that trained it (a cluster, a removed
+    worktree): scoring elsewhere uses this project's tables only when their hash is the recorded one."""
+    from astrops.analysis.score import relocated_observation
+    from astrops.simulation.sensitivity import tables_hash
+
+    here = ROOT / "data/noise/hera350_1000h"
+    obs = {"name": "hera350_1000h", "tables_dir": str(tmp_path / "gone/noise/hera350_1000h"), "min_k": 0.1}
+    moved = relocated_observation(obs, {"tables_hash": tables_hash(here)})
+    assert moved["tables_dir"] == str(here) and moved["min_k"] == 0.1
+    with pytest.raises(FileNotFoundError, match="differ from the ones it was trained with"):
+        relocated_observation(obs, {"tables_hash": "0" * 64})
+    with pytest.raises(FileNotFoundError, match="are missing"):
+        relocated_observation({**obs, "tables_dir": str(tmp_path / "gone/noise/ska_nowhere")}, {"tables_hash": "x"})
+    assert relocated_observation({**obs, "tables_dir": str(here)}, None)["tables_dir"] == str(here)

@@ -41,6 +41,8 @@ def held_out(model_path: str | Path, test_store: str | Path, test_dataset: str |
     kwargs.update(test_store_dir=str(test_store), test_dataset=test_dataset, kfold=None, fold=0)
     if store is not None:
         kwargs["store_dir"] = str(store)
+    if isinstance(kwargs.get("observation"), dict):
+        kwargs["observation"] = relocated_observation(kwargs["observation"], predictor.meta.get("observation"))
     if not Path(str(kwargs.get("store_dir", ""))).is_dir():
         raise FileNotFoundError(f"the training store {kwargs.get('store_dir')!r} is not here: give --store "
                                 "(e.g. --store data/reference)")
@@ -48,6 +50,25 @@ def held_out(model_path: str | Path, test_store: str | Path, test_dataset: str |
     dm.prepare()
     dm.setup()
     return predictor, dm
+
+
+def relocated_observation(obs: dict[str, Any], recorded: Any) -> dict[str, Any]:
+    """The observation config with its noise tables found again: a checkpoint records the absolute
+    ``tables_dir`` of the machine and checkout that trained it. When that directory is gone, this project's
+    ``data/noise/<name>`` is used if its tables hash equals the one the model recorded, else refused."""
+    from astrops.simulation.sensitivity import tables_hash
+    from astrops.tracking import project_root
+
+    tables = Path(str(obs.get("tables_dir") or ""))
+    if not obs.get("tables_dir") or tables.is_dir():
+        return obs
+    here = project_root() / "data" / "noise" / tables.name
+    want = recorded.get("tables_hash") if isinstance(recorded, dict) else None
+    if want and here.is_dir() and tables_hash(here) == want:
+        return {**obs, "tables_dir": str(here)}
+    why = "differ from the ones it was trained with" if here.is_dir() else "are missing"
+    raise FileNotFoundError(f"the model's noise tables {tables} are not here and {here} {why}: copy the model's tables "
+                            f"there (or run `make noise-tables` if it was trained with this project's)")
 
 
 def predict_test(model, x: torch.Tensor, seed: int = 0) -> dict[str, torch.Tensor]:
