@@ -154,7 +154,9 @@ def test_the_diagnostics_command_logs_the_suite_of_any_model_and_refuses_in_one_
     assert f"Test metrics ({fresh_name}, 500 test spectra)" in printed and "500 test spectra from" in printed
     assert "| sbc_p |" in printed and "TARP ATC" in printed
     results = json.loads((out / "metrics.json").read_text())
-    assert results["n_test"] == 500 and 0 <= results["test/sbc_p/ION_Tvir_MIN"] <= 1
+    details = json.loads((out / "calibration.json").read_text())
+    assert results["n_test"] == 500 and details["n"] == 500 and details["sbc"]["n_samples"] == 1000
+    assert results["test/sbc_p/ION_Tvir_MIN"] == details["sbc"]["p_value"]["ION_Tvir_MIN"]
     curve = json.loads((out / "coverage_curve.json").read_text())
     assert curve["n"] == 500 and len(curve["coverage"]["R_BUBBLE_MAX"]) == 19
     client = mlflow.MlflowClient(db)
