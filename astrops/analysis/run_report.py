@@ -17,9 +17,9 @@ from astrops.analysis import report
 from astrops.analysis.figures import save_figures
 from astrops.diagnostics import CalibrationReport, calibration_suite
 
-DRAWS = 1000  # samples per test spectrum of a Gaussian predictive distribution behind SBC, TARP and corners
-
 if TYPE_CHECKING:
+    import torch
+
     from astrops.data import SpectraDataModule
     from astrops.models import ParameterEstimator
     from astrops.tracking import TrackedRun
@@ -68,6 +68,18 @@ def report_results(dm: SpectraDataModule, columns: Sequence[tuple[str, str]], re
     return metrics
 
 
+def report_outputs(dec: dict[str, torch.Tensor], y: torch.Tensor) -> dict[str, np.ndarray]:
+    """A decoded test prediction as :func:`report_results` takes it: ``true``, ``pred`` and ``std`` where the
+    prediction has one, and for posterior samples (flows) the ``samples`` and the truths' ``pit``."""
+    from astrops.models.flow import pit
+
+    outputs = {name: dec[key].numpy() for name, key in (("pred", "value"), ("std", "std")) if key in dec}
+    outputs["true"] = y.numpy()
+    if "samples" in dec:
+        outputs["samples"], outputs["pit"] = dec["samples"].numpy(), pit(dec["samples"], y).numpy()
+    return outputs
+
+
 def _calibration(dm: SpectraDataModule, outputs: dict[str, np.ndarray]) -> CalibrationReport:
     """The suite on the test split: a flow's own samples and PITs; a Gaussian's (single head, ensemble
     mixture moments) exact PITs and 1 000 draws from it (seed 0), like ``predict.py samples=``."""
@@ -76,9 +88,11 @@ def _calibration(dm: SpectraDataModule, outputs: dict[str, np.ndarray]) -> Calib
     if samples is None:
         from scipy.stats import norm
 
+        from astrops.models.flow import TEST_SAMPLES
+
         std = np.maximum(outputs["std"], 1e-12)
         pit = norm.cdf((true - outputs["pred"]) / std)
-        eps = np.random.default_rng(0).standard_normal((len(true), DRAWS, true.shape[1]))
+        eps = np.random.default_rng(0).standard_normal((len(true), TEST_SAMPLES, true.shape[1]))
         samples = outputs["pred"][:, None, :] + std[:, None, :] * eps
     xH = dm.xH[dm.test_idx][: len(true), len(dm.redshifts) // 2]  # DDP: rank 0 holds the first part
     return calibration_suite(true, samples, list(dm.parameters), xH, box=getattr(dm, "ranges", None), pit=pit)

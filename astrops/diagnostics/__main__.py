@@ -32,10 +32,9 @@ def diagnose(model_path: str | Path, test_store: str | Path, out_dir: str | Path
              store: str | Path | None = None) -> tuple[dict[str, float], Any]:
     """Every metric (``test/...``: R², coverage, CRPS, SBC p-values, TARP ATC) and the predictor; the
     files and figures are in ``out_dir``. Raises ValueError for a model without a predictive distribution."""
-    from astrops.analysis.run_report import report_results
+    from astrops.analysis.run_report import report_outputs, report_results
     from astrops.inference import load_model
     from astrops.metrics import score
-    from astrops.models.flow import pit
 
     model = load_model(model_path).model
     if not has_distribution(model):  # before the data are read
@@ -46,10 +45,7 @@ def diagnose(model_path: str | Path, test_store: str | Path, out_dir: str | Path
     x, y = dm.tensors["test"]
     dec = predict_test(model, x)
     results = score(dec, y, model.task.codec, predictor.parameters, "test", model.task.metric_options()["n_classes"])
-    outputs = {"true": y.numpy(), "pred": dec["value"].numpy(), "std": dec["std"].numpy()}
-    if "samples" in dec:
-        outputs["samples"], outputs["pit"] = dec["samples"].numpy(), pit(dec["samples"], y).numpy()
-    results.update(report_results(dm, model.task.table_columns, results, outputs, Path(out_dir)))
+    results.update(report_results(dm, model.task.table_columns, results, report_outputs(dec, y), Path(out_dir)))
     results["n_test"] = float(len(y))
     (Path(out_dir) / "metrics.json").write_text(json.dumps(dict(sorted(results.items())), indent=1) + "\n")
     return results, predictor

@@ -5,7 +5,7 @@ cost ~10⁵ simulations per posterior. Following Schmit & Pritchard (2018, MNRAS
 these three parameters with a neural network, a dense network maps θ (scaled to the prior box) to a
 Gaussian per (z, k) bin: its mean is the ensemble-average spectrum and its variance the scatter between
 initial-condition realisations (cosmic variance), both learned from one realisation per θ by the Gaussian
-negative log-likelihood (β-NLL, Seitzer et al. 2022, so the mean is fitted where the scatter is large too).
+negative log-likelihood (``beta`` > 0: β-NLL, Seitzer et al. 2022; the plain NLL fitted better, conf/task/emulator.yaml).
 
 Δ² is emulated linearly (standardised per bin), not in log: fully ionized boxes have Δ² = 0 and the
 likelihood is Gaussian in Δ² itself, so its mean and variance are needed in mK², not a log's.
@@ -28,7 +28,7 @@ class SpectrumEmulator(L.LightningModule):
     """θ (B, P) in physical units → mean and variance of Δ² (B, n_z, n_k) in mK² on the emulated bins."""
 
     def __init__(self, parameters: list[str], prior_box: list[list[float]], k: list[float], redshifts: list[float],
-                 bins: list[int], hidden: tuple[int, ...] = (256, 256, 256), beta: float = 0.5, lr: float = 1e-3,
+                 bins: list[int], hidden: tuple[int, ...] = (256, 256, 256), beta: float = 0.0, lr: float = 1e-3,
                  weight_decay: float = 0.0):
         super().__init__()
         self.save_hyperparameters()
@@ -44,7 +44,6 @@ class SpectrumEmulator(L.LightningModule):
         # spectrum, so their cosmic variance is shared (estimated after training: fit_correlation)
         self.register_buffer("corr", torch.eye(n_out))
         self.beta, self.lr, self.weight_decay = beta, lr, weight_decay
-        self.history: list[dict[str, float]] = []
 
     def fit_scaling(self, delta_train: torch.Tensor) -> None:
         """Per-bin standardisation from the training split's Δ² (N, n_z, n_bins)."""
@@ -88,10 +87,6 @@ class SpectrumEmulator(L.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self.log("val/loss", self.loss(*batch), on_step=False, on_epoch=True, batch_size=len(batch[0]), prog_bar=True)
-
-    def on_train_epoch_end(self) -> None:
-        logged = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.endswith("/loss")}
-        self.history.append({"epoch": self.current_epoch, **logged})
 
     def configure_optimizers(self) -> Any:
         opt = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)

@@ -29,16 +29,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from astrops.models.tasks import QUANTILE_LEVELS
+
 MODEL_ERRORS = (0.0, 0.15)
-LEVELS = {"lo95": 0.025, "lo68": 0.15865525393145707, "hi68": 0.8413447460685429, "hi95": 0.975}
+LEVELS = {k: q for k, q in QUANTILE_LEVELS.items() if k != "median"}  # the 68 / 95 % interval ends
 REF_DRAWS = 4000  # reference samples per mock for the JS histograms and corner plots
 N_CORNERS = 6
-
-
-def summarize_samples(s: np.ndarray) -> dict[str, np.ndarray]:
-    """Mean, std and the interval ends (P,) of samples (n, P)."""
-    q = np.quantile(s, list(LEVELS.values()), axis=0)
-    return {"mean": s.mean(0), "std": s.std(0), **{k: q[i] for i, k in enumerate(LEVELS)}}
 
 
 def js_divergence(a: np.ndarray, b: np.ndarray, bins: int = 40) -> float:
@@ -158,14 +154,15 @@ def network_posteriors(flow_pred, gauss_pred, x: torch.Tensor) -> tuple[list[dic
 
     from astrops.analysis.score import predict_test
 
-    flow_s = predict_test(flow_pred.model, x)["samples"].numpy().astype(np.float64)
+    f = {k: v.numpy().astype(np.float64) for k, v in predict_test(flow_pred.model, x).items()}
+    flow = [{"mean": f["value"][i], "std": f["std"][i], **{k: f[k][i] for k in LEVELS}} for i in range(len(x))]
     g = predict_test(gauss_pred.model, x)
     mu, sd = g["value"].numpy().astype(np.float64), g["std"].numpy().astype(np.float64)
     rng = np.random.default_rng(0)
     gauss = [{"mean": mu[i], "std": sd[i], **{k: mu[i] + sd[i] * norm.ppf(q) for k, q in LEVELS.items()}}
              for i in range(len(mu))]
     gauss_s = [mu[i] + sd[i] * rng.standard_normal((1000, mu.shape[1])) for i in range(len(mu))]
-    return [summarize_samples(s) for s in flow_s], list(flow_s), gauss, gauss_s
+    return flow, list(f["samples"]), gauss, gauss_s
 
 
 def run_comparison(emulator: str, flow: str, gaussian: str, test_store: str, store: str | None, n: int,

@@ -116,6 +116,10 @@ class Design:
                     raise SimulationConfigError(f"simulation.points: {name}={value} outside the prior [{lo}, {hi}]")
         self.points = [[float(v) for v in p] for p in pts]
 
+    def _fixed(self, index: int) -> list[float]:
+        """sampler=fixed: the point of design index ``index`` (each point takes n / len(points) consecutive indices)."""
+        return self.points[index // (self.n // len(self.points))]
+
     def check_physical(self, box_len: float) -> None:
         """Refuse priors 21cmFAST rejects or that leave its calibrated range, before any work."""
         zlo, _ = self.priors["HII_EFF_FACTOR"]
@@ -153,9 +157,8 @@ class Design:
         if self.sampler == "uniform":
             return np.random.default_rng([self.base_seed, _PARAM_STREAM, index]).random(len(VARIED))
         if self.sampler == "fixed":
-            point = np.asarray(self.points[index // (self.n // len(self.points))])
             lo, hi = (np.array([self.priors[v][i] for v in VARIED]) for i in (0, 1))
-            return (point - lo) / (hi - lo)
+            return (np.asarray(self._fixed(index)) - lo) / (hi - lo)
         if self._lhs is None:
             from scipy.stats import qmc
 
@@ -164,11 +167,12 @@ class Design:
 
     def point(self, index: int) -> dict:
         """A design point as the record fields the simulator and the store need."""
-        u = self.unit(index)
-        params = {name: self.priors[name][0] + (self.priors[name][1] - self.priors[name][0]) * float(u[i])
-                  for i, name in enumerate(VARIED)}
         if self.sampler == "fixed":  # exactly the given values, not a round trip through the unit cube
-            params = dict(zip(VARIED, self.points[index // (self.n // len(self.points))], strict=True))
+            params = dict(zip(VARIED, self._fixed(index), strict=True))
+        else:
+            u = self.unit(index)
+            params = {name: self.priors[name][0] + (self.priors[name][1] - self.priors[name][0]) * float(u[i])
+                      for i, name in enumerate(VARIED)}
         return {"index": index, "params": params, "seed": self.ic_seed(index), "design": self.identity()}
 
     def indices(self, shard: int = 0, num_shards: int = 1) -> ShardIndices:

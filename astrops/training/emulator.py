@@ -9,7 +9,6 @@ every finite (z, k) bin; the best epoch's weights are tested on the test split a
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 
@@ -24,8 +23,6 @@ from astrops import tracking
 from astrops.data import DataConfigError
 from astrops.models.emulator import SpectrumEmulator, emulator_scores, save_emulator
 from astrops.training.network import _trainer
-
-log = logging.getLogger(__name__)
 
 
 def emulator_data(dm) -> tuple[list[int], dict[str, tuple[torch.Tensor, torch.Tensor]]]:

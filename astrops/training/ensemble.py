@@ -22,7 +22,7 @@ from astrops import tracking
 from astrops.checkpoints import MANIFEST, save_ensemble
 from astrops.data import SpectraDataModule
 from astrops.metrics import ParameterMetrics, score
-from astrops.models.flow import TEST_SAMPLES, pit, posterior_samples
+from astrops.models.flow import TEST_SAMPLES, posterior_samples
 from astrops.tracking import TrackedRun
 from astrops.training.network import train
 
@@ -133,12 +133,9 @@ def _combine_and_test(cfg: DictConfig, dm: SpectraDataModule, members: list[tupl
 
 def _report(dm: SpectraDataModule, ens, dec: dict[str, torch.Tensor], y: torch.Tensor, results: dict[str, float],
             out_dir: Path, run: TrackedRun | None) -> dict[str, float]:
-    from astrops.analysis.run_report import report_results
+    from astrops.analysis.run_report import report_outputs, report_results
 
-    outputs = {name: dec[key].numpy() for name, key in (("pred", "value"), ("std", "std")) if key in dec}
-    outputs["true"] = y.numpy()
-    if "samples" in dec:  # a flow mixture: its own samples and the truths' PIT under them
-        outputs["samples"], outputs["pit"] = dec["samples"].numpy(), pit(dec["samples"], y).numpy()
+    outputs = report_outputs(dec, y)  # a flow mixture's own samples and the truths' PIT under them too
     confusion, n_classes = None, ens.task.metric_options()["n_classes"]
     if n_classes is not None:  # the combined class probabilities: confusion matrices like a single classifier's
         cm = ParameterMetrics(ens.param_names, n_classes, confusion=True)
