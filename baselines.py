@@ -1,4 +1,5 @@
-"""Classical baselines on the neural runs' data and split: ``python baselines.py -m baseline=ridge,knn``."""
+"""Classical baselines on the neural runs' data and split: ``python baselines.py -m
+baseline=ridge,knn``."""
 
 import os
 from pathlib import Path

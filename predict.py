@@ -1,4 +1,5 @@
-"""Apply a trained model to 21CMMC-format spectra: ``python predict.py ckpt_path=... input=x.npz output=y.csv``."""
+"""Apply a trained model to 21CMMC-format spectra: ``python predict.py ckpt_path=... input=x.npz
+output=y.csv``."""
 
 import os
 from pathlib import Path

@@ -1,4 +1,5 @@
-"""Simulate 21-cm power spectra into the store: ``python simulate.py simulation.n=100 simulation.workers=2``."""
+"""Simulate 21-cm power spectra into the store: ``python simulate.py simulation.n=100
+simulation.workers=2``."""
 
 import os
 from pathlib import Path

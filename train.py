@@ -1,4 +1,5 @@
-"""Train a model: ``python train.py model=cnn task=classification``. The last line printed is the best checkpoint."""
+"""Train a model: ``python train.py model=cnn task=classification``. The last line printed is the
+best checkpoint."""
 
 import os
 from pathlib import Path

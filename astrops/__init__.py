@@ -1,9 +1,10 @@
 """astrops: reionization parameters from the 21-cm power spectrum, tracked in MLflow.
 
-``astrops.load_model(path).predict(k, delta)`` applies a checkpoint (or ensemble directory) written by
-``train.py`` to spectra in 21CMMC's format and returns a DataFrame. ``load_model`` is imported lazily,
-so ``import astrops`` itself stays cheap (no torch, Lightning or MLflow), and applying a model loads torch,
-numpy and pandas but never Lightning, MLflow or torchmetrics (the model is a plain ``torch.nn.Module``).
+``astrops.load_model(path).predict(k, delta)`` applies a checkpoint (or ensemble directory) written
+by ``train.py`` to spectra in 21CMMC's format and returns a DataFrame. ``load_model`` is imported
+lazily, so ``import astrops`` itself stays cheap (no torch, Lightning or MLflow), and applying a
+model loads torch, numpy and pandas but never Lightning, MLflow or torchmetrics (the model is a
+plain ``torch.nn.Module``).
 """
 
 from __future__ import annotations

@@ -1,16 +1,17 @@
-"""Checkpoints and ensemble directories written by ``train.py``: the one door between models and files.
+"""Checkpoints and ensemble directories written by ``train.py``: the one door between models and
+files.
 
-A checkpoint is data, never code. ``torch.load(weights_only=True)`` stops pickled code; the backbone
-and task are built only through :func:`astrops.models.registry.build`; and every field of the
-``astrops`` metadata the loader relies on is checked for type, range and consistency first, so a
-damaged or crafted file is refused in one line instead of failing in a traceback, returning NaN, or
-allocating more memory than the machine has. Sizes are checked on PyTorch's ``meta`` device (no
+A checkpoint is data, never code. ``torch.load(weights_only=True)`` stops pickled code; the
+backbone and task are built only through :func:`astrops.models.registry.build`; and every field of
+the ``astrops`` metadata the loader relies on is checked for type, range and consistency first, so
+a damaged or crafted file is refused in one line instead of failing in a traceback, returning NaN,
+or allocating more memory than the machine has. Sizes are checked on PyTorch's ``meta`` device (no
 memory) against the stored weights before the real module is built.
 
 An ensemble on disk is a directory of member checkpoints (each read like any other) plus
 ``manifest.json`` (format, member file names, ensemble-level calibration factors, provenance);
-:func:`save_ensemble` writes it, :func:`read_manifest` checks it, :func:`load_ensemble` rebuilds the
-:class:`astrops.models.Ensemble` from it.
+:func:`save_ensemble` writes it, :func:`read_manifest` checks it, :func:`load_ensemble` rebuilds
+the :class:`astrops.models.Ensemble` from it.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ MANIFEST = "manifest.json"
 FORMAT = "astrops-ensemble/1"
 MAX_MEMBERS = 64
 CALIBRATIONS = ("var_scale", "temperature")  # the per-parameter factors Ensemble.calibrate writes
-QUANTILE_MAP = "quantile_map"  # flows: per parameter, nondecreasing levels in [0, 1] (astrops.models.flow)
+# flows: per parameter, nondecreasing levels in [0, 1] (astrops.models.flow)
+QUANTILE_MAP = "quantile_map"
 
 
 class InputError(ValueError):
@@ -41,55 +43,110 @@ class InputError(ValueError):
 
 def _meta_problems(meta: dict) -> list[str]:
     """What is wrong with the metadata fields (empty when every field is usable)."""
-    k, z, bins, params = meta.get("k"), meta.get("redshifts"), meta.get("kept_bins"), meta.get("parameters")
-    problems = [name for name, ok in (
-        ("model", isinstance(meta.get("model"), dict)), ("task", isinstance(meta.get("task"), dict)),
-        ("k", finite_numbers(k)), ("redshifts", finite_numbers(z)),
-        ("parameters", isinstance(params, list) and len(params) > 0 and len(set(map(str, params))) == len(params)
-         and all(isinstance(p, str) and p for p in params)),
-        ("n_classes", isinstance(meta.get("n_classes"), int) and 2 <= meta["n_classes"] <= MAX_CLASSES),
-    ) if not ok]
+    k, z, bins, params = (
+        meta.get("k"),
+        meta.get("redshifts"),
+        meta.get("kept_bins"),
+        meta.get("parameters"),
+    )
+    problems = [
+        name
+        for name, ok in (
+            ("model", isinstance(meta.get("model"), dict)),
+            ("task", isinstance(meta.get("task"), dict)),
+            ("k", finite_numbers(k)),
+            ("redshifts", finite_numbers(z)),
+            (
+                "parameters",
+                isinstance(params, list)
+                and len(params) > 0
+                and len(set(map(str, params))) == len(params)
+                and all(isinstance(p, str) and p for p in params),
+            ),
+            (
+                "n_classes",
+                isinstance(meta.get("n_classes"), int) and 2 <= meta["n_classes"] <= MAX_CLASSES,
+            ),
+        )
+        if not ok
+    ]
     if "k" not in problems:
-        ok = isinstance(bins, list) and len(bins) > 0 and len(set(bins)) == len(bins) and all(
-            isinstance(b, int) and not isinstance(b, bool) and 0 <= b < len(k) for b in bins)
+        ok = (
+            isinstance(bins, list)
+            and len(bins) > 0
+            and len(set(bins)) == len(bins)
+            and all(
+                isinstance(b, int) and not isinstance(b, bool) and 0 <= b < len(k) for b in bins
+            )
+        )
         problems += [] if ok else ["kept_bins"]
-    if not {"k", "redshifts", "kept_bins"} & set(problems) and meta.get("input_shape") != [len(z), len(bins)]:
+    if not {"k", "redshifts", "kept_bins"} & set(problems) and meta.get("input_shape") != [
+        len(z),
+        len(bins),
+    ]:
         problems.append("input_shape")
     box = meta.get("prior_box")
-    if box is not None and "parameters" not in problems and not (
-            isinstance(box, dict) and all(finite_numbers(box.get(p)) and len(box[p]) == 2 and box[p][0] < box[p][1]
-                                          for p in params)):
+    if (
+        box is not None
+        and "parameters" not in problems
+        and not (
+            isinstance(box, dict)
+            and all(
+                finite_numbers(box.get(p)) and len(box[p]) == 2 and box[p][0] < box[p][1]
+                for p in params
+            )
+        )
+    ):
         problems.append("prior_box")
     return problems
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    """The checkpoint's contents after every check that needs no model: safe unpickling, astrops metadata
-    of the right types and ranges, backbone and task configs the registry accepts."""
+    """The checkpoint's contents after every check that needs no model: safe unpickling, astrops
+    metadata of the right types and ranges, backbone and task configs the registry accepts."""
     path = Path(path)
     if path.is_dir():
-        raise InputError(f"checkpoint {path} is a directory: pass a .ckpt file (or an ensemble directory to predict)")
+        raise InputError(
+            f"checkpoint {path} is a directory: pass a .ckpt file (or an ensemble directory to "
+            "predict)"
+        )
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist: pass the path train.py printed last")
+        raise FileNotFoundError(
+            f"checkpoint {path} does not exist: pass the path train.py printed last"
+        )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # unpickling errors come in many types; torch's own advice must not reach the user
-        raise InputError(f"{path} is not a safe astrops checkpoint (it holds pickled objects or is damaged): "
-                         "refusing to load it") from None
+    # unpickling errors come in many types; torch's own advice must not reach the user
+    except Exception:
+        raise InputError(
+            f"{path} is not a safe astrops checkpoint (it holds pickled objects or is damaged): "
+            "refusing to load it"
+        ) from None
     meta = ckpt.get("astrops") if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict) or not meta or not isinstance(ckpt.get("state_dict"), dict):
-        raise InputError(f"{path} is not an astrops checkpoint (no 'astrops' metadata or state_dict): "
-                         "pass a checkpoint written by train.py")
+        raise InputError(
+            f"{path} is not an astrops checkpoint (no 'astrops' metadata or state_dict): "
+            "pass a checkpoint written by train.py"
+        )
     wrong = _meta_problems(meta)
     if wrong:
-        raise InputError(f"{path}: astrops metadata fields {wrong} are missing, of the wrong type or inconsistent: "
-                         "the file is damaged or was not written by train.py")
-    if "task_name" in meta:  # checkpoints before the rename: the task config's name (not Hydra's job name)
+        raise InputError(
+            f"{path}: astrops metadata fields {wrong} are missing, of the wrong type or "
+            "inconsistent: "
+            "the file is damaged or was not written by train.py"
+        )
+    # checkpoints before the rename: the task config's name (not Hydra's job name)
+    if "task_name" in meta:
         legacy = meta.pop("task_name")
         meta.setdefault("task_config", legacy)
     run_id = meta.get("mlflow_run_id")
-    if run_id is not None and not (isinstance(run_id, str) and len(run_id) == 32 and run_id.isalnum()):
-        raise InputError(f"{path}: mlflow_run_id {str(run_id)[:40]!r} is not an MLflow run id: the file is damaged")
+    if run_id is not None and not (
+        isinstance(run_id, str) and len(run_id) == 32 and run_id.isalnum()
+    ):
+        raise InputError(
+            f"{path}: mlflow_run_id {str(run_id)[:40]!r} is not an MLflow run id: the file is "
+            "damaged"
+        )
     try:
         check_spec(meta["model"], "backbone", ("input_shape",))
         check_spec(meta["task"], "task", ("codec", "in_features"))
@@ -107,9 +164,10 @@ def _assemble(meta: dict) -> SpectrumModel:
 
 
 def load_estimator(path: str | Path) -> tuple[SpectrumModel, dict]:
-    """The model (a plain :class:`~astrops.models.SpectrumModel`: applying it needs no Lightning) and its
-    metadata; its sizes are first checked against the stored weights at no memory cost. Training's
-    LightningModule writes the same state-dict keys (``transform.*``, ``backbone.*``, ``task.*``)."""
+    """The model (a plain :class:`~astrops.models.SpectrumModel`: applying it needs no Lightning)
+    and its metadata; its sizes are first checked against the stored weights at no memory cost.
+    Training's LightningModule writes the same state-dict keys (``transform.*``, ``backbone.*``,
+    ``task.*``)."""
     ckpt = read_checkpoint(path)
     meta, state = ckpt["astrops"], ckpt["state_dict"]
     try:
@@ -120,7 +178,11 @@ def load_estimator(path: str | Path) -> tuple[SpectrumModel, dict]:
         stored = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
         # calibration factors absent from older checkpoints default to 1; the asinh flag to False
         optional = (".var_scale", ".temperature", "transform.asinh")
-        differ = sorted(k for k in probe if stored.get(k) != probe[k] and not (k.endswith(optional) and k not in stored))
+        differ = sorted(
+            k
+            for k in probe
+            if stored.get(k) != probe[k] and not (k.endswith(optional) and k not in stored)
+        )
         if differ:
             raise ValueError(f"weights {differ[:3]} are missing or of another shape")
         qmap = state.get("task.quantile_map")
@@ -131,14 +193,18 @@ def load_estimator(path: str | Path) -> tuple[SpectrumModel, dict]:
         if model.transform.kept_bins.tolist() != meta["kept_bins"]:
             raise ValueError("its stored kept_bins differ from its metadata")
     except (ValueError, TypeError, RuntimeError) as exc:
-        raise InputError(f"checkpoint {path} does not match its own config ({str(exc).splitlines()[0][:200]}): "
-                         "the file is damaged") from None
+        raise InputError(
+            f"checkpoint {path} does not match its own config ({str(exc).splitlines()[0][:200]}): "
+            "the file is damaged"
+        ) from None
     return model, meta
 
 
-def save_ensemble(directory: str | Path, checkpoints: list[str], calibration: dict[str, torch.Tensor],
-                  info: dict) -> Path:
-    """Copy the member checkpoints into ``directory`` and write the manifest; returns the directory."""
+def save_ensemble(
+    directory: str | Path, checkpoints: list[str], calibration: dict[str, torch.Tensor], info: dict
+) -> Path:
+    """Copy the member checkpoints into ``directory`` and write the manifest; returns the
+    directory."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     files = []
@@ -146,11 +212,16 @@ def save_ensemble(directory: str | Path, checkpoints: list[str], calibration: di
         name = f"member_{i}.ckpt"
         shutil.copyfile(ckpt, directory / name)
         files.append(name)
-    manifest = {"format": FORMAT, "members": files,
-                "calibration": {k: torch.as_tensor(v).tolist() for k, v in calibration.items()}, **info}
+    manifest = {
+        "format": FORMAT,
+        "members": files,
+        "calibration": {k: torch.as_tensor(v).tolist() for k, v in calibration.items()},
+        **info,
+    }
     tmp = directory / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=1, default=str))
-    tmp.replace(directory / MANIFEST)  # atomic: a reader sees the old manifest or the new one, never half
+    # atomic: a reader sees the old manifest or the new one, never half
+    tmp.replace(directory / MANIFEST)
     return directory
 
 
@@ -159,31 +230,56 @@ def read_manifest(directory: str | Path) -> dict:
     :func:`load_estimator` like any other."""
     path = Path(directory) / MANIFEST
     if not path.is_file():
-        raise FileNotFoundError(f"{directory} is a directory without {MANIFEST}: pass a checkpoint file or an "
-                                "ensemble directory written by train.py ensemble.members=K")
+        raise FileNotFoundError(
+            f"{directory} is a directory without {MANIFEST}: pass a checkpoint file or an "
+            "ensemble directory written by train.py ensemble.members=K"
+        )
     try:
         manifest = json.loads(path.read_text())
     except (ValueError, OSError) as exc:
-        raise ValueError(f"{path} is not readable JSON ({exc}): the ensemble directory is damaged") from None
+        raise ValueError(
+            f"{path} is not readable JSON ({exc}): the ensemble directory is damaged"
+        ) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise ValueError(f"{path} has format {got!r}, expected {FORMAT!r}")
     members, calibration = manifest.get("members"), manifest.get("calibration", {})
-    if not (isinstance(members, list) and 2 <= len(members) <= MAX_MEMBERS and len(set(map(str, members))) == len(members)
-            and all(isinstance(m, str) and "/" not in m and m not in (".", "..") for m in members)):
-        raise ValueError(f"{path}: 'members' must list 2 to {MAX_MEMBERS} distinct checkpoint file names in the directory")
+    if not (
+        isinstance(members, list)
+        and 2 <= len(members) <= MAX_MEMBERS
+        and len(set(map(str, members))) == len(members)
+        and all(isinstance(m, str) and "/" not in m and m not in (".", "..") for m in members)
+    ):
+        raise ValueError(
+            f"{path}: 'members' must list 2 to {MAX_MEMBERS} distinct checkpoint file names in "
+            "the directory"
+        )
     if not isinstance(calibration, dict) or not all(
-            (k in CALIBRATIONS and finite_numbers(v, positive=True)) or (k == QUANTILE_MAP and _quantile_map(v))
-            for k, v in calibration.items()):
-        raise ValueError(f"{path}: 'calibration' may only map {list(CALIBRATIONS)} to lists of finite positive numbers "
-                         f"and {QUANTILE_MAP!r} to lists of nondecreasing levels in [0, 1]")
+        (k in CALIBRATIONS and finite_numbers(v, positive=True))
+        or (k == QUANTILE_MAP and _quantile_map(v))
+        for k, v in calibration.items()
+    ):
+        raise ValueError(
+            f"{path}: 'calibration' may only map {list(CALIBRATIONS)} to lists of finite positive "
+            "numbers "
+            f"and {QUANTILE_MAP!r} to lists of nondecreasing levels in [0, 1]"
+        )
     return manifest
 
 
 def _quantile_map(v: object) -> bool:
-    return isinstance(v, list) and 0 < len(v) <= MAX_CLASSES and all(
-        isinstance(row, list) and 2 <= len(row) <= 1001 and finite_numbers(row) and all(0 <= x <= 1 for x in row)
-        and all(a <= b for a, b in zip(row, row[1:], strict=False)) for row in v)
+    return (
+        isinstance(v, list)
+        and 0 < len(v) <= MAX_CLASSES
+        and all(
+            isinstance(row, list)
+            and 2 <= len(row) <= 1001
+            and finite_numbers(row)
+            and all(0 <= x <= 1 for x in row)
+            and all(a <= b for a, b in zip(row, row[1:], strict=False))
+            for row in v
+        )
+    )
 
 
 def load_ensemble(directory: str | Path) -> tuple[Ensemble, dict]:

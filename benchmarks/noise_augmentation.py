@@ -1,11 +1,13 @@
-"""Cost of the observation layer's noise augmentation: a training epoch with and without the fresh noise.
+"""Cost of the observation layer's noise augmentation: a training epoch with and without the fresh
+noise.
 
     .venv/bin/python benchmarks/noise_augmentation.py [--reps 7] [--epochs 3]
 
-Same data module (bundled reference data, z = 8, ``observation=hera350_1000h``: 13 bins), same default
-dense network and optimiser, same batches; the only difference is whether each training batch gets
-Δ² + σ·N(0, 1) drawn on the device (``DeviceBatches.noise``). Sides alternate within each repetition,
-one torch thread; medians of the epoch time and their ratio are reported (target ≤ 1.10).
+Same data module (bundled reference data, z = 8, ``observation=hera350_1000h``: 13 bins), same
+default dense network and optimiser, same batches; the only difference is whether each training
+batch gets Δ² + σ·N(0, 1) drawn on the device (``DeviceBatches.noise``). Sides alternate within
+each repetition, one torch thread; medians of the epoch time and their ratio are reported (target ≤
+1.10).
 """
 
 from __future__ import annotations
@@ -50,8 +52,16 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     root = os.environ["ASTROPS_ROOT"]
-    dm = SpectraDataModule(f"{root}/data/reference", "reference", observation={
-        "name": "hera350_1000h", "tables_dir": f"{root}/data/noise/hera350_1000h", "min_k": 0.1, "max_k": 1.0})
+    dm = SpectraDataModule(
+        f"{root}/data/reference",
+        "reference",
+        observation={
+            "name": "hera350_1000h",
+            "tables_dir": f"{root}/data/noise/hera350_1000h",
+            "min_k": 0.1,
+            "max_k": 1.0,
+        },
+    )
     dm.prepare()
     dm.setup()
     times: dict[str, list[float]] = {"without noise": [], "with noise": []}
@@ -61,8 +71,11 @@ def main() -> None:
     base = statistics.median(times["without noise"])
     for side, values in times.items():
         med = statistics.median(values)
-        print(f"{side:14s} epoch {1e3 * med:7.1f} ms (min {1e3 * min(values):.1f}, max {1e3 * max(values):.1f}), "
-              f"ratio {med / base:.3f}")
+        print(
+            f"{side:14s} epoch {1e3 * med:7.1f} ms (min {1e3 * min(values):.1f}, max "
+            f"{1e3 * max(values):.1f}), "
+            f"ratio {med / base:.3f}"
+        )
 
 
 if __name__ == "__main__":

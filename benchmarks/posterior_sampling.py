@@ -1,13 +1,16 @@
-"""Posterior sampling: 1 000 samples for each of 1 000 spectra from a flow model (target ≤ 10 s on 2 cores).
+"""Posterior sampling: 1 000 samples for each of 1 000 spectra from a flow model (target ≤ 10 s on
+2 cores).
 
-    .venv/bin/python benchmarks/posterior_sampling.py [--spectra 1000] [--samples 1000] [--reps 3] [--threads 2]
+    .venv/bin/python benchmarks/posterior_sampling.py [--spectra 1000] [--samples 1000] [--reps 3]
+    [--threads 2]
 
-Trains a quick flow model (``task=flow``, reference data, z = 8, 2 epochs: sampling cost does not depend on
-how well it is trained), then times ``load_model(path).sample(k, delta, n)`` — what a user calls, input
-checks, transform, backbone, flow sampling and the recalibration of the samples included — and, side by side
-in the same run, the table ``predict`` writes (``Predictor.columns``: 1 000 samples per spectrum behind the
-quantiles) and the same ``sample`` call for a Gaussian model (the closed-form reference). ``--threads`` torch
-threads (2 = these two cores; run nothing else meanwhile). Median over ``--reps``.
+Trains a quick flow model (``task=flow``, reference data, z = 8, 2 epochs: sampling cost does not
+depend on how well it is trained), then times ``load_model(path).sample(k, delta, n)`` — what a
+user calls, input checks, transform, backbone, flow sampling and the recalibration of the samples
+included — and, side by side in the same run, the table ``predict`` writes (``Predictor.columns``:
+1 000 samples per spectrum behind the quantiles) and the same ``sample`` call for a Gaussian model
+(the closed-form reference). ``--threads`` torch threads (2 = these two cores; run nothing else
+meanwhile). Median over ``--reps``.
 """
 
 from __future__ import annotations
@@ -36,8 +39,18 @@ from astrops.training import train  # noqa: E402
 def _model(tmp: str, task: str) -> str:
     from conftest import compose_cfg
 
-    cfg = compose_cfg("train", [f"paths.output_dir={tmp}/{task}", "logger=none", "callbacks.progress_bar=null",
-                                "saliency=false", f"task={task}", "trainer.max_epochs=2", "model.train_metrics=false"])
+    cfg = compose_cfg(
+        "train",
+        [
+            f"paths.output_dir={tmp}/{task}",
+            "logger=none",
+            "callbacks.progress_bar=null",
+            "saliency=false",
+            f"task={task}",
+            "trainer.max_epochs=2",
+            "model.train_metrics=false",
+        ],
+    )
     return train(cfg)[1]
 
 
@@ -53,19 +66,33 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     ds = Store(os.path.join(ROOT, "data", "reference")).dataset("reference")
     r = ds.load()
-    delta = np.tile(r.delta[:, 1, :], (-(-args.spectra // len(r)), 1))[:args.spectra]
-    timings: dict[str, list[float]] = {"flow sample": [], "flow table (predict)": [], "gaussian sample": []}
+    delta = np.tile(r.delta[:, 1, :], (-(-args.spectra // len(r)), 1))[: args.spectra]
+    timings: dict[str, list[float]] = {
+        "flow sample": [],
+        "flow table (predict)": [],
+        "gaussian sample": [],
+    }
     for _ in range(args.reps):
-        for name, call in (("flow sample", lambda: flow.sample(ds.k, delta, args.samples)),
-                           ("flow table (predict)", lambda: flow.columns(ds.k, delta)),
-                           ("gaussian sample", lambda: gauss.sample(ds.k, delta, args.samples))):
+        for name, call in (
+            ("flow sample", lambda: flow.sample(ds.k, delta, args.samples)),
+            ("flow table (predict)", lambda: flow.columns(ds.k, delta)),
+            ("gaussian sample", lambda: gauss.sample(ds.k, delta, args.samples)),
+        ):
             t0 = time.perf_counter()
             call()
             timings[name].append(time.perf_counter() - t0)
-    print(f"{args.spectra} spectra x {args.samples} samples, {args.threads} torch threads, median of {args.reps}:")
+    print(
+        f"{args.spectra} spectra x {args.samples} samples, {args.threads} torch threads, median "
+        f"of {args.reps}:"
+    )
     for name, t in timings.items():
-        print(f"  {name:22s} {statistics.median(t):7.2f} s   (all: {', '.join(f'{x:.2f}' for x in t)})")
-    ratio = statistics.median(timings["flow sample"]) / statistics.median(timings["gaussian sample"])
+        print(
+            f"  {name:22s} {statistics.median(t):7.2f} s   (all: "
+            f"{', '.join(f'{x:.2f}' for x in t)})"
+        )
+    ratio = statistics.median(timings["flow sample"]) / statistics.median(
+        timings["gaussian sample"]
+    )
     print(f"  flow / gaussian sampling: {ratio:.1f}x; target: flow sample <= 10 s")
 
 

@@ -38,12 +38,19 @@ def main() -> None:
     from conftest import compose_cfg
 
     tmp = tempfile.mkdtemp()
-    cfg = compose_cfg("train", [f"paths.output_dir={tmp}/run", "logger.mlflow=null", "callbacks.progress_bar=null",
-                                "trainer.max_epochs=2"])
+    cfg = compose_cfg(
+        "train",
+        [
+            f"paths.output_dir={tmp}/run",
+            "logger.mlflow=null",
+            "callbacks.progress_bar=null",
+            "trainer.max_epochs=2",
+        ],
+    )
     _, best = train(cfg)
     ds = Store(os.path.join(ROOT, "data", "reference")).dataset("reference")
     r = ds.load()
-    delta = np.tile(r.delta[:, 1, :], (-(-args.n // len(r)), 1))[:args.n]
+    delta = np.tile(r.delta[:, 1, :], (-(-args.n // len(r)), 1))[: args.n]
     np.savez(f"{tmp}/in.npz", k=ds.k, delta=delta)
     loads, preds, procs = [], [], []
     for _ in range(args.reps):
@@ -55,17 +62,34 @@ def main() -> None:
         preds.append(time.perf_counter() - t0)
         assert len(df) == args.n
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, os.path.join(ROOT, "predict.py"), f"ckpt_path={best}", f"input={tmp}/in.npz",
-                        f"output={tmp}/out.csv", f"hydra.run.dir={tmp}/h"], check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                os.path.join(ROOT, "predict.py"),
+                f"ckpt_path={best}",
+                f"input={tmp}/in.npz",
+                f"output={tmp}/out.csv",
+                f"hydra.run.dir={tmp}/h",
+            ],
+            check=True,
+            capture_output=True,
+        )
         procs.append(time.perf_counter() - t0)
     print("| what | median | range |")
     print("|---|---|---|")
-    print(f"| load_model (start-up in Python) | {statistics.median(loads) * 1e3:.0f} ms | "
-          f"{min(loads) * 1e3:.0f}-{max(loads) * 1e3:.0f} ms |")
-    print(f"| predict {args.n} spectra | {args.n / statistics.median(preds):,.0f} spectra/s | "
-          f"{statistics.median(preds) * 1e3:.0f} ms |")
-    print(f"| whole `python predict.py` process on {args.n} spectra | {statistics.median(procs):.2f} s | "
-          f"{min(procs):.2f}-{max(procs):.2f} s |")
+    print(
+        f"| load_model (start-up in Python) | {statistics.median(loads) * 1e3:.0f} ms | "
+        f"{min(loads) * 1e3:.0f}-{max(loads) * 1e3:.0f} ms |"
+    )
+    print(
+        f"| predict {args.n} spectra | {args.n / statistics.median(preds):,.0f} spectra/s | "
+        f"{statistics.median(preds) * 1e3:.0f} ms |"
+    )
+    print(
+        f"| whole `python predict.py` process on {args.n} spectra | "
+        f"{statistics.median(procs):.2f} s | "
+        f"{min(procs):.2f}-{max(procs):.2f} s |"
+    )
 
 
 if __name__ == "__main__":

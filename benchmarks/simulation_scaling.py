@@ -1,11 +1,12 @@
-"""Simulation scaling: workers 1 vs 2, shared initial conditions (sims_per_ic), peak memory per HII_DIM.
+"""Simulation scaling: workers 1 vs 2, shared initial conditions (sims_per_ic), peak memory per
+HII_DIM.
 
     .venv/bin/python benchmarks/simulation_scaling.py [--n 8] [--dims 32,50,64,100]
 
-Throughput runs go through ``simulate_into_store`` (the code simulate.py runs) into temporary stores,
-reference configuration at z = 8, so start-up of the worker processes is included. Peak memory is the
-maximum resident set size of a fresh process running one simulation at each HII_DIM (BOX_LEN scaled
-with HII_DIM at the reference 2.5 Mpc cells) (VmHWM of that process).
+Throughput runs go through ``simulate_into_store`` (the code simulate.py runs) into temporary
+stores, reference configuration at z = 8, so start-up of the worker processes is included. Peak
+memory is the maximum resident set size of a fresh process running one simulation at each HII_DIM
+(BOX_LEN scaled with HII_DIM at the reference 2.5 Mpc cells) (VmHWM of that process).
 """
 
 from __future__ import annotations
@@ -58,8 +59,15 @@ def main() -> None:
     ap.add_argument("--dims", default="32,50,64,100")
     ap.add_argument("--skip-throughput", action="store_true")
     args = ap.parse_args()
-    print(f"reference configuration, z = 8, {args.n} simulations per run, {args.reps} alternating repetitions")
-    rates: dict[str, list[float]] = {"1 worker": [], "2 workers": [], "1 worker, sims_per_ic=4": []}
+    print(
+        f"reference configuration, z = 8, {args.n} simulations per run, {args.reps} alternating "
+        "repetitions"
+    )
+    rates: dict[str, list[float]] = {
+        "1 worker": [],
+        "2 workers": [],
+        "1 worker, sims_per_ic=4": [],
+    }
     for r in range(0 if args.skip_throughput else args.reps):
         order = list(rates) if r % 2 == 0 else list(reversed(rates))
         for name in order:
@@ -74,13 +82,20 @@ def main() -> None:
     for k, v in rates.items():
         print(f"| {k} | {med[k]:.0f} | {', '.join(f'{x:.0f}' for x in v)} |")
     if med:
-        print(f"\nworkers 2 / 1: {med['2 workers'] / med['1 worker']:.2f}x;  "
-              f"sims_per_ic=4 / 1: {med['1 worker, sims_per_ic=4'] / med['1 worker']:.2f}x")
+        print(
+            f"\nworkers 2 / 1: {med['2 workers'] / med['1 worker']:.2f}x;  "
+            f"sims_per_ic=4 / 1: {med['1 worker, sims_per_ic=4'] / med['1 worker']:.2f}x"
+        )
     print("\n| HII_DIM | BOX_LEN Mpc | wall s (1 thread) | peak RSS MB |")
     print("|---|---|---|---|")
     for dim in map(int, args.dims.split(",")):
-        out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(dim)], capture_output=True, text=True,
-                             env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", MEMORY_PROBE, str(dim)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            check=True,
+        )
         d = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"| {dim} | {2.5 * dim:g} | {d['wall']:.1f} | {d['peak_mb']:.0f} |", flush=True)
 

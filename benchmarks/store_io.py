@@ -21,9 +21,17 @@ PARAMS = ["HII_EFF_FACTOR", "ION_Tvir_MIN", "R_BUBBLE_MAX"]
 
 
 def rows(start: int, n: int, rng) -> list[dict]:
-    return [{"params": dict(zip(PARAMS, rng.random(3) * [195, 2, 15] + [5, 4, 5], strict=True)), "seed": start + i,
-             "delta": rng.random((4, 22)) * 50, "xH": rng.random(4), "Tb": rng.random(4), "index": start + i}
-            for i in range(n)]
+    return [
+        {
+            "params": dict(zip(PARAMS, rng.random(3) * [195, 2, 15] + [5, 4, 5], strict=True)),
+            "seed": start + i,
+            "delta": rng.random((4, 22)) * 50,
+            "xH": rng.random(4),
+            "Tb": rng.random(4),
+            "index": start + i,
+        }
+        for i in range(n)
+    ]
 
 
 def main() -> None:
@@ -57,12 +65,21 @@ def main() -> None:
             loads.append(time.perf_counter() - t0)
         assert r.delta.shape == (args.n, 4, 22)
     print("| what | value |\n|---|---|")
-    print(f"| load {args.n} spectra into arrays (median of {args.reps}) | {statistics.median(loads):.2f} s "
-          f"(min {min(loads):.2f}, max {max(loads):.2f}) |")
-    print(f"| append, one record per file (as simulate.py writes) | {per_record * 1e3:.1f} ms/record |")
+    print(
+        f"| load {args.n} spectra into arrays (median of {args.reps}) | "
+        f"{statistics.median(loads):.2f} s "
+        f"(min {min(loads):.2f}, max {max(loads):.2f}) |"
+    )
+    print(
+        f"| append, one record per file (as simulate.py writes) | {per_record * 1e3:.1f} "
+        "ms/record |"
+    )
     print(f"| append, 10 000 records per file | {bulk:.0f} records/s |")
     print(f"| compact {args.n} records into one file | {compact_s:.2f} s |")
-    print(f"| size on disk, compacted (zstd Parquet, 4 x 22 float64 + metadata) | {size / args.n:.0f} bytes/spectrum |")
+    print(
+        "| size on disk, compacted (zstd Parquet, 4 x 22 float64 + metadata) | "
+        f"{size / args.n:.0f} bytes/spectrum |"
+    )
 
 
 if __name__ == "__main__":

@@ -4,11 +4,13 @@
 
 Same data (the reference z = 8 spectra tiled to --n with 1 % jitter), same network, same optimiser,
 same number of epochs. Sides alternate within each repetition; medians of samples/second are
-reported, with ratios to the bare loop. Validation is off on all sides (the train loop is compared).
+reported, with ratios to the bare loop. Validation is off on all sides (the train loop is
+compared).
 
 * bare: a Python loop over shuffled index slices of CPU/GPU tensors, Adam, MSE.
 * plain Lightning: DataLoader over a TensorDataset (batch_size, shuffle) and a default Trainer.
-* astrops: ParameterEstimator + DeviceBatches + the project's default trainer settings (metrics on).
+* astrops: ParameterEstimator + DeviceBatches + the project's default trainer settings (metrics
+  on).
 """
 
 from __future__ import annotations
@@ -33,20 +35,31 @@ from astrops.models import CNNBackbone, DenseBackbone, ParameterEstimator, Regre
 
 
 def tiled_data(n: int):
-    dm = SpectraDataModule(os.path.join(os.environ["ASTROPS_ROOT"], "data", "reference"), dataset="reference")
+    dm = SpectraDataModule(
+        os.path.join(os.environ["ASTROPS_ROOT"], "data", "reference"), dataset="reference"
+    )
     dm.prepare()
     reps = -(-n // len(dm.params))
     rng = np.random.default_rng(0)
     delta = np.tile(np.nan_to_num(dm.delta), (reps, 1, 1))[:n] * rng.normal(1, 0.01, (n, 1, 1))
     params = np.tile(dm.params, (reps, 1))[:n]
-    return dm, torch.as_tensor(delta, dtype=torch.float32), torch.as_tensor(params, dtype=torch.float32)
+    return (
+        dm,
+        torch.as_tensor(delta, dtype=torch.float32),
+        torch.as_tensor(params, dtype=torch.float32),
+    )
 
 
 def build(dm, kind: str) -> ParameterEstimator:
     backbone = DenseBackbone(dm.input_shape) if kind == "dense" else CNNBackbone(dm.input_shape)
     task = RegressionTask(dm.codec, backbone.out_features)
-    return ParameterEstimator(backbone, task, dm.transform, dm.parameters,
-                              optimizer=lambda params: torch.optim.Adam(params, lr=1e-3))
+    return ParameterEstimator(
+        backbone,
+        task,
+        dm.transform,
+        dm.parameters,
+        optimizer=lambda params: torch.optim.Adam(params, lr=1e-3),
+    )
 
 
 def bare(dm, kind, x, y, batch, epochs) -> float:
@@ -56,7 +69,7 @@ def bare(dm, kind, x, y, batch, epochs) -> float:
     for _ in range(epochs):
         perm = torch.randperm(len(x))
         for s in range(0, len(x), batch):
-            idx = perm[s:s + batch]
+            idx = perm[s : s + batch]
             loss = model.task.loss(model(x[idx]), y[idx])
             opt.zero_grad()
             loss.backward()
@@ -83,8 +96,15 @@ def plain_lightning(dm, kind, x, y, batch, epochs) -> float:
     model = build(dm, kind)
     module = PlainModule(model, model.task.loss)
     loader = DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=True)
-    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_model_summary=False,
-                        limit_val_batches=0, accelerator="auto", devices=1)
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        accelerator="auto",
+        devices=1,
+    )
     t0 = time.perf_counter()
     trainer.fit(module, loader)
     return time.perf_counter() - t0
@@ -97,9 +117,17 @@ def astrops_side(dm, kind, x, y, batch, epochs) -> float:
         def train_dataloader(self):
             return DeviceBatches(x, y, batch, shuffle=True, seed=1)
 
-    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_model_summary=False,
-                        enable_progress_bar=False, limit_val_batches=0, accelerator="auto", devices=1,
-                        num_sanity_val_steps=0)
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+        accelerator="auto",
+        devices=1,
+        num_sanity_val_steps=0,
+    )
     t0 = time.perf_counter()
     trainer.fit(model, datamodule=Data())
     return time.perf_counter() - t0
@@ -112,13 +140,24 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--batches", default="32,1024")
     ap.add_argument("--models", default="dense,cnn")
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads, all sides (astrops default: 1)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads, all sides (astrops default: 1)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dm, x, y = tiled_data(args.n)
-    print(f"{args.n} spectra, {args.epochs} epochs, {args.reps} alternating repetitions, "
-          f"{os.cpu_count()} cores, {args.threads} torch thread(s), torch {torch.__version__}, device {'cuda' if torch.cuda.is_available() else 'cpu'}")
-    print("| model | batch | bare samples/s | plain Lightning | astrops | plain/bare | astrops/bare | astrops/plain |")
+    print(
+        f"{args.n} spectra, {args.epochs} epochs, {args.reps} alternating repetitions, "
+        f"{os.cpu_count()} cores, {args.threads} torch thread(s), torch {torch.__version__}, "
+        f"device {'cuda' if torch.cuda.is_available() else 'cpu'}"
+    )
+    print(
+        "| model | batch | bare samples/s | plain Lightning | astrops | plain/bare | astrops/bare "
+        "| astrops/plain |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     sides = {"bare": bare, "plain": plain_lightning, "astrops": astrops_side}
     for kind in args.models.split(","):
@@ -129,9 +168,13 @@ def main() -> None:
                 for name in order:
                     times[name].append(sides[name](dm, kind, x, y, batch, args.epochs))
             rate = {k: args.n * args.epochs / statistics.median(v) for k, v in times.items()}
-            print(f"| {kind} | {batch} | {rate['bare']:.0f} | {rate['plain']:.0f} | {rate['astrops']:.0f} | "
-                  f"{rate['plain'] / rate['bare']:.2f} | {rate['astrops'] / rate['bare']:.2f} | "
-                  f"{rate['astrops'] / rate['plain']:.2f} |", flush=True)
+            print(
+                f"| {kind} | {batch} | {rate['bare']:.0f} | {rate['plain']:.0f} | "
+                f"{rate['astrops']:.0f} | "
+                f"{rate['plain'] / rate['bare']:.2f} | {rate['astrops'] / rate['bare']:.2f} | "
+                f"{rate['astrops'] / rate['plain']:.2f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

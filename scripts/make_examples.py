@@ -1,12 +1,15 @@
-"""Regenerate data/examples/: 10 held-out z = 8 spectra in 21CMMC's format plus their true parameters.
+"""Regenerate data/examples/: 10 held-out z = 8 spectra in 21CMMC's format plus their true
+parameters.
 
     .venv/bin/python scripts/make_examples.py [--check]
 
-Reads the bundled held-out store data/holdout (never used for training), takes the first 10 records in
-key order, and writes
-  data/examples/spectra_z8.npz        k (n_k,) [1/Mpc], delta (10, n_k) [mK^2] at z = 8 (the first two
+Reads the bundled held-out store data/holdout (never used for training), takes the first 10 records
+in key order, and writes
+  data/examples/spectra_z8.npz        k (n_k,) [1/Mpc], delta (10, n_k) [mK^2] at z = 8 (the first
+  two
                                       bins are NaN, as in the store: too few modes in the box)
-  data/examples/spectra_z8_truth.csv  HII_EFF_FACTOR, ION_Tvir_MIN (log10 K), R_BUBBLE_MAX (Mpc), key
+  data/examples/spectra_z8_truth.csv  HII_EFF_FACTOR, ION_Tvir_MIN (log10 K), R_BUBBLE_MAX (Mpc),
+  key
 byte for byte the same on every run (fixed zip timestamps, shortest round-trip float text).
 ``--check`` compares instead of writing and exits 1 when the committed files differ.
 """
@@ -33,7 +36,8 @@ CSV = "spectra_z8_truth.csv"
 
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    """An npz as ``numpy.savez`` writes it, but with fixed zip timestamps so the bytes are reproducible."""
+    """An npz as ``numpy.savez`` writes it, but with fixed zip timestamps so the bytes are
+    reproducible."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
         for name, arr in arrays.items():
@@ -60,14 +64,20 @@ def build(holdout: Path = ROOT / "data" / "holdout") -> dict[str, bytes]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--out", default=str(ROOT / "data" / "examples"), help="output directory")
-    ap.add_argument("--check", action="store_true", help="compare with the files in --out instead of writing")
+    ap.add_argument(
+        "--check", action="store_true", help="compare with the files in --out instead of writing"
+    )
     args = ap.parse_args(argv)
     out = Path(args.out)
     files = build()
     if args.check:
-        stale = [n for n, b in files.items() if not (out / n).is_file() or (out / n).read_bytes() != b]
+        stale = [
+            n for n, b in files.items() if not (out / n).is_file() or (out / n).read_bytes() != b
+        ]
         for n in stale:
             print(f"{out / n} differs from what scripts/make_examples.py writes", file=sys.stderr)
         return 1 if stale else 0

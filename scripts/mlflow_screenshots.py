@@ -1,23 +1,27 @@
-"""Walk through MLflow's UI the way a new user does, in headless Chromium, over the seed's four runs.
+"""Walk through MLflow's UI the way a new user does, in headless Chromium, over the seed's four
+runs.
 
-    .venv/bin/python scripts/mlflow_screenshots.py [--out docs/figures] [--quick]      (make screenshots)
+    .venv/bin/python scripts/mlflow_screenshots.py [--out docs/figures] [--quick]      (make
+    screenshots)
 
 Trains dense and cnn × regression and classification through ``astrops.training.train`` into a
-temporary sqlite store, starts a real ``mlflow ui`` on a free 127.0.0.1 port, and with Playwright drives
-Debian's ``chromium`` (``executable_path``; Playwright's own browser download is never used):
+temporary sqlite store, starts a real ``mlflow ui`` on a free 127.0.0.1 port, and with Playwright
+drives Debian's ``chromium`` (``executable_path``; Playwright's own browser download is never
+used):
 
-1. opens the experiment by the URL the README gives, ``#/experiments/<id>?workflowType=machine_learning``
-   (MLflow 3.17 picks an experiment's view from the browser's workflow type, not from the experiment),
-   → ``mlflow_runs.png``;
+1. opens the experiment by the URL the README gives,
+   ``#/experiments/<id>?workflowType=machine_learning`` (MLflow 3.17 picks an experiment's view
+   from the browser's workflow type, not from the experiment), → ``mlflow_runs.png``;
 2. in a second fresh browser opens the plain ``#/experiments/<id>`` (GenAI overview), clicks
    **Model training** once, and opens the plain URL again (the browser now remembers);
 3. ticks the four runs, presses **Compare**, reads the whole (virtualised) metrics grid
    → ``mlflow_compare.png``;
-4. opens the classification run's Artifacts, figures/confusion_matrices.png → ``mlflow_confusion.png``.
+4. opens the classification run's Artifacts, figures/confusion_matrices.png →
+   ``mlflow_confusion.png``.
 
 :func:`tour` only records what it saw (:class:`Tour`); tests/test_mlflow_ui.py asserts on it.
-``--quick`` trains one short epoch (the test's setting); the default trains the full configuration so
-the screenshots in docs/figures show real numbers.
+``--quick`` trains one short epoch (the test's setting); the default trains the full configuration
+so the screenshots in docs/figures show real numbers.
 """
 
 from __future__ import annotations
@@ -45,24 +49,31 @@ ROOT = Path(__file__).resolve().parents[1]
 SEED_RUNS = [(m, t) for m in ("dense", "cnn") for t in ("regression", "classification")]
 QUICK = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "saliency=false"]
 VIEWPORT = {"width": 1280, "height": 800}
-RUNS_QUERY = "workflowType=machine_learning"      # MLflow 3.17: open an experiment on its runs
+RUNS_QUERY = "workflowType=machine_learning"  # MLflow 3.17: open an experiment on its runs
 CONFUSION = "figures/confusion_matrices.png"
-# Keep MLflow's assistant panel from opening itself over the page (it does on a browser's first visit).
-NO_ASSISTANT = ("localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');"
-                "localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');")
+# Keep MLflow's assistant panel from opening itself over the page (it does on a browser's first
+# visit).
+NO_ASSISTANT = (
+    "localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');"
+    "localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');"
+)
 
 
 def chromium_path() -> str:
-    """Debian's chromium (``scripts/sysdeps.sh`` installs it); a loud error, never a skip, without it."""
+    """Debian's chromium (``scripts/sysdeps.sh`` installs it); a loud error, never a skip, without
+    it."""
     path = shutil.which("chromium")
     if path is None:
-        raise FileNotFoundError("chromium is not on PATH: run `bash scripts/sysdeps.sh` (or `make install`), "
-                                "which installs Debian's chromium package")
+        raise FileNotFoundError(
+            "chromium is not on PATH: run `bash scripts/sysdeps.sh` (or `make install`), "
+            "which installs Debian's chromium package"
+        )
     return path
 
 
 def compose_train_cfg(overrides: list[str]):
-    """train.yaml composed as train.py would (the ``${hydra:...}`` resolvers work), like tests/conftest.py."""
+    """train.yaml composed as train.py would (the ``${hydra:...}`` resolvers work), like
+    tests/conftest.py."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
@@ -82,8 +93,9 @@ def store_uri(root: Path) -> str:
 
 
 def create_store(root: Path) -> str:
-    """An empty store with the ``astrops`` experiment (the project's ``prepare_experiment``); its URI.
-    Made before ``mlflow ui`` starts, so the server and the training never both create the schema."""
+    """An empty store with the ``astrops`` experiment (the project's ``prepare_experiment``); its
+    URI. Made before ``mlflow ui`` starts, so the server and the training never both create the
+    schema."""
     from astrops.tracking.backend import prepare_experiment
 
     uri = store_uri(root)
@@ -92,16 +104,26 @@ def create_store(root: Path) -> str:
 
 
 def train_seed_runs(root: Path, quick: bool = True) -> None:
-    """Train the seed's four runs through ``astrops.training.train`` into :func:`store_uri` (artifacts in
-    ``root/artifacts``); ``quick``: one epoch of two batches, no saliency."""
+    """Train the seed's four runs through ``astrops.training.train`` into :func:`store_uri`
+    (artifacts in ``root/artifacts``); ``quick``: one epoch of two batches, no saliency."""
     from astrops.training import train
 
     os.environ.setdefault("ASTROPS_ROOT", str(ROOT))
     for model, task in SEED_RUNS:
-        train(compose_train_cfg([f"paths.output_dir={root}/runs/{model}-{task}", f"paths.log_dir={root}/logs",
-                                 f"logger.mlflow.tracking_uri={store_uri(root)}",
-                                 f"logger.mlflow.artifact_root={root}/artifacts", "callbacks.progress_bar=null",
-                                 f"model={model}", f"task={task}", *(QUICK if quick else [])]))
+        train(
+            compose_train_cfg(
+                [
+                    f"paths.output_dir={root}/runs/{model}-{task}",
+                    f"paths.log_dir={root}/logs",
+                    f"logger.mlflow.tracking_uri={store_uri(root)}",
+                    f"logger.mlflow.artifact_root={root}/artifacts",
+                    "callbacks.progress_bar=null",
+                    f"model={model}",
+                    f"task={task}",
+                    *(QUICK if quick else []),
+                ]
+            )
+        )
 
 
 def _free_port() -> int:
@@ -111,11 +133,11 @@ def _free_port() -> int:
 
 
 class MlflowUI:
-    """A real ``mlflow ui`` on a free 127.0.0.1 port: started on entering, :meth:`ready` waits until
-    ``/health`` answers and gives the base URL, ended on exit whatever happened.
+    """A real ``mlflow ui`` on a free 127.0.0.1 port: started on entering, :meth:`ready` waits
+    until ``/health`` answers and gives the base URL, ended on exit whatever happened.
 
-    One worker and no job runner (a faster start; nothing here uses MLflow's jobs). The server and its
-    workers are a process group of their own, ended together.
+    One worker and no job runner (a faster start; nothing here uses MLflow's jobs). The server and
+    its workers are a process group of their own, ended together.
     """
 
     def __init__(self, tracking_uri: str, log_path: Path, timeout: float = 120.0):
@@ -127,23 +149,46 @@ class MlflowUI:
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", self.tracking_uri, "--host", "127.0.0.1",
-                 "--port", self.base.rsplit(":", 1)[1], "--workers", "1"],
-                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "mlflow",
+                    "ui",
+                    "--backend-store-uri",
+                    self.tracking_uri,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    self.base.rsplit(":", 1)[1],
+                    "--workers",
+                    "1",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
         return self
 
     def ready(self) -> str:
         deadline = time.monotonic() + self.timeout
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow ui exited with {self.proc.returncode}:\n{self._log_tail()}")
+                raise RuntimeError(
+                    f"mlflow ui exited with {self.proc.returncode}:\n{self._log_tail()}"
+                )
             try:
-                if urllib.request.urlopen(self.base + "/health", timeout=2).read().strip() == b"OK":  # noqa: S310
+                if (
+                    urllib.request.urlopen(self.base + "/health", timeout=2).read().strip()
+                    == b"OK"
+                ):  # noqa: S310
                     return self.base
             except (urllib.error.URLError, OSError):
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"mlflow ui not ready after {self.timeout:.0f} s:\n{self._log_tail()}")
+                raise TimeoutError(
+                    f"mlflow ui not ready after {self.timeout:.0f} s:\n{self._log_tail()}"
+                )
             time.sleep(0.25)
 
     def _log_tail(self) -> str:
@@ -166,20 +211,23 @@ class MlflowUI:
 class Tour:
     """What the browser saw (the test asserts on it)."""
 
-    landing_url: str = ""                  # where the README's URL ended up
-    landing_runs: list[str] = field(default_factory=list)   # run names in the runs table there
-    landing_text: str = ""                 # the page's visible text there
-    plain_url_before_toggle: str = ""      # the plain experiment URL in a fresh browser
-    plain_url_after_toggle: str = ""       # ... after one click on "Model training"
+    landing_url: str = ""  # where the README's URL ended up
+    landing_runs: list[str] = field(default_factory=list)  # run names in the runs table there
+    landing_text: str = ""  # the page's visible text there
+    plain_url_before_toggle: str = ""  # the plain experiment URL in a fresh browser
+    plain_url_after_toggle: str = ""  # ... after one click on "Model training"
     compare_url: str = ""
-    compare_run_ids: list[str] = field(default_factory=list)      # column order of the compare view
-    compare_metrics: dict[str, list[str]] = field(default_factory=dict)   # metric key -> cell per column
+    # column order of the compare view
+    compare_run_ids: list[str] = field(default_factory=list)
+    # metric key -> cell per column
+    compare_metrics: dict[str, list[str]] = field(default_factory=dict)
     artifact_url: str = ""
-    artifact_responses: list[tuple[str, int]] = field(default_factory=list)  # (get-artifact query, status)
+    # (get-artifact query, status)
+    artifact_responses: list[tuple[str, int]] = field(default_factory=list)
     artifact_shown_sizes: list[tuple[int, int]] = field(default_factory=list)  # images on the page
-    artifact_heading: bool = False         # the preview names figures/confusion_matrices.png
+    artifact_heading: bool = False  # the preview names figures/confusion_matrices.png
     screenshots: list[Path] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)   # per step
+    seconds: dict[str, float] = field(default_factory=dict)  # per step
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -192,8 +240,10 @@ def png_size(data: bytes) -> tuple[int, int]:
 def _run_links(page) -> list[str]:
     """Names of the runs linked from the page (links to .../runs/<32 hex>)."""
     return page.eval_on_selector_all(
-        "a[href]", "as => as.filter(a => /\\/runs\\/[0-9a-f]{32}($|\\?)/.test(a.getAttribute('href')))"
-                   ".map(a => a.innerText.trim()).filter(t => t)")
+        "a[href]",
+        "as => as.filter(a => /\\/runs\\/[0-9a-f]{32}($|\\?)/.test(a.getAttribute('href')))"
+        ".map(a => a.innerText.trim()).filter(t => t)",
+    )
 
 
 def _dismiss_popovers(page) -> None:
@@ -206,9 +256,10 @@ def _dismiss_popovers(page) -> None:
             got_it.first.click(timeout=2000)
 
 
-# MLflow's compare view draws metrics as two virtualised grids, a key column and a value grid that scrolls
-# both ways; the key column follows the value grid one scroll event late (it reads the grid's state before
-# it updates), so both are scrolled here. Every rendered cell is collected by its absolute position.
+# MLflow's compare view draws metrics as two virtualised grids, a key column and a value grid that
+# scrolls both ways; the key column follows the value grid one scroll event late (it reads the
+# grid's state before it updates), so both are scrolled here. Every rendered cell is collected by
+# its absolute position.
 _READ_METRICS_GRID = """
 async () => {
   const grids = [...document.querySelectorAll('.ReactVirtualized__Grid')];
@@ -257,8 +308,11 @@ async (prefix) => {
 """
 
 
-def tour(base: str, experiment_id: str, out_dir: Path, classification_run: tuple[str, str]) -> Tour:
-    """Drive the UI; ``classification_run`` is (run id, run name) of the run whose artifacts to open."""
+def tour(
+    base: str, experiment_id: str, out_dir: Path, classification_run: tuple[str, str]
+) -> Tour:
+    """Drive the UI; ``classification_run`` is (run id, run name) of the run whose artifacts to
+    open."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
@@ -276,15 +330,19 @@ def tour(base: str, experiment_id: str, out_dir: Path, classification_run: tuple
         clock[0] = time.monotonic()
 
     def settle_on_a_tab(page) -> None:
-        """The experiment page redirects to a tab (runs, overview, traces) once it knows its view."""
+        """The experiment page redirects to a tab (runs, overview, traces) once it knows its
+        view."""
         with contextlib.suppress(PlaywrightTimeout):
             page.wait_for_url(re.compile(r"/experiments/\d+/[a-z-]+"), timeout=20_000)
 
     def wait_for_run_links(page) -> None:
         with contextlib.suppress(PlaywrightTimeout):
             page.wait_for_function(
-                "() => [...document.querySelectorAll('a[href]')].some(a => /\\/runs\\/[0-9a-f]{32}/"
-                ".test(a.getAttribute('href')))", timeout=15_000)
+                "() => [...document.querySelectorAll('a[href]')].some(a => "
+                "/\\/runs\\/[0-9a-f]{32}/"
+                ".test(a.getAttribute('href')))",
+                timeout=15_000,
+            )
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium_path())
@@ -302,7 +360,8 @@ def tour(base: str, experiment_id: str, out_dir: Path, classification_run: tuple
             shot(page, "mlflow_runs.png")
             ctx.close()
 
-            # 2. The plain URL in another fresh browser, one click on "Model training", the plain URL again.
+            # 2. The plain URL in another fresh browser, one click on "Model training", the plain
+            # URL again.
             ctx = browser.new_context(viewport=VIEWPORT)
             ctx.add_init_script(NO_ASSISTANT)
             page = ctx.new_page()
@@ -314,7 +373,8 @@ def tour(base: str, experiment_id: str, out_dir: Path, classification_run: tuple
                 try:
                     toggle.click(timeout=2_000)
                     break
-                except PlaywrightTimeout:    # a first-visit popover is in the way: dismiss it, as a user does
+                # a first-visit popover is in the way: dismiss it, as a user does
+                except PlaywrightTimeout:
                     if attempt == 3:
                         raise
                     _dismiss_popovers(page)
@@ -329,7 +389,7 @@ def tour(base: str, experiment_id: str, out_dir: Path, classification_run: tuple
 
             # 3. Tick all runs, Compare, read every metric cell.
             wait_for_run_links(page)
-            page.get_by_role("checkbox").first.click()        # the header box: every run
+            page.get_by_role("checkbox").first.click()  # the header box: every run
             page.get_by_role("button", name="Compare").click()
             with contextlib.suppress(PlaywrightTimeout):
                 page.wait_for_url(re.compile(r"/compare-runs"), timeout=15_000)
@@ -338,12 +398,16 @@ def tour(base: str, experiment_id: str, out_dir: Path, classification_run: tuple
             query = urllib.parse.parse_qs(urllib.parse.urlsplit(page.url.split("#", 1)[-1]).query)
             seen.compare_run_ids = json.loads(query.get("runs", ["[]"])[0])
             seen.compare_metrics = page.evaluate(_READ_METRICS_GRID) or {}
-            if seen.compare_metrics:     # the picture: run names above, the test/R2 rows below
+            if seen.compare_metrics:  # the picture: run names above, the test/R2 rows below
                 for section in ("Visualizations", "Parameters"):
                     with contextlib.suppress(PlaywrightTimeout):
-                        page.get_by_role("button", name=section, exact=True).first.click(timeout=5_000)
+                        page.get_by_role("button", name=section, exact=True).first.click(
+                            timeout=5_000
+                        )
                 page.evaluate(_SHOW_METRIC_ROWS, "test/R2")
-                page.get_by_text("Run details", exact=True).first.evaluate("e => e.scrollIntoView({block: 'start'})")
+                page.get_by_text("Run details", exact=True).first.evaluate(
+                    "e => e.scrollIntoView({block: 'start'})"
+                )
             shot(page, "mlflow_compare.png")
 
             # 4. The classification run's artifacts: figures/confusion_matrices.png.
@@ -354,15 +418,30 @@ def tour(base: str, experiment_id: str, out_dir: Path, classification_run: tuple
             page.get_by_role("link", name=run_name, exact=True).first.click(timeout=15_000)
             page.get_by_role("tab", name="Artifacts").click(timeout=15_000)
             page.get_by_text("figures", exact=True).first.click(timeout=15_000)
-            page.on("response", lambda r: "get-artifact" in r.url and seen.artifact_responses.append(
-                (urllib.parse.unquote(r.url.split("?", 1)[-1]), r.status)))
+            page.on(
+                "response",
+                lambda r: (
+                    "get-artifact" in r.url
+                    and seen.artifact_responses.append(
+                        (urllib.parse.unquote(r.url.split("?", 1)[-1]), r.status)
+                    )
+                ),
+            )
             page.get_by_text(Path(CONFUSION).name, exact=True).first.click(timeout=15_000)
             with contextlib.suppress(PlaywrightTimeout):
-                page.wait_for_function("() => [...document.images].some(i => i.complete && i.naturalWidth > 0"
-                                       " && i.src.startsWith('blob:'))", timeout=15_000)
+                page.wait_for_function(
+                    "() => [...document.images].some(i => i.complete && i.naturalWidth > 0"
+                    " && i.src.startsWith('blob:'))",
+                    timeout=15_000,
+                )
             seen.artifact_url = page.url
-            seen.artifact_shown_sizes = [tuple(s) for s in page.eval_on_selector_all(
-                "img", "is => is.filter(i => i.complete).map(i => [i.naturalWidth, i.naturalHeight])")]
+            seen.artifact_shown_sizes = [
+                tuple(s)
+                for s in page.eval_on_selector_all(
+                    "img",
+                    "is => is.filter(i => i.complete).map(i => [i.naturalWidth, i.naturalHeight])",
+                )
+            ]
             seen.artifact_heading = page.get_by_text(CONFUSION, exact=True).count() > 0
             shot(page, "mlflow_confusion.png")
             ctx.close()
@@ -372,11 +451,14 @@ def tour(base: str, experiment_id: str, out_dir: Path, classification_run: tuple
 
 
 def save_small(src: Path, dst: Path) -> None:
-    """A screenshot as a 256-colour PNG (a UI has few colours: about 40 % of the size, no visible change)."""
+    """A screenshot as a 256-colour PNG (a UI has few colours: about 40 % of the size, no visible
+    change)."""
     from PIL import Image
 
     with Image.open(src) as image:
-        small = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        small = image.convert("RGB").quantize(
+            colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+        )
     small.save(dst, optimize=True)
 
 
@@ -392,22 +474,33 @@ def seed_runs(tracking_uri: str) -> tuple[str, dict[str, object]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "figures")
-    parser.add_argument("--quick", action="store_true", help="one short epoch per run (the test's setting)")
+    parser.add_argument(
+        "--quick", action="store_true", help="one short epoch per run (the test's setting)"
+    )
     args = parser.parse_args(argv)
     chromium_path()
     with tempfile.TemporaryDirectory(prefix="astrops-ui-") as tmp:
         tmp = Path(tmp)
         uri = create_store(tmp)
         with MlflowUI(uri, tmp / "mlflow-ui.log") as server:
-            train_seed_runs(tmp, quick=args.quick)          # while the server starts
+            train_seed_runs(tmp, quick=args.quick)  # while the server starts
             experiment_id, runs = seed_runs(uri)
             cls = runs["dense-classification"]
-            seen = tour(server.ready(), experiment_id, tmp / "shots", (cls.info.run_id, cls.info.run_name))
-        ok = ("/runs" in seen.landing_url and len(seen.landing_runs) >= 4
-              and any(CONFUSION in query and status == 200 for query, status in seen.artifact_responses)
-              and any(k.startswith("test/R2/") for k in seen.compare_metrics))
+            seen = tour(
+                server.ready(), experiment_id, tmp / "shots", (cls.info.run_id, cls.info.run_name)
+            )
+        ok = (
+            "/runs" in seen.landing_url
+            and len(seen.landing_runs) >= 4
+            and any(
+                CONFUSION in query and status == 200 for query, status in seen.artifact_responses
+            )
+            and any(k.startswith("test/R2/") for k in seen.compare_metrics)
+        )
         if not ok:
-            print(f"mlflow_screenshots: the tour did not see what it should: {seen}", file=sys.stderr)
+            print(
+                f"mlflow_screenshots: the tour did not see what it should: {seen}", file=sys.stderr
+            )
             return 1
         args.out.mkdir(parents=True, exist_ok=True)
         for path in seen.screenshots:

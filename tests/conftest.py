@@ -21,19 +21,34 @@ SMALL = [
 ]
 
 
-def run_entry(script: str, *overrides: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+def run_entry(
+    script: str, *overrides: str, check: bool = True, **kw
+) -> subprocess.CompletedProcess:
     """Run ``python <script> overrides...`` from a neutral working directory, capturing output."""
     cwd = kw.pop("cwd", None) or os.environ.get("PYTEST_TMPDIR", "/tmp")
-    proc = subprocess.run([sys.executable, str(ROOT / script), *overrides], capture_output=True, text=True,
-                          cwd=cwd, env={**os.environ, "HYDRA_FULL_ERROR": "0"}, **kw)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / script), *overrides],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+        **kw,
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise AssertionError(
+            f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     return proc
 
 
 def popen_entry(script: str, *overrides: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / script), *overrides], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / script), *overrides],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 @pytest.fixture
@@ -62,22 +77,40 @@ def compose_cfg(config_name: str, overrides: list[str]):
 @pytest.fixture
 def train_cfg(tmp_path: Path):
     """Compose train.yaml writing everything (MLflow db, artifacts, checkpoints) under tmp_path."""
+
     def make(*overrides: str):
-        return compose_cfg("train", [f"paths.output_dir={tmp_path / 'run'}", f"paths.log_dir={tmp_path / 'logs'}",
-                                     f"logger.mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
-                                     f"logger.mlflow.artifact_root={tmp_path}/artifacts",
-                                     "callbacks.progress_bar=null", *overrides])
+        return compose_cfg(
+            "train",
+            [
+                f"paths.output_dir={tmp_path / 'run'}",
+                f"paths.log_dir={tmp_path / 'logs'}",
+                f"logger.mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+                f"logger.mlflow.artifact_root={tmp_path}/artifacts",
+                "callbacks.progress_bar=null",
+                *overrides,
+            ],
+        )
+
     return make
 
 
 @pytest.fixture(scope="session")
 def dense_checkpoint(tmp_path_factory) -> str:
-    """One quick dense regression model (reference data, z = 8, one short epoch, no MLflow), shared by the
-    tests that only need a model to load, tamper with or apply."""
+    """One quick dense regression model (reference data, z = 8, one short epoch, no MLflow), shared
+    by the tests that only need a model to load, tamper with or apply."""
     from astrops.training import train
 
     tmp = tmp_path_factory.mktemp("dense")
-    cfg = compose_cfg("train", [f"paths.output_dir={tmp}/run", "logger=none", "callbacks.progress_bar=null",
-                                "saliency=false", "trainer.max_epochs=1", "trainer.limit_train_batches=2"])
+    cfg = compose_cfg(
+        "train",
+        [
+            f"paths.output_dir={tmp}/run",
+            "logger=none",
+            "callbacks.progress_bar=null",
+            "saliency=false",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2",
+        ],
+    )
     _, best = train(cfg)
     return best

@@ -1,4 +1,5 @@
-"""Bad input not covered elsewhere: every row of docs/errors.md has a test (here or named there)."""
+"""Bad input not covered elsewhere: every row of docs/errors.md has a test (here or named
+there)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,17 @@ def multiz_checkpoint(tmp_path_factory):
     from conftest import compose_cfg  # noqa: I001
 
     tmp = tmp_path_factory.mktemp("multiz")
-    cfg = compose_cfg("train", [f"paths.output_dir={tmp}/run", "logger.mlflow=null", "callbacks.progress_bar=null",
-                                "data.redshifts=[7.0,8.0]", "trainer.max_epochs=1", "trainer.limit_train_batches=2"])
+    cfg = compose_cfg(
+        "train",
+        [
+            f"paths.output_dir={tmp}/run",
+            "logger.mlflow=null",
+            "callbacks.progress_bar=null",
+            "data.redshifts=[7.0,8.0]",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2",
+        ],
+    )
     _, best = train(cfg)
     return best
 
@@ -72,17 +82,31 @@ def load_k():
 def test_resume_from_missing_checkpoint_is_refused(tmp_path):
     from conftest import compose_cfg  # noqa: I001
 
-    cfg = compose_cfg("train", [f"paths.output_dir={tmp_path}/run", "logger.mlflow=null",
-                                f"ckpt_path={tmp_path}/gone/last.ckpt"])
-    with pytest.raises(FileNotFoundError, match="ckpt_path=.* does not exist: give a checkpoint file"):
+    cfg = compose_cfg(
+        "train",
+        [
+            f"paths.output_dir={tmp_path}/run",
+            "logger.mlflow=null",
+            f"ckpt_path={tmp_path}/gone/last.ckpt",
+        ],
+    )
+    with pytest.raises(
+        FileNotFoundError, match="ckpt_path=.* does not exist: give a checkpoint file"
+    ):
         train(cfg)
 
 
 def test_ensemble_with_several_devices_is_refused_before_training(tmp_path):
     from conftest import run_entry  # noqa: I001
 
-    proc = run_entry("train.py", "ensemble.members=3", "trainer=ddp", "logger=none", f"hydra.run.dir={tmp_path}/run",
-                     check=False)
+    proc = run_entry(
+        "train.py",
+        "ensemble.members=3",
+        "trainer=ddp",
+        "logger=none",
+        f"hydra.run.dir={tmp_path}/run",
+        check=False,
+    )
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
     assert "ensemble.members=3 with trainer.devices=2" in line and "trainer=default" in line
@@ -94,22 +118,39 @@ def test_predict_refuses_a_directory_that_is_not_an_ensemble(tmp_path):
 
     (tmp_path / "notanensemble").mkdir()
     np.savez(tmp_path / "in.npz", k=load_k(), delta=np.ones((2, 22)))
-    proc = run_entry("predict.py", f"ckpt_path={tmp_path / 'notanensemble'}", f"input={tmp_path / 'in.npz'}",
-                     f"output={tmp_path / 'out.csv'}", f"hydra.run.dir={tmp_path}/h", check=False)
+    proc = run_entry(
+        "predict.py",
+        f"ckpt_path={tmp_path / 'notanensemble'}",
+        f"input={tmp_path / 'in.npz'}",
+        f"output={tmp_path / 'out.csv'}",
+        f"hydra.run.dir={tmp_path}/h",
+        check=False,
+    )
     assert proc.returncode == 2 and not (tmp_path / "out.csv").exists()
     (line,) = proc.stderr.strip().splitlines()
     assert "without manifest.json" in line and "ensemble directory" in line
 
 
-@pytest.mark.parametrize("override, message", [
-    ("ckpt_path=/tmp/any/last.ckpt", "every member would resume the same checkpoint"),
-    ("callbacks=none", "needs callbacks.model_checkpoint"),
-])
-def test_ensemble_without_usable_checkpoints_is_refused_before_training(tmp_path, override, message):
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("ckpt_path=/tmp/any/last.ckpt", "every member would resume the same checkpoint"),
+        ("callbacks=none", "needs callbacks.model_checkpoint"),
+    ],
+)
+def test_ensemble_without_usable_checkpoints_is_refused_before_training(
+    tmp_path, override, message
+):
     from conftest import run_entry  # noqa: I001
 
-    proc = run_entry("train.py", "ensemble.members=2", override, "logger=none", f"hydra.run.dir={tmp_path}/run",
-                     check=False)
+    proc = run_entry(
+        "train.py",
+        "ensemble.members=2",
+        override,
+        "logger=none",
+        f"hydra.run.dir={tmp_path}/run",
+        check=False,
+    )
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
     assert message in line
@@ -117,6 +158,10 @@ def test_ensemble_without_usable_checkpoints_is_refused_before_training(tmp_path
 
 
 def test_malformed_ensemble_manifest_is_refused(tmp_path):
-    (tmp_path / "manifest.json").write_text('{"format": "astrops-ensemble/1", "members": ["../../etc/x.ckpt"]}')
-    with pytest.raises(InputError, match="'members' must list 2 to 64 distinct checkpoint file names"):
+    (tmp_path / "manifest.json").write_text(
+        '{"format": "astrops-ensemble/1", "members": ["../../etc/x.ckpt"]}'
+    )
+    with pytest.raises(
+        InputError, match="'members' must list 2 to 64 distinct checkpoint file names"
+    ):
         load_model(tmp_path)

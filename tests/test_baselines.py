@@ -1,4 +1,5 @@
-"""scikit-learn baselines end to end on the bundled reference data, into a real sqlite MLflow store."""
+"""scikit-learn baselines end to end on the bundled reference data, into a real sqlite MLflow
+store."""
 
 from __future__ import annotations
 
@@ -19,8 +20,11 @@ PARAMS = ["HII_EFF_FACTOR", "ION_Tvir_MIN", "R_BUBBLE_MAX"]
 
 
 def _paths(tmp) -> list[str]:
-    return [f"logger.mlflow.tracking_uri=sqlite:///{tmp}/mlflow.db", f"logger.mlflow.artifact_root={tmp}/artifacts",
-            f"paths.log_dir={tmp}/logs"]
+    return [
+        f"logger.mlflow.tracking_uri=sqlite:///{tmp}/mlflow.db",
+        f"logger.mlflow.artifact_root={tmp}/artifacts",
+        f"paths.log_dir={tmp}/logs",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -35,17 +39,22 @@ def sweep(tmp_path_factory):
 
 
 def _neural_keys(stage: str) -> set[str]:
-    """The keys of a neural regression run: ParameterMetrics' regression keys, plus the loss on ``test``
-    (the informative subset is logged without a loss)."""
+    """The keys of a neural regression run: ParameterMetrics' regression keys, plus the loss on
+    ``test`` (the informative subset is logged without a loss)."""
     metrics = ParameterMetrics(PARAMS)
     metrics.update(torch.rand(4, 3), torch.rand(4, 3))
-    return {*metrics.compute(stage, torch.ones(3)), *([f"{stage}/loss"] if stage == "test" else [])}
+    return {
+        *metrics.compute(stage, torch.ones(3)),
+        *([f"{stage}/loss"] if stage == "test" else []),
+    }
 
 
 def test_multirun_logs_like_a_neural_run(sweep):
     tmp, proc, client, runs = sweep
     assert set(runs) == {"ridge", "knn"}
-    dm = SpectraDataModule(**{k: v for k, v in compose_cfg("baselines", []).data.items() if k != "_target_"})
+    dm = SpectraDataModule(
+        **{k: v for k, v in compose_cfg("baselines", []).data.items() if k != "_target_"}
+    )
     dm.prepare()
     assert (informative_mask(dm.xH[dm.test_idx]) == dm.informative_mask(dm.test_idx)).all()
     for name, run in runs.items():
@@ -60,7 +69,9 @@ def test_multirun_logs_like_a_neural_run(sweep):
         assert "val/R2/overall" in metrics and "val/loss" in metrics
         for stage in ("test", "test_informative"):
             # the neural runs' summary keys (what MLflow shows); everything else is in metrics.json
-            assert {k for k in metrics if k.startswith(f"{stage}/")} == {k for k in _neural_keys(stage) if is_summary(k)}
+            assert {k for k in metrics if k.startswith(f"{stage}/")} == {
+                k for k in _neural_keys(stage) if is_summary(k)
+            }
         assert len(metrics) <= 40 and {"train/loss", "val/loss", "val/R2/overall"} <= set(metrics)
         arts = {a.path for d in ("", "figures") for a in client.list_artifacts(run.info.run_id, d)}
         assert {"config.yaml", "metrics_table.md", "figures/pred_vs_true.png"} <= arts
@@ -71,8 +82,10 @@ def test_multirun_logs_like_a_neural_run(sweep):
 
 def test_bad_hyperparameter_is_one_line_exit_2_and_a_failed_run(sweep, capsys):
     tmp, _, client, _ = sweep
-    cfg = compose_cfg("baselines", ["baseline=knn", "baseline.n_neighbors=0", *_paths(tmp),
-                                    f"paths.output_dir={tmp}/bad"])
+    cfg = compose_cfg(
+        "baselines",
+        ["baseline=knn", "baseline.n_neighbors=0", *_paths(tmp), f"paths.output_dir={tmp}/bad"],
+    )
     with pytest.raises(SystemExit) as exc:
         run_baselines(cfg)
     assert exc.value.code == 2
@@ -90,8 +103,14 @@ def test_informative_mask():
 
 
 def test_too_few_training_spectra_for_knn_is_one_line(tmp_path):
-    proc = run_entry("baselines.py", "baseline=knn", "data.train_size=5", "logger=none",
-                     f"hydra.run.dir={tmp_path}/run", check=False)
+    proc = run_entry(
+        "baselines.py",
+        "baseline=knn",
+        "data.train_size=5",
+        "logger=none",
+        f"hydra.run.dir={tmp_path}/run",
+        check=False,
+    )
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
     assert "baseline=knn" in line and "n_neighbors" in line and "data.* override" in line

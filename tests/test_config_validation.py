@@ -1,9 +1,9 @@
 """Bad configuration values are refused at the boundary, in one line, before any work (issue #12).
 
-hypothesis drives :func:`astrops.validation.validate` with generated values and compares its verdict
-with an independent statement of each key's contract; a few real subprocesses per entry point check
-exit status 2, one line on stderr, no traceback, and that the store, the MLflow database and the
-output path are untouched.
+hypothesis drives :func:`astrops.validation.validate` with generated values and compares its
+verdict with an independent statement of each key's contract; a few real subprocesses per entry
+point check exit status 2, one line on stderr, no traceback, and that the store, the MLflow
+database and the output path are untouched.
 """
 
 from __future__ import annotations
@@ -20,7 +20,13 @@ from hypothesis import strategies as st
 from test_data import toy_store
 
 from astrops.inference import InputError, read_spectra_npz
-from astrops.validation import PREDICT_RULES, SIMULATE_RULES, TRAIN_RULES, ConfigValueError, validate
+from astrops.validation import (
+    PREDICT_RULES,
+    SIMULATE_RULES,
+    TRAIN_RULES,
+    ConfigValueError,
+    validate,
+)
 
 
 def _int(v, lo=None, hi=None):
@@ -37,8 +43,12 @@ CONTRACT = {
     "data.n_classes": lambda v: _int(v, 2, 10_000),
     "data.test_fraction": lambda v: type(v) in (int, float) and 0 < v < 1,
     "data.val_fraction": lambda v: type(v) in (int, float) and 0 < v < 1,
-    "data.redshifts": lambda v: isinstance(v, list) and len(v) > 0 and len(set(v)) == len(v) and all(
-        type(z) in (int, float) and math.isfinite(z) and z > 0 for z in v),
+    "data.redshifts": lambda v: (
+        isinstance(v, list)
+        and len(v) > 0
+        and len(set(v)) == len(v)
+        and all(type(z) in (int, float) and math.isfinite(z) and z > 0 for z in v)
+    ),
     "simulation.n": lambda v: _int(v, 1),
     "simulation.workers": lambda v: _int(v, 1, 4096),
     "simulation.n_threads": lambda v: _int(v, 1, 4096),
@@ -48,14 +58,29 @@ CONTRACT = {
     "samples": lambda v: v is None or _int(v, 0, 1_000_000),
     "plot": lambda v: v is None or isinstance(v, bool),
     "observation.k_units": lambda v: v in ("1/Mpc", "h/Mpc"),
-    "observation.k_bins": lambda v: v is None or (isinstance(v, list) and len(v) >= 2 and all(
-        type(x) in (int, float) and math.isfinite(x) and x > 0 for x in v) and all(a < b for a, b in zip(v, v[1:], strict=False))),
-    "observation.min_k": lambda v: v is None or (type(v) in (int, float) and math.isfinite(v) and v >= 0),
+    "observation.k_bins": lambda v: (
+        v is None
+        or (
+            isinstance(v, list)
+            and len(v) >= 2
+            and all(type(x) in (int, float) and math.isfinite(x) and x > 0 for x in v)
+            and all(a < b for a, b in zip(v, v[1:], strict=False))
+        )
+    ),
+    "observation.min_k": lambda v: (
+        v is None or (type(v) in (int, float) and math.isfinite(v) and v >= 0)
+    ),
 }
 RULES = {r.key: r for r in (*TRAIN_RULES, *SIMULATE_RULES, *PREDICT_RULES)}
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40), st.floats(allow_nan=True),
-                    st.text(max_size=8), st.sampled_from(["uniform", "lhs", "", "8", "abc", "1/Mpc", "h/Mpc"]))
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=True),
+    st.text(max_size=8),
+    st.sampled_from(["uniform", "lhs", "", "8", "abc", "1/Mpc", "h/Mpc"]),
+)
 values = st.one_of(scalars, st.lists(scalars, max_size=4))
 
 
@@ -72,10 +97,14 @@ def test_validator_agrees_with_each_contract_and_speaks_one_line(key, value):
 
 
 def test_a_missing_mandatory_value_is_named(tmp_path):
-    proc = run_entry("predict.py", f"input={tmp_path}/x.npz", f"hydra.run.dir={tmp_path}/h", check=False)
+    proc = run_entry(
+        "predict.py", f"input={tmp_path}/x.npz", f"hydra.run.dir={tmp_path}/h", check=False
+    )
     assert proc.returncode == 2
-    assert proc.stderr.strip() == ("error: ckpt_path is not set: it must be a checkpoint file or ensemble directory; "
-                                   "pass the path train.py printed last")
+    assert proc.stderr.strip() == (
+        "error: ckpt_path is not set: it must be a checkpoint file or ensemble directory; "
+        "pass the path train.py printed last"
+    )
 
 
 def snapshot(*roots: Path) -> dict[str, str]:
@@ -106,16 +135,28 @@ def mlflow_db(tmp_path_factory):
     return tmp
 
 
-@pytest.mark.parametrize("override, key", [
-    ("seed=abc", "seed='abc'"), ("data.batch_size=0", "data.batch_size=0"), ("data.redshifts=[]", "data.redshifts=[]"),
-    ("ensemble.members=0", "ensemble.members=0"), ("data.test_fraction=1.5", "data.test_fraction=1.5"),
-    ("observation.k_units=Mpc", "observation.k_units='Mpc'"),
-    ("observation.k_bins=[0.4,0.2]", "observation.k_bins=[0.4, 0.2]"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("seed=abc", "seed='abc'"),
+        ("data.batch_size=0", "data.batch_size=0"),
+        ("data.redshifts=[]", "data.redshifts=[]"),
+        ("ensemble.members=0", "ensemble.members=0"),
+        ("data.test_fraction=1.5", "data.test_fraction=1.5"),
+        ("observation.k_units=Mpc", "observation.k_units='Mpc'"),
+        ("observation.k_bins=[0.4,0.2]", "observation.k_bins=[0.4, 0.2]"),
+    ],
+)
 def test_train_refuses_bad_values_and_touches_nothing(mlflow_db, tmp_path, override, key):
     before = snapshot(mlflow_db)
-    proc = run_entry("train.py", override, f"logger.mlflow.tracking_uri=sqlite:///{mlflow_db}/mlflow.db",
-                     f"paths.output_dir={tmp_path}/run", f"hydra.run.dir={tmp_path}/h", check=False)
+    proc = run_entry(
+        "train.py",
+        override,
+        f"logger.mlflow.tracking_uri=sqlite:///{mlflow_db}/mlflow.db",
+        f"paths.output_dir={tmp_path}/run",
+        f"hydra.run.dir={tmp_path}/h",
+        check=False,
+    )
     one_line_refusal(proc, key, "must be")
     assert snapshot(mlflow_db) == before and not (tmp_path / "run").exists()
 
@@ -123,9 +164,15 @@ def test_train_refuses_bad_values_and_touches_nothing(mlflow_db, tmp_path, overr
 def test_a_store_too_small_to_split_is_refused_before_any_run(mlflow_db, tmp_path):
     toy_store(tmp_path / "store", n=4, redshifts=(8.0,))
     before = snapshot(mlflow_db, tmp_path / "store")
-    proc = run_entry("train.py", "data=store", f"paths.store_dir={tmp_path}/store",
-                     f"logger.mlflow.tracking_uri=sqlite:///{mlflow_db}/mlflow.db",
-                     f"paths.output_dir={tmp_path}/run", f"hydra.run.dir={tmp_path}/h", check=False)
+    proc = run_entry(
+        "train.py",
+        "data=store",
+        f"paths.store_dir={tmp_path}/store",
+        f"logger.mlflow.tracking_uri=sqlite:///{mlflow_db}/mlflow.db",
+        f"paths.output_dir={tmp_path}/run",
+        f"hydra.run.dir={tmp_path}/h",
+        check=False,
+    )
     one_line_refusal(proc, "4 spectra split into", "at least 2", "simulate more")
     assert snapshot(mlflow_db, tmp_path / "store") == before
 
@@ -133,25 +180,46 @@ def test_a_store_too_small_to_split_is_refused_before_any_run(mlflow_db, tmp_pat
 def test_simulate_refuses_zero_threads_before_touching_the_store(tmp_path, small_sim_overrides):
     toy_store(tmp_path / "store", n=3, redshifts=(8.0,))
     before = snapshot(tmp_path / "store")
-    proc = run_entry("simulate.py", *small_sim_overrides, "simulation.n_threads=0", "simulation.n=2", check=False)
+    proc = run_entry(
+        "simulate.py",
+        *small_sim_overrides,
+        "simulation.n_threads=0",
+        "simulation.n=2",
+        check=False,
+    )
     one_line_refusal(proc, "simulation.n_threads=0", "simulation.n_threads=1")
     assert snapshot(tmp_path / "store") == before
 
 
 @pytest.mark.parametrize("case", ["missing directory", "a directory", "json"])
 def test_predict_checks_the_output_path_before_any_work(tmp_path, case):
-    output = {"missing directory": tmp_path / "nowhere" / "p.csv", "a directory": tmp_path,
-              "json": tmp_path / "p.json"}[case]
+    output = {
+        "missing directory": tmp_path / "nowhere" / "p.csv",
+        "a directory": tmp_path,
+        "json": tmp_path / "p.json",
+    }[case]
     np.savez(tmp_path / "in.npz", k=np.ones(3), delta=np.ones(3))
     before = snapshot(tmp_path)
-    proc = run_entry("predict.py", f"ckpt_path={tmp_path}/none.ckpt", f"input={tmp_path}/in.npz", f"output={output}",
-                     f"hydra.run.dir={tmp_path / 'h'}", check=False)
+    proc = run_entry(
+        "predict.py",
+        f"ckpt_path={tmp_path}/none.ckpt",
+        f"input={tmp_path}/in.npz",
+        f"output={output}",
+        f"hydra.run.dir={tmp_path / 'h'}",
+        check=False,
+    )
     one_line_refusal(proc, "output=")
     assert {k: v for k, v in snapshot(tmp_path).items() if "/h/" not in k} == before
 
 
 def test_predict_names_what_is_wrong_with_the_input(tmp_path):
-    proc = run_entry("predict.py", "ckpt_path=x.ckpt", f"input={tmp_path}", f"hydra.run.dir={tmp_path}/h", check=False)
+    proc = run_entry(
+        "predict.py",
+        "ckpt_path=x.ckpt",
+        f"input={tmp_path}",
+        f"hydra.run.dir={tmp_path}/h",
+        check=False,
+    )
     one_line_refusal(proc, "not a directory")
     np.savez(tmp_path / "nodelta.npz", k=np.ones(3))
     np.savez(tmp_path / "empty.npz")
@@ -169,8 +237,13 @@ def test_predict_names_what_is_wrong_with_the_input(tmp_path):
 
 def test_baselines_share_the_training_rules(mlflow_db, tmp_path):
     before = snapshot(mlflow_db)
-    proc = run_entry("baselines.py", "seed=-1", f"logger.mlflow.tracking_uri=sqlite:///{mlflow_db}/mlflow.db",
-                     f"hydra.run.dir={tmp_path}/h", check=False)
+    proc = run_entry(
+        "baselines.py",
+        "seed=-1",
+        f"logger.mlflow.tracking_uri=sqlite:///{mlflow_db}/mlflow.db",
+        f"hydra.run.dir={tmp_path}/h",
+        check=False,
+    )
     one_line_refusal(proc, "seed=-1", "must be an integer")
     assert snapshot(mlflow_db) == before
 
@@ -182,11 +255,18 @@ def test_store_import_config_problems_are_one_line_and_write_nothing(tmp_path, c
     raw.mkdir()
     (raw / "params.csv").write_text("HII_EFF_FACTOR,ION_Tvir_MIN,R_BUBBLE_MAX\n50.0,5.0,10.0\n")
     np.savez(raw / "0.npz", k=np.ones(22), delta=np.ones(22))
-    for extra, needle in ((["simulation.redshifts=[]"], "simulation.redshifts=[]: must be"),
-                          (["simulation.simulator.n_threads=0"], "simulation.simulator.n_threads=0: must be"),
-                          (["simulation.nn=3"], "Key 'nn' is not in struct"),
-                          (["--config", "nope"], "Could not find 'simulation/nope'")):
-        assert store_cli(["import", str(tmp_path / "store"), *extra, "--csv", str(raw / "params.csv")]) == 2
+    for extra, needle in (
+        (["simulation.redshifts=[]"], "simulation.redshifts=[]: must be"),
+        (["simulation.simulator.n_threads=0"], "simulation.simulator.n_threads=0: must be"),
+        (["simulation.nn=3"], "Key 'nn' is not in struct"),
+        (["--config", "nope"], "Could not find 'simulation/nope'"),
+    ):
+        assert (
+            store_cli(
+                ["import", str(tmp_path / "store"), *extra, "--csv", str(raw / "params.csv")]
+            )
+            == 2
+        )
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0] and "fix the simulation config" in err[0]
     assert not (tmp_path / "store").exists()
@@ -204,15 +284,22 @@ def test_export_refuses_record_keys_that_are_paths(tmp_path):
     table = pq.read_table(part)
     keys = table["key"].to_pylist()
     keys[0] = "../../../escaped"
-    pq.write_table(table.set_column(table.schema.get_field_index("key"), "key", pa.array(keys)), part)
+    pq.write_table(
+        table.set_column(table.schema.get_field_index("key"), "key", pa.array(keys)), part
+    )
     with pytest.raises(StoreError, match="record keys that are not record hashes"):
         export_seed_format(Store(tmp_path / "store").dataset(), tmp_path / "out" / "a")
     assert not (tmp_path / "out").exists() and not list(tmp_path.rglob("escaped*"))
 
 
 def test_simulate_checks_the_key_the_simulator_reads(tmp_path, small_sim_overrides):
-    proc = run_entry("simulate.py", *small_sim_overrides, "simulation.simulator.n_threads=0", "simulation.n=1",
-                     check=False)
+    proc = run_entry(
+        "simulate.py",
+        *small_sim_overrides,
+        "simulation.simulator.n_threads=0",
+        "simulation.n=1",
+        check=False,
+    )
     one_line_refusal(proc, "simulation.simulator.n_threads=0")
     assert not (tmp_path / "store").exists()
 
@@ -221,8 +308,14 @@ def test_predict_never_overwrites_a_json_it_did_not_write_nor_crashes_on_long_na
     (tmp_path / "manifest.json").write_text('{"format": "astrops-ensemble/1"}')
     np.savez(tmp_path / "in.npz", k=np.ones(3), delta=np.ones(3))
     for output in (tmp_path / "manifest.csv", tmp_path / ("x" * 300 + ".csv")):
-        proc = run_entry("predict.py", f"ckpt_path={tmp_path}/none.ckpt", f"input={tmp_path}/in.npz",
-                         f"output={output}", f"hydra.run.dir={tmp_path / 'h'}", check=False)
+        proc = run_entry(
+            "predict.py",
+            f"ckpt_path={tmp_path}/none.ckpt",
+            f"input={tmp_path}/in.npz",
+            f"output={output}",
+            f"hydra.run.dir={tmp_path / 'h'}",
+            check=False,
+        )
         one_line_refusal(proc, "output=")
     assert (tmp_path / "manifest.json").read_text() == '{"format": "astrops-ensemble/1"}'
 
@@ -237,8 +330,16 @@ def test_resuming_into_a_run_the_tracking_store_lacks_is_refused(dense_checkpoin
     ckpt = torch.load(dense_checkpoint, map_location="cpu", weights_only=True)
     ckpt["astrops"]["mlflow_run_id"] = "a" * 32
     torch.save(ckpt, tmp_path / "last.ckpt")
-    cfg = compose_cfg("train", [f"paths.output_dir={tmp_path}/run", f"ckpt_path={tmp_path}/last.ckpt",
-                                f"logger.mlflow.tracking_uri=sqlite:///{tmp_path}/elsewhere.db"])
-    with pytest.raises(TrackingError, match=f"belongs to MLflow run {'a' * 32}, but .* does not exist"):
+    cfg = compose_cfg(
+        "train",
+        [
+            f"paths.output_dir={tmp_path}/run",
+            f"ckpt_path={tmp_path}/last.ckpt",
+            f"logger.mlflow.tracking_uri=sqlite:///{tmp_path}/elsewhere.db",
+        ],
+    )
+    with pytest.raises(
+        TrackingError, match=f"belongs to MLflow run {'a' * 32}, but .* does not exist"
+    ):
         train(cfg)
     assert not (tmp_path / "elsewhere.db").exists() and not (tmp_path / "run").exists()

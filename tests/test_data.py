@@ -1,4 +1,5 @@
-"""The data module: cleaning from the data, deterministic stratified splits, principled log floor."""
+"""The data module: cleaning from the data, deterministic stratified splits, principled log
+floor."""
 
 from __future__ import annotations
 
@@ -16,24 +17,48 @@ K = np.geomspace(0.05, 2.0, 12)
 RANGES = {"HII_EFF_FACTOR": [5.0, 200.0], "ION_Tvir_MIN": [4.0, 6.0], "R_BUBBLE_MAX": [5.0, 20.0]}
 
 
-def toy_store(root, n=300, nan_bins=(0, 5), redshifts=(8.0, 9.0), zero_frac=0.15, seed=0, sims_per_ic=1,
-              spec_seed=None, ic_offset=0, name="toy", xH=None, priors=RANGES):
+def toy_store(
+    root,
+    n=300,
+    nan_bins=(0, 5),
+    redshifts=(8.0, 9.0),
+    zero_frac=0.15,
+    seed=0,
+    sims_per_ic=1,
+    spec_seed=None,
+    ic_offset=0,
+    name="toy",
+    xH=None,
+    priors=RANGES,
+):
     """Spectra with a known dependence on the parameters; some fully ionized (all zero).
 
-    Each record carries its design's ``priors`` (None: none, as for imported spectra), as simulate.py writes them.
+    Each record carries its design's ``priors`` (None: none, as for imported spectra), as
+    simulate.py writes them.
     """
     rng = np.random.default_rng(seed)
-    ds = Store(root).create_dataset(name, {"toy": seed if spec_seed is None else spec_seed}, PARAMS, list(redshifts), K)
+    ds = Store(root).create_dataset(
+        name, {"toy": seed if spec_seed is None else spec_seed}, PARAMS, list(redshifts), K
+    )
     rows = []
     for i in range(n):
         p = np.array([rng.uniform(5, 200), rng.uniform(4, 6), rng.uniform(5, 20)])
-        delta = np.outer(1 + np.arange(len(redshifts)), 10 ** (p[1] - 4) * (K / K[0]) ** 0.3 * (1 + p[0] / 100))
+        delta = np.outer(
+            1 + np.arange(len(redshifts)), 10 ** (p[1] - 4) * (K / K[0]) ** 0.3 * (1 + p[0] / 100)
+        )
         if rng.random() < zero_frac:
             delta[:] = 0.0
         delta[:, list(nan_bins)] = np.nan
-        rows.append({"params": dict(zip(PARAMS, p, strict=True)), "seed": ic_offset + i // sims_per_ic, "delta": delta,
-                     "index": i, **({"xH": xH[i]} if xH is not None else {}),
-                     **({"design": {"priors": priors}} if priors is not None else {})})
+        rows.append(
+            {
+                "params": dict(zip(PARAMS, p, strict=True)),
+                "seed": ic_offset + i // sims_per_ic,
+                "delta": delta,
+                "index": i,
+                **({"xH": xH[i]} if xH is not None else {}),
+                **({"design": {"priors": priors}} if priors is not None else {}),
+            }
+        )
     ds.append(rows)
     return ds
 
@@ -55,7 +80,15 @@ def test_bins_nan_in_only_some_spectra_are_refused(tmp_path):
     ds = toy_store(tmp_path, n=20, nan_bins=(0,))
     bad = np.ones((2, 12))
     bad[0, 3] = np.nan
-    ds.append([{"params": {"HII_EFF_FACTOR": 50, "ION_Tvir_MIN": 5, "R_BUBBLE_MAX": 10}, "seed": 999, "delta": bad}])
+    ds.append(
+        [
+            {
+                "params": {"HII_EFF_FACTOR": 50, "ION_Tvir_MIN": 5, "R_BUBBLE_MAX": 10},
+                "seed": 999,
+                "delta": bad,
+            }
+        ]
+    )
     with pytest.raises(DataConfigError, match="finite in some spectra"):
         dm(tmp_path)
 
@@ -130,10 +163,21 @@ def test_class_edges_span_the_priors_the_design_records(tmp_path):
 
 def test_records_outside_the_recorded_priors_are_refused(tmp_path):
     ds = toy_store(tmp_path)  # simulated: priors recorded
-    ds.append([{"params": {"HII_EFF_FACTOR": 250.0, "ION_Tvir_MIN": 5, "R_BUBBLE_MAX": 10}, "seed": 999,
-                "delta": np.ones((2, 12))}])  # imported without a config: no priors, beyond the others'
-    with pytest.raises(DataConfigError, match=r"1 records have \['HII_EFF_FACTOR'\] outside the priors .*"
-                                              r"import such spectra with a simulation config"):
+    ds.append(
+        [
+            {
+                "params": {"HII_EFF_FACTOR": 250.0, "ION_Tvir_MIN": 5, "R_BUBBLE_MAX": 10},
+                "seed": 999,
+                # imported without a config: no priors, beyond the others'
+                "delta": np.ones((2, 12)),
+            }
+        ]
+    )
+    with pytest.raises(
+        DataConfigError,
+        match=r"1 records have \['HII_EFF_FACTOR'\] outside the priors .*"
+        r"import such spectra with a simulation config",
+    ):
         dm(tmp_path)
 
 
@@ -143,7 +187,11 @@ def test_informative_test_mask_or_none_with_a_warning(tmp_path, caplog):
     m.xH[m.test_idx[[0, 5, 7]], 1] = 0.5  # three test boxes partly ionized at z = 9 only
     m.xH[m.train_idx[:4], 0] = 0.5  # training ones do not count
     keep = m.informative_test_mask()
-    assert keep.dtype == bool and keep.shape == m.test_idx.shape and np.flatnonzero(keep).tolist() == [0, 5, 7]
+    assert (
+        keep.dtype == bool
+        and keep.shape == m.test_idx.shape
+        and np.flatnonzero(keep).tolist() == [0, 5, 7]
+    )
     with caplog.at_level("WARNING", logger="astrops"):
         assert m.informative_test_mask(minimum=4) is None
         assert dm(tmp_path).informative_test_mask() is None
@@ -166,10 +214,16 @@ def test_multi_redshift_shapes_for_both_backbones(tmp_path):
 
 def test_device_batches_cover_each_rank_disjointly():
     x, y = torch.arange(10.0)[:, None], torch.arange(10.0)[:, None]
-    seen = [torch.cat([b[0] for b in DeviceBatches(x, y, 3, True, seed=1, rank=r, world_size=2)]) for r in (0, 1)]
+    seen = [
+        torch.cat([b[0] for b in DeviceBatches(x, y, 3, True, seed=1, rank=r, world_size=2)])
+        for r in (0, 1)
+    ]
     assert len(seen[0]) == len(seen[1]) == 5
     assert set(seen[0].flatten().tolist()).isdisjoint(seen[1].flatten().tolist())
-    evals = [torch.cat([b[0] for b in DeviceBatches(x, y, 4, False, rank=r, world_size=3)]) for r in range(3)]
+    evals = [
+        torch.cat([b[0] for b in DeviceBatches(x, y, 4, False, rank=r, world_size=3)])
+        for r in range(3)
+    ]
     assert sorted(torch.cat(evals).flatten().tolist()) == list(range(10))
 
 
@@ -179,19 +233,24 @@ def test_spectra_sharing_initial_conditions_stay_in_one_split(tmp_path):
     seeds = Store(tmp_path).dataset().load().seeds
     for part in (m.train_idx, m.val_idx, m.test_idx):
         others = np.setdiff1d(np.arange(400), part)
-        assert not set(seeds[part]) & set(seeds[others]), "an IC realisation is split across train/val/test"
+        assert not set(seeds[part]) & set(seeds[others]), (
+            "an IC realisation is split across train/val/test"
+        )
     assert sum(map(len, (m.train_idx, m.val_idx, m.test_idx))) == 400
     assert 50 <= len(m.test_idx) <= 110  # ~20 % of the 100 groups, 4 spectra each
 
 
 def test_evaluate_runs_in_eval_mode_and_restores_the_mode(tmp_path):
-    """Dropout must be off when metrics are computed outside the Trainer (sweep objectives use them)."""
+    """Dropout must be off when metrics are computed outside the Trainer (sweep objectives use
+    them)."""
     from astrops.models import ParameterEstimator, RegressionTask
 
     toy_store(tmp_path)
     m = dm(tmp_path)
     backbone = DenseBackbone(m.input_shape, hidden=[64, 32], dropout=0.5)
-    model = ParameterEstimator(backbone, RegressionTask(m.codec, backbone.out_features), m.transform, m.parameters)
+    model = ParameterEstimator(
+        backbone, RegressionTask(m.codec, backbone.out_features), m.transform, m.parameters
+    )
     x = torch.as_tensor(np.nan_to_num(m.delta), dtype=torch.float32)
     y = torch.as_tensor(m.params, dtype=torch.float32)
     model.train()
@@ -204,11 +263,14 @@ def test_held_out_dataset_becomes_the_whole_test_set(tmp_path):
     toy_store(tmp_path / "held", n=80, seed=1, spec_seed=0, ic_offset=10_000, name="held")
     m = dm(tmp_path / "train", test_store_dir=str(tmp_path / "held"))
     assert len(m.test_idx) == 80 and (m.test_idx >= 200).all()
-    assert len(m.train_idx) + len(m.val_idx) == 200  # every training-set simulation trains or validates
+    # every training-set simulation trains or validates
+    assert len(m.train_idx) + len(m.val_idx) == 200
     assert m.lineage()["test_dataset"].startswith("held-")
     inner = dm(tmp_path / "train")
     assert m.lineage()["test_hash"] != inner.lineage()["test_hash"]
-    np.testing.assert_array_equal(m.params[m.test_idx], Store(tmp_path / "held").dataset().load().params)
+    np.testing.assert_array_equal(
+        m.params[m.test_idx], Store(tmp_path / "held").dataset().load().params
+    )
 
 
 def test_held_out_dataset_must_match_configuration_and_be_unseen(tmp_path):
@@ -224,9 +286,14 @@ def test_held_out_dataset_must_match_configuration_and_be_unseen(tmp_path):
 
 
 def test_bundled_holdout_is_unseen_and_complete():
-    """The shipped held-out set: 1 000 simulations of the reference configuration, none shared with training."""
-    m = SpectraDataModule(str(ROOT / "data/reference"), "reference", test_store_dir=str(ROOT / "data/holdout"),
-                          test_dataset="holdout")
+    """The shipped held-out set: 1 000 simulations of the reference configuration, none shared with
+    training."""
+    m = SpectraDataModule(
+        str(ROOT / "data/reference"),
+        "reference",
+        test_store_dir=str(ROOT / "data/holdout"),
+        test_dataset="holdout",
+    )
     m.prepare()
     n_ref = len(Store(ROOT / "data/reference").dataset("reference").load())
     assert len(m.test_idx) == 1000 and len(m.train_idx) + len(m.val_idx) == n_ref >= 2000
@@ -236,7 +303,11 @@ def test_bundled_holdout_is_unseen_and_complete():
 
 
 def test_malformed_design_priors_are_one_line_and_verify_names_them(tmp_path, capsys):
-    ds = toy_store(tmp_path, n=60, priors={"HII_EFF_FACTOR": 5, "ION_Tvir_MIN": [4.0, 6.0], "R_BUBBLE_MAX": [5.0, 20.0]})
+    ds = toy_store(
+        tmp_path,
+        n=60,
+        priors={"HII_EFF_FACTOR": 5, "ION_Tvir_MIN": [4.0, 6.0], "R_BUBBLE_MAX": [5.0, 20.0]},
+    )
     with pytest.raises(DataConfigError, match=r"malformed priors .*astrops.store verify") as exc:
         dm(tmp_path)
     assert "\n" not in str(exc.value)
@@ -252,4 +323,7 @@ def test_a_held_out_set_never_widens_the_training_priors(tmp_path):
     wide = {**RANGES, "HII_EFF_FACTOR": [1.0, 400.0]}
     toy_store(tmp_path / "held", n=40, spec_seed=1, ic_offset=10_000, priors=wide)
     m = dm(tmp_path / "train", test_store_dir=str(tmp_path / "held"))
-    assert m.ranges[0].tolist() == RANGES["HII_EFF_FACTOR"] and m.edges[0][-1] == RANGES["HII_EFF_FACTOR"][1]
+    assert (
+        m.ranges[0].tolist() == RANGES["HII_EFF_FACTOR"]
+        and m.edges[0][-1] == RANGES["HII_EFF_FACTOR"][1]
+    )

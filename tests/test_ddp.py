@@ -1,4 +1,5 @@
-"""Lightning DDP with 2 CPU processes (gloo): one MLflow run, synchronised metrics, same numbers as 1 process."""
+"""Lightning DDP with 2 CPU processes (gloo): one MLflow run, synchronised metrics, same numbers as
+1 process."""
 
 from __future__ import annotations
 
@@ -13,10 +14,20 @@ PARAMS = ["HII_EFF_FACTOR", "ION_Tvir_MIN", "R_BUBBLE_MAX"]
 
 
 def test_ddp_two_processes(tmp_path):
-    proc = run_entry("train.py", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=4",
-                     "callbacks.progress_bar=null", f"paths.output_dir={tmp_path}/run",
-                     f"logger.mlflow.tracking_uri=sqlite:///{tmp_path}/m.db", f"logger.mlflow.artifact_root={tmp_path}/a",
-                     f"hydra.run.dir={tmp_path}/h", cwd=tmp_path, timeout=600)
+    proc = run_entry(
+        "train.py",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.max_epochs=4",
+        "callbacks.progress_bar=null",
+        f"paths.output_dir={tmp_path}/run",
+        f"logger.mlflow.tracking_uri=sqlite:///{tmp_path}/m.db",
+        f"logger.mlflow.artifact_root={tmp_path}/a",
+        f"hydra.run.dir={tmp_path}/h",
+        cwd=tmp_path,
+        timeout=600,
+    )
     best = proc.stdout.strip().splitlines()[-1]
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/m.db")
     runs = client.search_runs([client.get_experiment_by_name("astrops").experiment_id])

@@ -55,12 +55,15 @@ def test_latin_hypercube_stratifies_each_parameter():
         assert sorted(np.floor(u[:, j] * 10).astype(int)) == list(range(10))
 
 
-@pytest.mark.parametrize("kw,msg", [
-    ({"priors": {**PRIORS, "ION_Tvir_MIN": [6.0, 4.0]}}, "lower bound"),
-    ({"n": 0}, "positive"),
-    ({"sampler": "sobol"}, "choose one of"),
-    ({"priors": {"HII_EFF_FACTOR": [5, 200]}}, "exactly"),
-])
+@pytest.mark.parametrize(
+    "kw,msg",
+    [
+        ({"priors": {**PRIORS, "ION_Tvir_MIN": [6.0, 4.0]}}, "lower bound"),
+        ({"n": 0}, "positive"),
+        ({"sampler": "sobol"}, "choose one of"),
+        ({"priors": {"HII_EFF_FACTOR": [5, 200]}}, "exactly"),
+    ],
+)
 def test_bad_designs_are_refused(kw, msg):
     with pytest.raises(SimulationConfigError, match=msg):
         Design(**{"priors": PRIORS, "n": 4, **kw})
@@ -73,22 +76,38 @@ def test_shard_indices_equal_the_listing_they_replace():
             want = [i for i in range(n) if (i // k) % shards == s]
             got = d.indices(s, shards)
             assert list(got) == want and len(got) == len(want)
-            assert all(i in got for i in want) and not any(i in got for i in set(range(-1, n + 1)) - set(want))
+            assert all(i in got for i in want) and not any(
+                i in got for i in set(range(-1, n + 1)) - set(want)
+            )
 
 
 def test_huge_uniform_design_is_lazy():
-    """simulation.n=10**9 must not list the design: len, membership and the first points are instant."""
+    """simulation.n=10**9 must not list the design: len, membership and the first points are
+    instant."""
     t0 = time.perf_counter()
     d = Design(PRIORS, n=10**9, sims_per_ic=3)
     idx = d.indices(1, 2)
-    first = list(islice(idx, 5))  # shard 1 of 2 holds IC groups 1, 3, 5, ...; the last group (index 10**9-1) is short
-    assert first == [3, 4, 5, 9, 10] and len(idx) == 499_999_999 and 10**9 - 1 in idx and 10**9 not in idx
-    assert d.point(10**9 - 1)["params"] == Design(PRIORS, n=10**9 + 5, sims_per_ic=3).point(10**9 - 1)["params"]
+    # shard 1 of 2 holds IC groups 1, 3, 5, ...; the last group (index 10**9-1) is short
+    first = list(islice(idx, 5))
+    assert (
+        first == [3, 4, 5, 9, 10]
+        and len(idx) == 499_999_999
+        and 10**9 - 1 in idx
+        and 10**9 not in idx
+    )
+    assert (
+        d.point(10**9 - 1)["params"]
+        == Design(PRIORS, n=10**9 + 5, sims_per_ic=3).point(10**9 - 1)["params"]
+    )
     assert time.perf_counter() - t0 < 1.0
 
 
 def test_latin_hypercube_refuses_more_points_than_it_can_hold():
-    Design(PRIORS, n=10**6, sampler="lhs")  # the limit itself is fine (the hypercube is built on first use)
-    with pytest.raises(SimulationConfigError, match=r"simulation.n=1000001 with simulation.sampler=lhs.*"
-                                                    r"use simulation.sampler=uniform"):
+    # the limit itself is fine (the hypercube is built on first use)
+    Design(PRIORS, n=10**6, sampler="lhs")
+    with pytest.raises(
+        SimulationConfigError,
+        match=r"simulation.n=1000001 with simulation.sampler=lhs.*"
+        r"use simulation.sampler=uniform",
+    ):
         Design(PRIORS, n=10**6 + 1, sampler="lhs")

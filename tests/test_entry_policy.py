@@ -1,4 +1,5 @@
-"""The one entry policy (astrops.entry.policy): rules first, bad input = one line + exit 2, multirun jobs."""
+"""The one entry policy (astrops.entry.policy): rules first, bad input = one line + exit 2,
+multirun jobs."""
 
 from __future__ import annotations
 
@@ -47,7 +48,9 @@ def test_bad_input_is_one_line_and_exit_2(capsys):
     cfg = _hydra("RUN")
     with pytest.raises(SystemExit) as exc:
         _command(Refused("data.x=1: wrong; use data.x=2"))(cfg)
-    assert exc.value.code == 2 and capsys.readouterr().err == "error: data.x=1: wrong; use data.x=2\n"
+    assert (
+        exc.value.code == 2 and capsys.readouterr().err == "error: data.x=1: wrong; use data.x=2\n"
+    )
     bad = OmegaConf.merge(cfg, {"seed": "abc"})
     with pytest.raises(SystemExit) as exc:  # the rule table, before fn runs
         _command(None)(bad)
@@ -80,7 +83,13 @@ def test_a_sweep_goes_on_past_a_failing_job_only_for_objectives():
 
 
 def test_a_bad_simulation_shard_in_a_multirun_exits_2(tmp_path):
-    proc = run_entry("simulate.py", "-m", "simulation.n=-1", f"paths.store_dir={tmp_path}/store",
-                     f"hydra.sweep.dir={tmp_path}/sweep", check=False)
+    proc = run_entry(
+        "simulate.py",
+        "-m",
+        "simulation.n=-1",
+        f"paths.store_dir={tmp_path}/store",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        check=False,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "simulation.n" in proc.stderr and not (tmp_path / "store").exists()

@@ -1,5 +1,5 @@
-"""The observation experiments (issue 17) compose as documented, and the asinh feature transform keeps what a
-noisy measurement says below zero."""
+"""The observation experiments (issue 17) compose as documented, and the asinh feature transform
+keeps what a noisy measurement says below zero."""
 
 from __future__ import annotations
 
@@ -13,19 +13,28 @@ from astrops.models.transforms import SpectrumTransform
 MULTIZ = [7.0, 8.0, 9.0, 10.0]
 
 
-@pytest.mark.parametrize("experiment, observation, redshifts, task", [
-    ("hera350_multiz", "hera350_1000h", MULTIZ, "regression"),
-    ("hera350_multiz_uncertainty", "hera350_1000h", MULTIZ, "gaussian"),
-    ("hera350_z8", "hera350_1000h", [8.0], "gaussian"),
-    ("ska_low_multiz", "ska_low_1000h", MULTIZ, "gaussian"),
-])
+@pytest.mark.parametrize(
+    "experiment, observation, redshifts, task",
+    [
+        ("hera350_multiz", "hera350_1000h", MULTIZ, "regression"),
+        ("hera350_multiz_uncertainty", "hera350_1000h", MULTIZ, "gaussian"),
+        ("hera350_z8", "hera350_1000h", [8.0], "gaussian"),
+        ("ska_low_multiz", "ska_low_1000h", MULTIZ, "gaussian"),
+    ],
+)
 def test_each_observation_experiment_composes(experiment, observation, redshifts, task):
     cfg = compose_cfg("train", [f"experiment={experiment}"])
     assert cfg.observation.name == observation and cfg.data.observation.name == observation
-    assert (ROOT / "data/noise" / observation).is_dir() and cfg.data.observation.tables_dir.endswith(observation)
+    assert (
+        ROOT / "data/noise" / observation
+    ).is_dir() and cfg.data.observation.tables_dir.endswith(observation)
     assert [float(z) for z in cfg.data.redshifts] == redshifts and cfg.ensemble.members == 5
     assert cfg.task._target_.split(".")[-1].lower().startswith(task[:5])
-    assert cfg.data.feature_transform == "raw" and cfg.data.test_dataset and "holdout" in cfg.data.test_store_dir
+    assert (
+        cfg.data.feature_transform == "raw"
+        and cfg.data.test_dataset
+        and "holdout" in cfg.data.test_store_dir
+    )
     assert cfg.run_name == experiment and cfg.tags.experiment == experiment
     assert list(cfg.model.backbone.hidden) == [256, 256, 256, 256]
 
@@ -39,9 +48,12 @@ def test_asinh_features_keep_the_sign_and_scale_with_the_noise():
     x = t(torch.as_tensor(delta, dtype=torch.float32)).numpy()
     np.testing.assert_allclose(x, np.arcsinh(delta / sigma), rtol=1e-5, atol=1e-6)
     order = np.argsort(delta[:, 0, 0])
-    assert (np.diff(x[order, 0, 0]) >= 0).all()  # monotone: negative values stay ordered, not clipped
+    # monotone: negative values stay ordered, not clipped
+    assert (np.diff(x[order, 0, 0]) >= 0).all()
     floored = SpectrumTransform.fit(delta, np.arange(3), "log10", standardize=False)
-    assert len(np.unique(floored(torch.as_tensor(delta, dtype=torch.float32)).numpy()[:, 0, 0])) < len(np.unique(x[:, 0, 0]))
+    assert len(
+        np.unique(floored(torch.as_tensor(delta, dtype=torch.float32)).numpy()[:, 0, 0])
+    ) < len(np.unique(x[:, 0, 0]))
 
 
 def test_a_checkpoint_saved_before_asinh_existed_still_loads(dense_checkpoint, tmp_path):

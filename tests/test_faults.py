@@ -1,4 +1,5 @@
-"""Faults and hostile input: full disk, pickled code in checkpoints and npz files, unreachable server."""
+"""Faults and hostile input: full disk, pickled code in checkpoints and npz files, unreachable
+server."""
 
 from __future__ import annotations
 
@@ -38,11 +39,18 @@ def small_disk(tmp_path):
 
 
 def test_disk_full_during_simulation_keeps_earlier_records(small_disk, small_sim_overrides):
-    proc = run_entry("simulate.py", *small_sim_overrides, "simulation.n=12", f"paths.store_dir={small_disk}/store",
-                     check=False)
+    proc = run_entry(
+        "simulate.py",
+        *small_sim_overrides,
+        "simulation.n=12",
+        f"paths.store_dir={small_disk}/store",
+        check=False,
+    )
     assert proc.returncode == 2
     err = proc.stderr.strip().splitlines()[-1]
-    assert "could not write records" in err and "No space left on device" in err and "intact" in err
+    assert (
+        "could not write records" in err and "No space left on device" in err and "intact" in err
+    )
     ds = Store(small_disk / "store").dataset()
     r = ds.load()
     assert 0 < len(r) < 12 and np.isfinite(r.delta[:, :, 2:]).all()
@@ -87,13 +95,21 @@ def test_file_store_is_refused_with_the_fix():
 
 
 def test_credentials_are_redacted():
-    assert redact("https://alice:s3cret@mlflow.example.org/") == "https://alice:***@mlflow.example.org/"
+    assert (
+        redact("https://alice:s3cret@mlflow.example.org/")
+        == "https://alice:***@mlflow.example.org/"
+    )
     assert redact("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
 
 
 def test_sigterm_during_training_then_resume(tmp_path):
-    common = ["callbacks.progress_bar=null", "callbacks.early_stopping=null", f"paths.output_dir={tmp_path}/run",
-              f"logger.mlflow.tracking_uri=sqlite:///{tmp_path}/m.db", f"logger.mlflow.artifact_root={tmp_path}/a"]
+    common = [
+        "callbacks.progress_bar=null",
+        "callbacks.early_stopping=null",
+        f"paths.output_dir={tmp_path}/run",
+        f"logger.mlflow.tracking_uri=sqlite:///{tmp_path}/m.db",
+        f"logger.mlflow.artifact_root={tmp_path}/a",
+    ]
     proc = popen_entry("train.py", *common, "trainer.max_epochs=400", cwd=tmp_path)
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     deadline = time.time() + 180
@@ -109,15 +125,19 @@ def test_sigterm_during_training_then_resume(tmp_path):
     (run,) = client.search_runs([exp])
     assert run.info.status == "KILLED" and "resume with: python train.py" in run.data.tags["error"]
     err = stderr.strip().splitlines()
-    assert err[-1].startswith("interrupted; resume with: python train.py ") and err[-1].endswith(f"ckpt_path={last}")
+    assert err[-1].startswith("interrupted; resume with: python train.py ") and err[-1].endswith(
+        f"ckpt_path={last}"
+    )
     assert "trainer.max_epochs=400" in err[-1] and "Traceback" not in "".join(err)
     done = torch.load(last, weights_only=True)["epoch"]
     assert 0 <= done < 399
-    run_entry("train.py", *common, f"trainer.max_epochs={done + 3}", f"ckpt_path={last}", cwd=tmp_path)
+    run_entry(
+        "train.py", *common, f"trainer.max_epochs={done + 3}", f"ckpt_path={last}", cwd=tmp_path
+    )
     (resumed,) = client.search_runs([exp])
     assert resumed.info.run_id == run.info.run_id and resumed.info.status == "FINISHED"
-    # continued, not restarted (the exact count depends on whether the kill landed before or after the
-    # epoch's own checkpoint): one or two more epochs, in the same run
+    # continued, not restarted (the exact count depends on whether the kill landed before or after
+    # the epoch's own checkpoint): one or two more epochs, in the same run
     assert done + 1 <= torch.load(last, weights_only=True)["epoch"] <= done + 2
     losses = client.get_metric_history(run.info.run_id, "train/loss")
     assert len(losses) >= done + 2

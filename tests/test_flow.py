@@ -1,4 +1,5 @@
-"""The flow head (issue 18): a toy with a closed-form posterior, the box support, recalibration, sampling."""
+"""The flow head (issue 18): a toy with a closed-form posterior, the box support, recalibration,
+sampling."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from astrops.models.flow import FlowTask, fit_quantile_map, identity_map, recalibrate, sample_crps, summarize
+from astrops.models.flow import (
+    FlowTask,
+    fit_quantile_map,
+    identity_map,
+    recalibrate,
+    sample_crps,
+    summarize,
+)
 from astrops.models.tasks import GaussianTask
 from astrops.models.transforms import TargetCodec
 
@@ -15,11 +23,16 @@ EDGES = torch.stack([torch.linspace(0, 1, 26)] * 2)
 
 
 def _simulate(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """θ ~ U[0, 1]²; x1 = |θ1 − 0.5| + 0.05 ε (θ1's posterior is two mirror modes about 0.5), x2 = θ2 + 0.1 ε
-    (θ2's posterior is a Gaussian cut by the prior's edges): neither is a Gaussian."""
+    """θ ~ U[0, 1]²; x1 = |θ1 − 0.5| + 0.05 ε (θ1's posterior is two mirror modes about 0.5), x2 =
+    θ2 + 0.1 ε (θ2's posterior is a Gaussian cut by the prior's edges): neither is a Gaussian."""
     th = torch.rand(n, 2, generator=g)
-    x = torch.stack([(th[:, 0] - 0.5).abs() + 0.05 * torch.randn(n, generator=g),
-                     th[:, 1] + 0.1 * torch.randn(n, generator=g)], 1)
+    x = torch.stack(
+        [
+            (th[:, 0] - 0.5).abs() + 0.05 * torch.randn(n, generator=g),
+            th[:, 1] + 0.1 * torch.randn(n, generator=g),
+        ],
+        1,
+    )
     return x, th
 
 
@@ -74,7 +87,12 @@ def test_flow_finds_both_modes_of_the_closed_form_posterior(toy):
         s = flow.sample(flow(emb(x)), 4000)[0, :, 0]
     # p(θ1 | x1 = 0.3) ∝ N(0.3; |θ1 − 0.5|, 0.05) on [0, 1]: modes at 0.2 and 0.8 with equal mass
     low, high = ((s > 0.05) & (s < 0.35)).float().mean(), ((s > 0.65) & (s < 0.95)).float().mean()
-    assert low > 0.4 and high > 0.4 and abs(low - high) < 0.1 and ((s > 0.4) & (s < 0.6)).float().mean() < 0.05
+    assert (
+        low > 0.4
+        and high > 0.4
+        and abs(low - high) < 0.1
+        and ((s > 0.4) & (s < 0.6)).float().mean() < 0.05
+    )
 
 
 def test_log_prob_is_a_density_on_the_box(toy):
@@ -92,7 +110,8 @@ def test_quantile_map_recalibrates_overconfident_samples():
     g = torch.Generator().manual_seed(0)
     y = torch.randn(2000, 1, generator=g)
     mu = y + torch.randn(2000, 1, generator=g)  # the truth scatters about mu with sd 1 ...
-    samples = mu[:, None, :] + 0.7 * torch.randn(2000, 2000, 1, generator=g)  # ... but the samples say sd 0.7
+    # ... but the samples say sd 0.7
+    samples = mu[:, None, :] + 0.7 * torch.randn(2000, 2000, 1, generator=g)
     before = summarize(samples)
     assert _coverage(before["lo68"], before["hi68"], y)[0] < 0.55
     assert torch.equal(recalibrate(samples, identity_map(1)), samples)

@@ -1,6 +1,6 @@
-"""scripts/gpu_check.py (`make gpu-check`) tested without a GPU: the CPU against the CPU with tiny settings
-(the real data, model builder and training function), its refusal without CUDA, and that a real difference
-in the outputs or in R² makes it fail."""
+"""scripts/gpu_check.py (`make gpu-check`) tested without a GPU: the CPU against the CPU with tiny
+settings (the real data, model builder and training function), its refusal without CUDA, and that a
+real difference in the outputs or in R² makes it fail."""
 
 from __future__ import annotations
 
@@ -24,8 +24,14 @@ TINY_RUN = ["--accelerator", "cpu", "--epochs", "2", "--limit-train-batches", "3
 
 
 def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+        timeout=300,
+    )
 
 
 def test_cpu_against_cpu_passes_and_reports(tmp_path):
@@ -52,7 +58,10 @@ def test_cpu_against_cpu_passes_and_reports(tmp_path):
     assert set(dense["r2_diff"]) == PARAMS and all(d == 0.0 for d in dense["r2_diff"].values())
     # the printed table carries the numbers
     cpu_rate = f"{sides['cpu']['samples_per_s']:.0f}"
-    assert any(line.startswith("| dense | cpu |") and cpu_rate in line for line in proc.stdout.splitlines())
+    assert any(
+        line.startswith("| dense | cpu |") and cpu_rate in line
+        for line in proc.stdout.splitlines()
+    )
 
 
 def test_without_cuda_says_cuda_is_untested():
@@ -70,8 +79,10 @@ def test_bad_arguments_exit_2():
 
 
 def test_a_real_difference_fails(monkeypatch, capsys, tmp_path):
-    """The accelerator's copy of the weights nudged by 1e-3, and its training run from another seed: both
-    checks must fail, for the CNN (the other model's code path), and the exit status must be 1."""
+    """The accelerator's copy of the weights nudged by 1e-3, and its training run from another
+    seed: both checks must fail, for the CNN (the other model's code path), and the exit status
+    must be 1."""
+
     def nudged(model, device):
         copy = gpu_check.to_device(model, device)
         with torch.no_grad():
@@ -103,10 +114,16 @@ def test_a_real_difference_fails(monkeypatch, capsys, tmp_path):
 
 def test_verdict_rejects_nan_and_unequal_epochs():
     side = gpu_check.SideResult("cpu", 2, 64, 1.0, 64.0, {"A": 0.5})
-    rep = gpu_check.ModelReport("dense", rel_diff_init=math.nan, rel_diff_trained=0.0,
-                                sides={"cpu": side, "accelerator": gpu_check.SideResult("cuda", 1, 32, 0.0, math.nan,
-                                                                                         {"A": 0.5})},
-                                r2_diff={"A": math.nan})
+    rep = gpu_check.ModelReport(
+        "dense",
+        rel_diff_init=math.nan,
+        rel_diff_trained=0.0,
+        sides={
+            "cpu": side,
+            "accelerator": gpu_check.SideResult("cuda", 1, 32, 0.0, math.nan, {"A": 0.5}),
+        },
+        r2_diff={"A": math.nan},
+    )
     failures = gpu_check.verdict(rep, 1e-4, 0.01)
     assert any("initial weights" in f for f in failures)
     assert any("|ΔR²| A" in f for f in failures)

@@ -1,4 +1,5 @@
-"""The observation layer in the data module: 21CMMC's noise model, k-range, fixed and fresh realisations."""
+"""The observation layer in the data module: 21CMMC's noise model, k-range, fixed and fresh
+realisations."""
 
 from __future__ import annotations
 
@@ -10,11 +11,22 @@ from conftest import ROOT, compose_cfg
 from astrops.data import SpectraDataModule
 from astrops.simulation.sensitivity import load_table
 
-HERA = {"name": "hera350_1000h", "tables_dir": str(ROOT / "data/noise/hera350_1000h"), "min_k": 0.1, "max_k": 1.0}
+HERA = {
+    "name": "hera350_1000h",
+    "tables_dir": str(ROOT / "data/noise/hera350_1000h"),
+    "min_k": 0.1,
+    "max_k": 1.0,
+}
 
 
 def _dm(observation=None, **kw) -> SpectraDataModule:
-    dm = SpectraDataModule(str(ROOT / "data/reference"), "reference", redshifts=[8.0, 9.0], observation=observation, **kw)
+    dm = SpectraDataModule(
+        str(ROOT / "data/reference"),
+        "reference",
+        redshifts=[8.0, 9.0],
+        observation=observation,
+        **kw,
+    )
     dm.prepare()
     return dm
 
@@ -30,7 +42,10 @@ def test_none_is_todays_data_bit_for_bit(pair):
     assert cfg.observation.name == "none" and cfg.data.observation.name == "none"  # the default
     same = _dm({"name": "none"})
     np.testing.assert_array_equal(same.delta, clean.delta)
-    assert same.kept_bins.tolist() == clean.kept_bins.tolist() and same.lineage()["observation"] == "none"
+    assert (
+        same.kept_bins.tolist() == clean.kept_bins.tolist()
+        and same.lineage()["observation"] == "none"
+    )
 
 
 def test_noise_is_the_table_interpolated_inside_its_range_and_the_k_cut(pair):
@@ -41,7 +56,9 @@ def test_noise_is_the_table_interpolated_inside_its_range_and_the_k_cut(pair):
     assert set(noisy.kept_bins) < set(clean.kept_bins)
     for i, z in enumerate((8.0, 9.0)):
         k_tab, errs = load_table(ROOT / f"data/noise/hera350_1000h/z{z:g}.npz")
-        np.testing.assert_allclose(noisy.sigma[i, noisy.kept_bins], np.interp(kept, k_tab, errs), rtol=1e-12)
+        np.testing.assert_allclose(
+            noisy.sigma[i, noisy.kept_bins], np.interp(kept, k_tab, errs), rtol=1e-12
+        )
         outside = (k < k_tab.min()) | (k > k_tab.max()) | (k < 0.1) | (k > 1.0)
         assert np.isnan(noisy.sigma[i, outside]).all()  # not measured: no extrapolation
 
@@ -50,11 +67,15 @@ def test_validation_and_test_see_one_fixed_realisation(pair):
     clean, noisy = pair
     again = _dm(HERA)
     held = np.concatenate([noisy.val_idx, noisy.test_idx])
-    np.testing.assert_array_equal(again.delta[held], noisy.delta[held])  # reproducible from split_seed
+    # reproducible from split_seed
+    np.testing.assert_array_equal(again.delta[held], noisy.delta[held])
     b = noisy.kept_bins
     pulls = (noisy.delta[held][:, :, b] - clean.delta[held][:, :, b]) / noisy.sigma[:, b]
-    assert abs(pulls.mean()) < 0.05 and abs(pulls.std() - 1) < 0.05  # Gaussian noise of the table's 1σ
-    np.testing.assert_array_equal(noisy.delta[noisy.train_idx][:, :, b], clean.delta[clean.train_idx][:, :, b])
+    # Gaussian noise of the table's 1σ
+    assert abs(pulls.mean()) < 0.05 and abs(pulls.std() - 1) < 0.05
+    np.testing.assert_array_equal(
+        noisy.delta[noisy.train_idx][:, :, b], clean.delta[clean.train_idx][:, :, b]
+    )
 
 
 def test_training_sees_a_fresh_seeded_realisation_every_epoch(pair):
@@ -65,7 +86,9 @@ def test_training_sees_a_fresh_seeded_realisation_every_epoch(pair):
     epochs = [torch.cat([x for x, _ in loader]) for _ in range(2)]
     second = noisy.train_dataloader()
     again = [torch.cat([x for x, _ in second]) for _ in range(2)]
-    assert not torch.equal(epochs[0], epochs[1]) and all(torch.equal(a, b) for a, b in zip(epochs, again, strict=True))
+    assert not torch.equal(epochs[0], epochs[1]) and all(
+        torch.equal(a, b) for a, b in zip(epochs, again, strict=True)
+    )
     b = noisy.kept_bins
     sigma = torch.as_tensor(noisy.sigma[:, b], dtype=torch.float32)
     x0 = torch.cat([x for x, _ in noisy._batches("val", False)])
@@ -74,29 +97,48 @@ def test_training_sees_a_fresh_seeded_realisation_every_epoch(pair):
     assert order_free.abs().max() > 0 and torch.isfinite(sigma).all()
 
 
-def test_an_observation_model_takes_noisy_spectra_and_checks_their_errs(tmp_path, dense_checkpoint):
-    """Trained with observation=hera350_1000h: negative Δ² is a valid measurement, NaN outside the kept bins is
-    fine, and an 'errs' more than 10 % from the model's noise is refused in one line (another instrument)."""
+def test_an_observation_model_takes_noisy_spectra_and_checks_their_errs(
+    tmp_path, dense_checkpoint
+):
+    """Trained with observation=hera350_1000h: negative Δ² is a valid measurement, NaN outside the
+    kept bins is fine, and an 'errs' more than 10 % from the model's noise is refused in one line
+    (another instrument)."""
     import mlflow
     from conftest import run_entry
 
     from astrops.inference import InputError, load_model
 
-    proc = run_entry("train.py", "observation=hera350_1000h", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
-                     "log_model=false", "saliency=false", "callbacks.progress_bar=null", f"hydra.run.dir={tmp_path}/run",
-                     f"logger.mlflow.tracking_uri=sqlite:///{tmp_path}/m.db", f"logger.mlflow.artifact_root={tmp_path}/a")
+    proc = run_entry(
+        "train.py",
+        "observation=hera350_1000h",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=3",
+        "log_model=false",
+        "saliency=false",
+        "callbacks.progress_bar=null",
+        f"hydra.run.dir={tmp_path}/run",
+        f"logger.mlflow.tracking_uri=sqlite:///{tmp_path}/m.db",
+        f"logger.mlflow.artifact_root={tmp_path}/a",
+    )
     model = load_model(proc.stdout.strip().splitlines()[-1])
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/m.db")
     (run,) = client.search_runs([client.get_experiment_by_name("astrops").experiment_id])
-    assert run.data.params["observation"] == "hera350_1000h" and run.data.tags["observation"] == "hera350_1000h"
+    assert (
+        run.data.params["observation"] == "hera350_1000h"
+        and run.data.tags["observation"] == "hera350_1000h"
+    )
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
-    assert "figures/observed_spectra.png" in figures  # example Δ²(k) with the instrument's ±σ bands
-    assert model.meta["observation"]["observation"] == "hera350_1000h" and model.noise_sigma.shape == (1, 13)
+    # example Δ²(k) with the instrument's ±σ bands
+    assert "figures/observed_spectra.png" in figures
+    assert model.meta["observation"][
+        "observation"
+    ] == "hera350_1000h" and model.noise_sigma.shape == (1, 13)
     k = np.asarray(model.meta["k"])
     sigma = np.full((1, len(k)), np.nan)
     sigma[:, model.kept_bins] = model.noise_sigma
     delta = np.full((2, len(k)), np.nan)
-    delta[:, model.kept_bins] = -0.5 * model.noise_sigma  # a noise-subtracted measurement below zero
+    # a noise-subtracted measurement below zero
+    delta[:, model.kept_bins] = -0.5 * model.noise_sigma
     out = model.predict(k, delta, errs=sigma * 1.05)
     assert len(out) == 2 and np.isfinite(out["ION_Tvir_MIN"]).all()
     with pytest.raises(InputError, match=r"more than 10 %.*another instrument") as exc:
@@ -121,7 +163,8 @@ def test_metadata_is_json_safe_and_read_once():
     assert obs.metadata() is meta
 
 
-# -- an observation's own k-bins ------------------------------------------------------------------------
+# -- an observation's own k-bins
+# ------------------------------------------------------------------------
 def test_regrid_is_linear_in_log_k_and_never_extrapolates():
     from astrops.data.observation import regrid_log_k
 
@@ -131,10 +174,15 @@ def test_regrid_is_linear_in_log_k_and_never_extrapolates():
     k_new = np.array([0.03, k[1], k[2], 0.1234, 0.5, 1.9, 2.0, 2.5])
     out = regrid_log_k(k, delta, k_new)
     inside = (k_new >= k[2]) & (k_new <= k[-1])
-    np.testing.assert_allclose(out[:, inside], np.stack([3.0 + 2.0 * np.log(k_new[inside]), 1.0 - np.log(k_new[inside])]),
-                               rtol=1e-12)
-    assert np.isnan(out[:, ~inside]).all() and inside.sum() == 5  # outside the finite stored range: not measured
-    np.testing.assert_array_equal(regrid_log_k(k, delta, k[2:]), delta[:, 2:])  # its own grid: unchanged
+    np.testing.assert_allclose(
+        out[:, inside],
+        np.stack([3.0 + 2.0 * np.log(k_new[inside]), 1.0 - np.log(k_new[inside])]),
+        rtol=1e-12,
+    )
+    # outside the finite stored range: not measured
+    assert np.isnan(out[:, ~inside]).all() and inside.sum() == 5
+    # its own grid: unchanged
+    np.testing.assert_array_equal(regrid_log_k(k, delta, k[2:]), delta[:, 2:])
 
 
 def test_an_observation_on_its_own_k_bins_in_h_per_mpc(pair):
@@ -145,23 +193,40 @@ def test_an_observation_on_its_own_k_bins_in_h_per_mpc(pair):
     own = _dm({**HERA, "k_bins": bins, "k_units": "h/Mpc"})
     h = own.dataset.spec["cosmo_params"]["hlittle"]
     np.testing.assert_allclose(own.k, np.asarray(bins) * h, rtol=1e-12)
-    assert own.k[own.kept_bins].min() >= 0.1 and own.k[own.kept_bins].max() <= 1.0 and len(own.kept_bins) == 6
-    np.testing.assert_array_equal(own.delta[own.train_idx][:, :, own.kept_bins],
-                                  regrid_log_k(clean.k, clean.delta[clean.train_idx], own.k)[:, :, own.kept_bins])
+    assert (
+        own.k[own.kept_bins].min() >= 0.1
+        and own.k[own.kept_bins].max() <= 1.0
+        and len(own.kept_bins) == 6
+    )
+    np.testing.assert_array_equal(
+        own.delta[own.train_idx][:, :, own.kept_bins],
+        regrid_log_k(clean.k, clean.delta[clean.train_idx], own.k)[:, :, own.kept_bins],
+    )
     k_tab, errs = load_table(ROOT / "data/noise/hera350_1000h/z8.npz")
-    np.testing.assert_allclose(own.sigma[0, own.kept_bins], np.interp(own.k[own.kept_bins], k_tab, errs), rtol=1e-12)
-    assert own.observation.metadata()["k_bins"] == bins and own.observation.metadata()["k_units"] == "h/Mpc"
+    np.testing.assert_allclose(
+        own.sigma[0, own.kept_bins], np.interp(own.k[own.kept_bins], k_tab, errs), rtol=1e-12
+    )
+    assert (
+        own.observation.metadata()["k_bins"] == bins
+        and own.observation.metadata()["k_units"] == "h/Mpc"
+    )
     with pytest.raises(ObservationError, match="hlittle.*observation.k_units=1/Mpc"):
-        Observation.from_config({**HERA, "k_bins": bins, "k_units": "h/Mpc"}).on_own_grid(clean.k, clean.delta, {})
-    # 0.08 h/Mpc = 0.054 /Mpc is below the simulated range: a band that cannot be modelled is refused, not dropped
-    with pytest.raises(ObservationError, match=r"\[0.08\] h/Mpc lie outside the simulated k-range") as exc:
+        Observation.from_config({**HERA, "k_bins": bins, "k_units": "h/Mpc"}).on_own_grid(
+            clean.k, clean.delta, {}
+        )
+    # 0.08 h/Mpc = 0.054 /Mpc is below the simulated range: a band that cannot be modelled is
+    # refused, not dropped
+    with pytest.raises(
+        ObservationError, match=r"\[0.08\] h/Mpc lie outside the simulated k-range"
+    ) as exc:
         _dm({**HERA, "k_bins": [0.08, *bins], "k_units": "h/Mpc"})
     assert "\n" not in str(exc.value)
 
 
 def test_regridding_error_on_real_boxes_is_what_the_docs_say():
-    """scripts/kgrid_error.py on two small real 21cmFAST boxes: the stored grid mapped onto 21CMMC's other
-    binnings of the same box stays within the documented order of magnitude (docs/observations.md)."""
+    """scripts/kgrid_error.py on two small real 21cmFAST boxes: the stored grid mapped onto
+    21CMMC's other binnings of the same box stays within the documented order of magnitude
+    (docs/observations.md)."""
     import sys
 
     sys.path.insert(0, str(ROOT / "scripts"))
@@ -171,16 +236,30 @@ def test_regridding_error_on_real_boxes_is_what_the_docs_say():
     rows = result["binnings"]
     assert set(rows) == {"log15", "log30", "linear22"}
     for row in rows.values():
-        assert row["bins_compared"] >= 5 and 0 < row["median_rel"] < 0.3 and row["p90_rel"] >= row["median_rel"]
+        assert (
+            row["bins_compared"] >= 5
+            and 0 < row["median_rel"] < 0.3
+            and row["p90_rel"] >= row["median_rel"]
+        )
 
 
 def test_predict_refuses_another_grid_naming_the_models_own_bins(tmp_path):
     from conftest import run_entry
 
     bins = "[0.15,0.25,0.4,0.6]"
-    proc = run_entry("train.py", "observation=hera350_1000h", f"observation.k_bins={bins}", "observation.k_units=h/Mpc",
-                     "trainer.max_epochs=1", "trainer.limit_train_batches=2", "logger=none", "saliency=false",
-                     "callbacks.progress_bar=null", f"hydra.run.dir={tmp_path}/run", f"paths.output_dir={tmp_path}/run")
+    proc = run_entry(
+        "train.py",
+        "observation=hera350_1000h",
+        f"observation.k_bins={bins}",
+        "observation.k_units=h/Mpc",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "logger=none",
+        "saliency=false",
+        "callbacks.progress_bar=null",
+        f"hydra.run.dir={tmp_path}/run",
+        f"paths.output_dir={tmp_path}/run",
+    )
     ckpt = proc.stdout.strip().splitlines()[-1]
     from astrops.inference import load_model
 
@@ -189,31 +268,54 @@ def test_predict_refuses_another_grid_naming_the_models_own_bins(tmp_path):
     stored = _dm().k  # the simulations' 22-bin grid: not what this model measures
     np.savez(tmp_path / "wrong.npz", k=stored, delta=np.ones((2, len(stored))))
     np.savez(tmp_path / "right.npz", k=model.k, delta=np.full((2, 4), 5.0))
-    bad = run_entry("predict.py", f"ckpt_path={ckpt}", f"input={tmp_path}/wrong.npz", f"output={tmp_path}/w.csv",
-                    check=False)
+    bad = run_entry(
+        "predict.py",
+        f"ckpt_path={ckpt}",
+        f"input={tmp_path}/wrong.npz",
+        f"output={tmp_path}/w.csv",
+        check=False,
+    )
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
-    assert "own k-bins" in bad.stderr and "0.15, 0.25, 0.4, 0.6 h/Mpc" in bad.stderr and not (tmp_path / "w.csv").exists()
-    good = run_entry("predict.py", f"ckpt_path={ckpt}", f"input={tmp_path}/right.npz", f"output={tmp_path}/r.csv")
+    assert (
+        "own k-bins" in bad.stderr
+        and "0.15, 0.25, 0.4, 0.6 h/Mpc" in bad.stderr
+        and not (tmp_path / "w.csv").exists()
+    )
+    good = run_entry(
+        "predict.py",
+        f"ckpt_path={ckpt}",
+        f"input={tmp_path}/right.npz",
+        f"output={tmp_path}/r.csv",
+    )
     assert good.returncode == 0 and len((tmp_path / "r.csv").read_text().splitlines()) == 3
 
 
 def test_asinh_features_of_an_observation_use_its_noise_as_the_scale():
     noisy = _dm(HERA, feature_transform="asinh")
-    np.testing.assert_allclose(noisy.transform.floor.numpy(), noisy.sigma[:, noisy.kept_bins], rtol=1e-6)
+    np.testing.assert_allclose(
+        noisy.transform.floor.numpy(), noisy.sigma[:, noisy.kept_bins], rtol=1e-6
+    )
 
 
 def test_a_model_from_another_checkout_finds_its_noise_tables_by_content_hash(tmp_path):
-    """A checkpoint records the absolute tables_dir of the checkout that trained it (a cluster, a removed
-    worktree): scoring elsewhere uses this project's tables only when their hash is the recorded one."""
+    """A checkpoint records the absolute tables_dir of the checkout that trained it (a cluster, a
+    removed worktree): scoring elsewhere uses this project's tables only when their hash is the
+    recorded one."""
     from astrops.analysis.score import relocated_observation
     from astrops.simulation.sensitivity import tables_hash
 
     here = ROOT / "data/noise/hera350_1000h"
-    obs = {"name": "hera350_1000h", "tables_dir": str(tmp_path / "gone/noise/hera350_1000h"), "min_k": 0.1}
+    obs = {
+        "name": "hera350_1000h",
+        "tables_dir": str(tmp_path / "gone/noise/hera350_1000h"),
+        "min_k": 0.1,
+    }
     moved = relocated_observation(obs, {"tables_hash": tables_hash(here)})
     assert moved["tables_dir"] == str(here) and moved["min_k"] == 0.1
     with pytest.raises(FileNotFoundError, match="differ from the ones it was trained with"):
         relocated_observation(obs, {"tables_hash": "0" * 64})
     with pytest.raises(FileNotFoundError, match="are missing"):
-        relocated_observation({**obs, "tables_dir": str(tmp_path / "gone/noise/ska_nowhere")}, {"tables_hash": "x"})
+        relocated_observation(
+            {**obs, "tables_dir": str(tmp_path / "gone/noise/ska_nowhere")}, {"tables_hash": "x"}
+        )
     assert relocated_observation({**obs, "tables_dir": str(here)}, None)["tables_dir"] == str(here)

@@ -2,11 +2,11 @@
 
 ``python train.py trainer.max_epochs=5`` on the bundled reference data and its reference split: a
 refactoring that moves code must leave every number where it was (1e-5). The Gaussian and
-classification heads (their calibration) and a two-member ensemble (its combination and calibration)
-are pinned the same way, with fewer epochs. The pinned values were
-recorded with the code of commit 6d4d6d4 (before the refactoring; the recording script is this file as
-of commit 0b74f6f, ``python tests/test_pinned_metrics.py --record``) on the 2-core CPU machine (one
-torch thread). A change that is *meant* to change the numbers
+classification heads (their calibration) and a two-member ensemble (its combination and
+calibration) are pinned the same way, with fewer epochs. The pinned values were
+recorded with the code of commit 6d4d6d4 (before the refactoring; the recording script is this file
+as of commit 0b74f6f, ``python tests/test_pinned_metrics.py --record``) on the 2-core CPU machine
+(one torch thread). A change that is *meant* to change the numbers
 re-records them in the same commit and says why.
 """
 
@@ -19,10 +19,12 @@ from pathlib import Path
 
 PINNED = Path(__file__).parent / "data" / "pinned_run_metrics.json"
 COMMON = ["logger=none", "saliency=false", "callbacks.progress_bar=null"]
-RUNS = {"default": ["trainer.max_epochs=5"],
-        "gaussian": ["task=gaussian", "trainer.max_epochs=3"],
-        "classification": ["task=classification", "trainer.max_epochs=3"],
-        "ensemble": ["task=gaussian", "ensemble.members=2", "trainer.max_epochs=2"]}
+RUNS = {
+    "default": ["trainer.max_epochs=5"],
+    "gaussian": ["task=gaussian", "trainer.max_epochs=3"],
+    "classification": ["task=classification", "trainer.max_epochs=3"],
+    "ensemble": ["task=gaussian", "ensemble.members=2", "trainer.max_epochs=2"],
+}
 
 
 def run_metrics(tmp: Path, name: str) -> dict[str, float]:
@@ -41,12 +43,24 @@ def test_pinned_run_metrics_are_unchanged(tmp_path):
     moved = {}
     for name in RUNS:
         got, want = run_metrics(tmp_path, name), pinned[name]["metrics"]
-        added = set(got) - set(want)  # issue 19's calibration suite adds keys; it changes none of the pinned ones
-        assert set(want) <= set(got), f"{name}: the run lost metric keys: {sorted(set(want) - set(got))}"
-        assert all(k.startswith(("test/sbc_p/", "test/tarp_atc")) for k in added), f"{name}: new keys {sorted(added)}"
-        assert bool(added) == (name != "default" and name != "classification"), f"{name}: {sorted(added)}"
-        moved.update({f"{name}: {k}": (got[k], v) for k, v in want.items()
-                      if not math.isclose(got[k], v, rel_tol=1e-5, abs_tol=1e-5)})
+        # issue 19's calibration suite adds keys; it changes none of the pinned ones
+        added = set(got) - set(want)
+        assert set(want) <= set(got), (
+            f"{name}: the run lost metric keys: {sorted(set(want) - set(got))}"
+        )
+        assert all(k.startswith(("test/sbc_p/", "test/tarp_atc")) for k in added), (
+            f"{name}: new keys {sorted(added)}"
+        )
+        assert bool(added) == (name != "default" and name != "classification"), (
+            f"{name}: {sorted(added)}"
+        )
+        moved.update(
+            {
+                f"{name}: {k}": (got[k], v)
+                for k, v in want.items()
+                if not math.isclose(got[k], v, rel_tol=1e-5, abs_tol=1e-5)
+            }
+        )
     assert not moved, f"pinned metrics moved (got, pinned): {moved}"
 
 
@@ -57,7 +71,9 @@ if __name__ == "__main__" and "--record" in sys.argv:
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, overrides in RUNS.items():
-            runs[name] = {"command": "python train.py " + " ".join([*overrides, *COMMON]),
-                          "metrics": run_metrics(Path(tmp), name)}
+            runs[name] = {
+                "command": "python train.py " + " ".join([*overrides, *COMMON]),
+                "metrics": run_metrics(Path(tmp), name),
+            }
     PINNED.write_text(json.dumps({"runs": runs}, indent=1) + "\n")
     print(f"wrote {sum(len(r['metrics']) for r in runs.values())} metrics to {PINNED}")

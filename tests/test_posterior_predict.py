@@ -1,5 +1,5 @@
-"""predict.py and astrops.load_model for probabilistic models (issue 18): quantile columns, samples, corner
-plots, flow ensembles, and a clear refusal for point models."""
+"""predict.py and astrops.load_model for probabilistic models (issue 18): quantile columns,
+samples, corner plots, flow ensembles, and a clear refusal for point models."""
 
 from __future__ import annotations
 
@@ -18,10 +18,23 @@ QUANTILES = ("median", "lo68", "hi68", "lo95", "hi95")
 def _train(tmp, *overrides):
     from astrops.training import train, train_ensemble
 
-    cfg = compose_cfg("train", [f"paths.output_dir={tmp}/run", "logger=none", "callbacks.progress_bar=null",
-                                "saliency=false", "task=flow", "trainer.max_epochs=2", "trainer.limit_train_batches=10",
-                                "model.train_metrics=false", "data.test_fraction=0.05", "data.val_fraction=0.05",
-                                *overrides])  # 100 test / 100 validation spectra: each is decoded with 1 000 samples
+    cfg = compose_cfg(
+        "train",
+        [
+            f"paths.output_dir={tmp}/run",
+            "logger=none",
+            "callbacks.progress_bar=null",
+            "saliency=false",
+            "task=flow",
+            "trainer.max_epochs=2",
+            "trainer.limit_train_batches=10",
+            "model.train_metrics=false",
+            "data.test_fraction=0.05",
+            "data.val_fraction=0.05",
+            # 100 test / 100 validation spectra: each is decoded with 1 000 samples
+            *overrides,
+        ],
+    )
     return (train_ensemble if cfg.ensemble.members > 1 else train)(cfg)[1]
 
 
@@ -37,13 +50,25 @@ def flow_ensemble(tmp_path_factory) -> str:
 
 def test_predict_writes_quantiles_samples_and_corner_plots(flow_checkpoint, tmp_path):
     out = tmp_path / "pred.csv"
-    proc = run_entry("predict.py", f"ckpt_path={flow_checkpoint}", f"input={EXAMPLES}", f"output={out}", "samples=300",
-                     "plot=true", f"hydra.run.dir={tmp_path}/h")
+    proc = run_entry(
+        "predict.py",
+        f"ckpt_path={flow_checkpoint}",
+        f"input={EXAMPLES}",
+        f"output={out}",
+        "samples=300",
+        "plot=true",
+        f"hydra.run.dir={tmp_path}/h",
+    )
     assert proc.stdout.strip().splitlines()[-1] == str(out)
     header = out.read_text().splitlines()[0].split(",")
     params = ["HII_EFF_FACTOR", "ION_Tvir_MIN", "R_BUBBLE_MAX"]
-    assert header == [*params, *(f"{p}_std" for p in params), *(f"{p}_{q}" for p in params for q in QUANTILES),
-                      "out_of_distribution", "ood_reason"]
+    assert header == [
+        *params,
+        *(f"{p}_std" for p in params),
+        *(f"{p}_{q}" for p in params for q in QUANTILES),
+        "out_of_distribution",
+        "ood_reason",
+    ]
     import pandas as pd
 
     table = pd.read_csv(out)
@@ -51,11 +76,19 @@ def test_predict_writes_quantiles_samples_and_corner_plots(flow_checkpoint, tmp_
     model = load_model(flow_checkpoint)
     for p in params:
         lo, hi = model.prior_box[p]
-        ordered = table[[f"{p}_lo95", f"{p}_lo68", f"{p}_median", f"{p}_hi68", f"{p}_hi95"]].to_numpy()
-        assert (np.diff(ordered, axis=1) >= 0).all() and (ordered >= lo).all() and (ordered <= hi).all()
+        ordered = table[
+            [f"{p}_lo95", f"{p}_lo68", f"{p}_median", f"{p}_hi68", f"{p}_hi95"]
+        ].to_numpy()
+        assert (
+            (np.diff(ordered, axis=1) >= 0).all()
+            and (ordered >= lo).all()
+            and (ordered <= hi).all()
+        )
     with np.load(tmp_path / "pred_samples.npz", allow_pickle=False) as z:
         assert z["samples"].shape == (n, 300, 3) and z["parameters"].tolist() == params
-    assert sorted(p.name for p in tmp_path.glob("pred_corner_*.png")) == sorted(f"pred_corner_{i}.png" for i in range(n))
+    assert sorted(p.name for p in tmp_path.glob("pred_corner_*.png")) == sorted(
+        f"pred_corner_{i}.png" for i in range(n)
+    )
     assert json.loads((tmp_path / "pred.json").read_text())["columns"] == header
 
 
@@ -64,17 +97,30 @@ def test_samples_are_reproducible_and_match_the_table(flow_checkpoint):
     k, delta, _ = read_spectra_npz(EXAMPLES)
     a, b = model.sample(k, delta, 500), model.sample(k, delta, 500)
     np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(a, model.sample(k, delta, 500, seed=1)) and a.shape == (len(delta), 500, 3)
+    assert not np.array_equal(a, model.sample(k, delta, 500, seed=1)) and a.shape == (
+        len(delta),
+        500,
+        3,
+    )
     table = model.predict(k, delta)
-    np.testing.assert_allclose(np.median(model.sample(k, delta, 4000), axis=1)[:, 0], table["HII_EFF_FACTOR_median"],
-                               atol=0.05 * 195)  # two Monte-Carlo estimates of one posterior median
+    np.testing.assert_allclose(
+        np.median(model.sample(k, delta, 4000), axis=1)[:, 0],
+        table["HII_EFF_FACTOR_median"],
+        # two Monte-Carlo estimates of one posterior median
+        atol=0.05 * 195,
+    )
     assert table.equals(model.predict(k, delta))  # the table's own samples are seeded
 
 
 def test_a_flow_ensemble_is_a_mixture_with_its_quantile_map_in_the_manifest(flow_ensemble):
     manifest = json.loads((ROOT / flow_ensemble / "manifest.json").read_text())
     qmap = np.asarray(manifest["calibration"]["quantile_map"])
-    assert qmap.shape == (3, 41) and (np.diff(qmap, axis=1) >= 0).all() and qmap[:, 0].max() == 0 and qmap[:, -1].min() == 1
+    assert (
+        qmap.shape == (3, 41)
+        and (np.diff(qmap, axis=1) >= 0).all()
+        and qmap[:, 0].max() == 0
+        and qmap[:, -1].min() == 1
+    )
     model = load_model(flow_ensemble)
     k, delta, _ = read_spectra_npz(EXAMPLES)
     s = model.sample(k, delta, 1000)
@@ -82,8 +128,14 @@ def test_a_flow_ensemble_is_a_mixture_with_its_quantile_map_in_the_manifest(flow
     assert {"HII_EFF_FACTOR_lo95", "R_BUBBLE_MAX_hi68"} <= set(model.predict(k, delta).columns)
     # the ensemble's run (no MLflow here) left the calibration suite of its test split beside it
     run_dir = (ROOT / flow_ensemble).parent
-    assert {"coverage_curve.json", "calibration.json", "coverage.md", "sbc.png", "tarp.png", "corner_5.png"} <= {
-        p.name for p in run_dir.iterdir()}
+    assert {
+        "coverage_curve.json",
+        "calibration.json",
+        "coverage.md",
+        "sbc.png",
+        "tarp.png",
+        "corner_5.png",
+    } <= {p.name for p in run_dir.iterdir()}
     tarp = json.loads((run_dir / "calibration.json").read_text())["tarp"]
     assert len(tarp["ecp"]) == len(tarp["alpha"]) == 101 and tarp["ecp"][-1] == 1.0
 
@@ -93,11 +145,23 @@ def test_point_models_refuse_to_sample_in_one_line(dense_checkpoint, tmp_path):
     k, delta, _ = read_spectra_npz(EXAMPLES)
     with pytest.raises(InputError, match="no posterior to sample.*task=gaussian or task=flow"):
         model.sample(k, delta, 10)
-    assert "HII_EFF_FACTOR_lo68" not in model.predict(k, delta).columns  # no intervals for point estimates
+    # no intervals for point estimates
+    assert "HII_EFF_FACTOR_lo68" not in model.predict(k, delta).columns
     out = tmp_path / "p.csv"
-    proc = run_entry("predict.py", f"ckpt_path={dense_checkpoint}", f"input={EXAMPLES}", f"output={out}", "samples=10",
-                     f"hydra.run.dir={tmp_path}/h", check=False)
-    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "no posterior" in proc.stderr
+    proc = run_entry(
+        "predict.py",
+        f"ckpt_path={dense_checkpoint}",
+        f"input={EXAMPLES}",
+        f"output={out}",
+        "samples=10",
+        f"hydra.run.dir={tmp_path}/h",
+        check=False,
+    )
+    assert (
+        proc.returncode == 2
+        and len(proc.stderr.strip().splitlines()) == 1
+        and "no posterior" in proc.stderr
+    )
     assert not out.exists()  # refused before anything was written
 
 
@@ -109,21 +173,38 @@ def test_too_many_samples_or_plots_are_refused_before_any_work(flow_checkpoint, 
     many = tmp_path / "many.npz"
     np.savez(many, k=k, delta=np.repeat(delta, 25, axis=0))  # 250 spectra
     out = tmp_path / "p.csv"
-    proc = run_entry("predict.py", f"ckpt_path={flow_checkpoint}", f"input={many}", f"output={out}", "plot=true",
-                     f"hydra.run.dir={tmp_path}/h", check=False)
-    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "at most 200 spectra" in proc.stderr
+    proc = run_entry(
+        "predict.py",
+        f"ckpt_path={flow_checkpoint}",
+        f"input={many}",
+        f"output={out}",
+        "plot=true",
+        f"hydra.run.dir={tmp_path}/h",
+        check=False,
+    )
+    assert (
+        proc.returncode == 2
+        and len(proc.stderr.strip().splitlines()) == 1
+        and "at most 200 spectra" in proc.stderr
+    )
     assert not out.exists()
 
 
-def test_score_rebuilds_the_models_data_and_refuses_in_one_line(dense_checkpoint, tmp_path, capsys):
+def test_score_rebuilds_the_models_data_and_refuses_in_one_line(
+    dense_checkpoint, tmp_path, capsys
+):
     from astrops.analysis.score import main
 
     out = tmp_path / "score.json"
-    assert main([dense_checkpoint, "--test-store", str(ROOT / "data/holdout"), "--json", str(out)]) == 0
+    assert (
+        main([dense_checkpoint, "--test-store", str(ROOT / "data/holdout"), "--json", str(out)])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert printed.startswith("1000 test spectra") and "| R2 |" in printed
     results = json.loads(out.read_text())
-    assert results["n_test"] == 1000 and 0.3 < results["test/R2/ION_Tvir_MIN"] < 1  # z = 8, as the model was trained
+    # z = 8, as the model was trained
+    assert results["n_test"] == 1000 and 0.3 < results["test/R2/ION_Tvir_MIN"] < 1
     assert main([dense_checkpoint, "--test-store", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:")
@@ -140,18 +221,38 @@ def test_a_tampered_quantile_map_is_refused_as_damage(flow_checkpoint, tmp_path)
         load_model(bad)
 
 
-def test_the_diagnostics_command_logs_the_suite_of_any_model_and_refuses_in_one_line(flow_ensemble, dense_checkpoint,
-                                                                                      tmp_path, capsys):
+def test_the_diagnostics_command_logs_the_suite_of_any_model_and_refuses_in_one_line(
+    flow_ensemble, dense_checkpoint, tmp_path, capsys
+):
     import mlflow
 
     from astrops.diagnostics.__main__ import main
 
     out, db = tmp_path / "diag", f"sqlite:///{tmp_path}/m.db"
-    fresh = str(ROOT / "data/fresh")  # 500 simulations at z = 7-10: the model's z = 8 is among them
+    # 500 simulations at z = 7-10: the model's z = 8 is among them
+    fresh = str(ROOT / "data/fresh")
     fresh_name = next(p.name for p in (ROOT / "data/fresh").iterdir() if p.is_dir())
-    assert main([flow_ensemble, "--test-store", fresh, "--out", str(out), "--tracking-uri", db, "--experiment", "e"]) == 0
+    assert (
+        main(
+            [
+                flow_ensemble,
+                "--test-store",
+                fresh,
+                "--out",
+                str(out),
+                "--tracking-uri",
+                db,
+                "--experiment",
+                "e",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
-    assert f"Test metrics ({fresh_name}, 500 test spectra)" in printed and "500 test spectra from" in printed
+    assert (
+        f"Test metrics ({fresh_name}, 500 test spectra)" in printed
+        and "500 test spectra from" in printed
+    )
     assert "| sbc_p |" in printed and "TARP ATC" in printed
     results = json.loads((out / "metrics.json").read_text())
     details = json.loads((out / "calibration.json").read_text())
@@ -164,11 +265,20 @@ def test_the_diagnostics_command_logs_the_suite_of_any_model_and_refuses_in_one_
     assert run.info.status == "FINISHED" and run.data.tags["kind"] == "calibration"
     assert run.data.metrics["test/tarp_atc"] == pytest.approx(results["test/tarp_atc"])
     arts = {a.path for d in ("", "figures") for a in client.list_artifacts(run.info.run_id, d)}
-    assert {"figures/sbc.png", "figures/tarp.png", "figures/corner_0.png", "coverage.md", "calibration.json"} <= arts
+    assert {
+        "figures/sbc.png",
+        "figures/tarp.png",
+        "figures/corner_0.png",
+        "coverage.md",
+        "calibration.json",
+    } <= arts
     # a point model, a used output directory: one line, exit 2, nothing written or changed
     before = sorted(p.name for p in out.iterdir())
     assert main([flow_ensemble, "--test-store", fresh, "--out", str(out), "--no-log"]) == 2
-    assert main([dense_checkpoint, "--test-store", fresh, "--out", str(tmp_path / "d2"), "--no-log"]) == 2
+    assert (
+        main([dense_checkpoint, "--test-store", fresh, "--out", str(tmp_path / "d2"), "--no-log"])
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "empty directory" in err[0] and "no predictive distribution" in err[1]
     assert sorted(p.name for p in out.iterdir()) == before and not (tmp_path / "d2").exists()

@@ -1,4 +1,5 @@
-"""The bundled reference dataset: complete, as documented, and its z = 8 slice is the single-z reference."""
+"""The bundled reference dataset: complete, as documented, and its z = 8 slice is the single-z
+reference."""
 
 from __future__ import annotations
 
@@ -36,7 +37,10 @@ def test_reference_z8_is_the_single_redshift_spectrum(reference):
     ds, r = reference
     xH8 = r.xH[:, 1]
     i = int(np.argmin(np.abs(xH8 - 0.5)))  # a partly ionized box
-    sim = CoevalSimulator(redshifts=[8.0], user_params={"HII_DIM": 50, "BOX_LEN": 125, "USE_INTERPOLATION_TABLES": True})
+    sim = CoevalSimulator(
+        redshifts=[8.0],
+        user_params={"HII_DIM": 50, "BOX_LEN": 125, "USE_INTERPOLATION_TABLES": True},
+    )
     params = dict(zip(ds.parameters, r.params[i].tolist(), strict=True))
     fresh = sim.run([{"index": 0, "params": params, "seed": int(r.seeds[i])}])[0]
     np.testing.assert_allclose(fresh["delta"][0], r.delta[i, 1], rtol=1e-6, equal_nan=True)

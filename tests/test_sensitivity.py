@@ -1,4 +1,5 @@
-"""Noise tables of the observation layer (astrops.simulation.sensitivity, data/noise, conf/observation)."""
+"""Noise tables of the observation layer (astrops.simulation.sensitivity, data/noise,
+conf/observation)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def test_shipped_table_format(name, z):
     assert k.ndim == 1 and k.shape == errs.shape and len(k) > 20
     assert np.isfinite(k).all() and np.isfinite(errs).all() and (errs > 0).all()
     assert (np.diff(k) > 0).all()
-    assert k[0] < 0.16 and k[-1] > 1.0  # covers 21CMMC's k-range 0.1-1 (SKA-Low starts at 0.13-0.15)
+    # covers 21CMMC's k-range 0.1-1 (SKA-Low starts at 0.13-0.15)
+    assert k[0] < 0.16 and k[-1] > 1.0
 
 
 # Stack notes: HERA-350, 1 000 h, moderate, thermal sigma [mK^2] at k = 0.11 / 0.50 / 0.85 1/Mpc.
@@ -50,23 +52,31 @@ def test_anchor_at_low_k(z):
 
 @pytest.mark.parametrize("name", ["hera350_1000h", "hera350_100h"])
 def test_thermal_noise_scales_as_k_cubed_where_no_mode_is_excised(name):
-    # HERA: from k ~ 0.5 up the wedge excises nothing and every uv cell adds one k-parallel mode per k-bin,
-    # so sigma ~ k^3 X^2 Y Tsys^2 / t (not SKA-Low: its km-long baselines push the wedge past k = 0.5).
+    # HERA: from k ~ 0.5 up the wedge excises nothing and every uv cell adds one k-parallel mode
+    # per k-bin, so sigma ~ k^3 X^2 Y Tsys^2 / t (not SKA-Low: its km-long baselines push the wedge
+    # past k = 0.5).
     ratio = sigma_at(name, 8.0, 0.85) / sigma_at(name, 8.0, 0.5)
     assert ratio == pytest.approx((0.85 / 0.5) ** 3, rel=0.05)
 
 
 def test_noise_scales_with_observing_time_and_foreground_model():
-    # thermal-noise dominated: sigma ~ 1/t (167 vs 17 nights); the optimistic wedge keeps more low-k modes
-    assert sigma_at("hera350_100h", 8.0, 0.5) / sigma_at("hera350_1000h", 8.0, 0.5) == pytest.approx(167 / 17, rel=0.02)
-    assert sigma_at("hera350_1000h_optimistic", 8.0, 0.11) < 0.5 * sigma_at("hera350_1000h", 8.0, 0.11)
-    assert sigma_at("hera350_1000h_optimistic", 8.0, 0.85) == pytest.approx(sigma_at("hera350_1000h", 8.0, 0.85), rel=0.01)
+    # thermal-noise dominated: sigma ~ 1/t (167 vs 17 nights); the optimistic wedge keeps more
+    # low-k modes
+    assert sigma_at("hera350_100h", 8.0, 0.5) / sigma_at(
+        "hera350_1000h", 8.0, 0.5
+    ) == pytest.approx(167 / 17, rel=0.02)
+    assert sigma_at("hera350_1000h_optimistic", 8.0, 0.11) < 0.5 * sigma_at(
+        "hera350_1000h", 8.0, 0.11
+    )
+    assert sigma_at("hera350_1000h_optimistic", 8.0, 0.85) == pytest.approx(
+        sigma_at("hera350_1000h", 8.0, 0.85), rel=0.01
+    )
 
 
 @pytest.mark.parametrize("name", sorted(sens.OBSERVATIONS))
 def test_21cmmc_reads_and_checks_the_shipped_tables(name, tmp_path):
-    """21CMMC's own Likelihood1DPowerCoeval reads the noise files, checks them (one per redshift, keys k and
-    errs) and uses them in its likelihood; its core is constructed, never run."""
+    """21CMMC's own Likelihood1DPowerCoeval reads the noise files, checks them (one per redshift,
+    keys k and errs) and uses them in its likelihood; its core is constructed, never run."""
     from py21cmmc import CoreCoevalModule, Likelihood1DPowerCoeval
     from py21cmmc.mcmc import build_computation_chain
 
@@ -76,10 +86,16 @@ def test_21cmmc_reads_and_checks_the_shipped_tables(name, tmp_path):
     for z in zs:
         datafiles.append(str(tmp_path / f"data_z{z:g}.npz"))
         np.savez(datafiles[-1], k=k, delta=np.full_like(k, 10.0))
-    lk = Likelihood1DPowerCoeval(datafile=datafiles, noisefile=[str(NOISE / name / sens.table_name(z)) for z in zs],
-                                 simulate=False)
-    build_computation_chain(CoreCoevalModule(redshift=zs, user_params={"HII_DIM": 50, "BOX_LEN": 125.0}), lk,
-                            setup=False)
+    lk = Likelihood1DPowerCoeval(
+        datafile=datafiles,
+        noisefile=[str(NOISE / name / sens.table_name(z)) for z in zs],
+        simulate=False,
+    )
+    build_computation_chain(
+        CoreCoevalModule(redshift=zs, user_params={"HII_DIM": 50, "BOX_LEN": 125.0}),
+        lk,
+        setup=False,
+    )
     lk.setup()  # reads data and noise, checks one noise file per redshift and its format
     assert len(lk.noise) == len(zs)
     for z, n, spline in zip(zs, lk.noise, lk.noise_spline, strict=True):
@@ -122,12 +138,18 @@ def test_configs_match_the_specs():
     for name, spec in sens.OBSERVATIONS.items():
         cfg = yaml.safe_load((ROOT / "conf" / "observation" / f"{name}.yaml").read_text())
         assert (cfg["name"], cfg["instrument"], cfg["hours"], cfg["foreground"]) == (
-            name, spec.instrument, spec.hours, spec.foreground)
+            name,
+            spec.instrument,
+            spec.hours,
+            spec.foreground,
+        )
         assert cfg["tables_dir"] == f"${{paths.data_dir}}/noise/{name}"
         assert (cfg["min_k"], cfg["max_k"]) == (0.1, 1.0)
     none = yaml.safe_load((ROOT / "conf" / "observation" / "none.yaml").read_text())
     assert none["name"] == "none" and none["tables_dir"] is None
-    assert sorted(p.stem for p in (ROOT / "conf" / "observation").glob("*.yaml")) == sorted([*sens.OBSERVATIONS, "none"])
+    assert sorted(p.stem for p in (ROOT / "conf" / "observation").glob("*.yaml")) == sorted(
+        [*sens.OBSERVATIONS, "none"]
+    )
 
 
 def test_metadata():

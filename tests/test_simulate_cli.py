@@ -1,4 +1,5 @@
-"""simulate.py end to end: resumable after SIGKILL, safe with concurrent writers, refuses bad input."""
+"""simulate.py end to end: resumable after SIGKILL, safe with concurrent writers, refuses bad
+input."""
 
 from __future__ import annotations
 
@@ -35,9 +36,11 @@ def test_simulate_fills_store_and_rerun_computes_nothing(tmp_path, small_sim_ove
     assert "21cmFAST" in versions and "astrops" in versions
     out = run_entry("simulate.py", *small_sim_overrides, "simulation.n=3")
     assert "0 simulated" in out.stdout + out.stderr
-    out = run_entry("simulate.py", *small_sim_overrides, "simulation.n=4")  # extends the same design
+    # extends the same design
+    out = run_entry("simulate.py", *small_sim_overrides, "simulation.n=4")
     assert "1 simulated" in out.stdout  # the command's result, on stdout
-    # progress=false: the progress lines reach the console (stderr) through Hydra's filtered handler
+    # progress=false: the progress lines reach the console (stderr) through Hydra's filtered
+    # handler
     assert "simulations: 1/1 done" in out.stderr, out.stderr
     assert len(ds.load()) == 4
 
@@ -64,21 +67,45 @@ def test_resume_after_sigkill(tmp_path, small_sim_overrides):
     assert f"{n - k} simulated" in out.stdout + out.stderr
     after = ds.load()
     assert len(after) == n and set(after.keys) >= before
-    assert sum(pq.read_table(f).num_rows for f in ds.record_files()) == n  # compacted, no duplicates on disk
+    # compacted, no duplicates on disk
+    assert sum(pq.read_table(f).num_rows for f in ds.record_files()) == n
 
 
 def test_two_concurrent_writers(tmp_path, small_sim_overrides):
     n = 6
     t0 = time.time()
-    procs = [popen_entry("simulate.py", *small_sim_overrides, f"simulation.n={n}", f"simulation.shard={s}",
-                         "simulation.num_shards=2", f"hydra.run.dir={tmp_path}/h{s}", cwd=tmp_path) for s in (0, 1)]
+    procs = [
+        popen_entry(
+            "simulate.py",
+            *small_sim_overrides,
+            f"simulation.n={n}",
+            f"simulation.shard={s}",
+            "simulation.num_shards=2",
+            f"hydra.run.dir={tmp_path}/h{s}",
+            cwd=tmp_path,
+        )
+        for s in (0, 1)
+    ]
     # a third, identical to the first, races it for the same points
-    procs.append(popen_entry("simulate.py", *small_sim_overrides, f"simulation.n={n}", "simulation.shard=0",
-                             "simulation.num_shards=2", f"hydra.run.dir={tmp_path}/h2", cwd=tmp_path))
+    procs.append(
+        popen_entry(
+            "simulate.py",
+            *small_sim_overrides,
+            f"simulation.n={n}",
+            "simulation.shard=0",
+            "simulation.num_shards=2",
+            f"hydra.run.dir={tmp_path}/h2",
+            cwd=tmp_path,
+        )
+    )
     overlapped = False
     while any(p.poll() is None for p in procs) and time.time() - t0 < 300:
         # records already written while every writer is still running: the runs overlap in time
-        if not overlapped and all(p.poll() is None for p in procs) and Store(tmp_path / "store").datasets():
+        if (
+            not overlapped
+            and all(p.poll() is None for p in procs)
+            and Store(tmp_path / "store").datasets()
+        ):
             overlapped = len(only_dataset(tmp_path / "store").load()) > 0
         time.sleep(0.05)
     for p in procs:
@@ -92,14 +119,26 @@ def test_two_concurrent_writers(tmp_path, small_sim_overrides):
     assert sum(pq.read_table(f).num_rows for f in ds.record_files()) == n
 
 
-@pytest.mark.parametrize("override,needle", [
-    ("simulation.design.priors.ION_Tvir_MIN=[6.0,4.0]", "lower bound 6.0 is not below upper bound 4.0"),
-    ("simulation.design.priors.HII_EFF_FACTOR=[2.0,200.0]", "HII_EFF_FACTOR lower bound 2.0 < 5"),
-    ("simulation.design.priors.R_BUBBLE_MAX=[5.0,30.0]", "BOX_LEN/3"),
-    ("simulation.design.priors.ION_Tvir_MIN=[3.5,6.0]", "outside [4, 6]"),
-    ("simulation.n=0", "positive integer"),
-    ("+simulation.simulator.user_params.HII_DIMM=30", "unknown 21cmFAST user_params ['HII_DIMM']"),
-])
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        (
+            "simulation.design.priors.ION_Tvir_MIN=[6.0,4.0]",
+            "lower bound 6.0 is not below upper bound 4.0",
+        ),
+        (
+            "simulation.design.priors.HII_EFF_FACTOR=[2.0,200.0]",
+            "HII_EFF_FACTOR lower bound 2.0 < 5",
+        ),
+        ("simulation.design.priors.R_BUBBLE_MAX=[5.0,30.0]", "BOX_LEN/3"),
+        ("simulation.design.priors.ION_Tvir_MIN=[3.5,6.0]", "outside [4, 6]"),
+        ("simulation.n=0", "positive integer"),
+        (
+            "+simulation.simulator.user_params.HII_DIMM=30",
+            "unknown 21cmFAST user_params ['HII_DIMM']",
+        ),
+    ],
+)
 def test_bad_input_one_line_nothing_written(tmp_path, small_sim_overrides, override, needle):
     proc = run_entry("simulate.py", *small_sim_overrides, override, check=False)
     assert proc.returncode != 0
@@ -110,7 +149,8 @@ def test_bad_input_one_line_nothing_written(tmp_path, small_sim_overrides, overr
 
 
 def test_unknown_config_key_is_named_with_its_fix(tmp_path, small_sim_overrides):
-    """Hydra's own message (several lines) leads with the key and says how to add one on purpose."""
+    """Hydra's own message (several lines) leads with the key and says how to add one on
+    purpose."""
     proc = run_entry("simulate.py", *small_sim_overrides, "simulation.nn=5", check=False)
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
@@ -120,17 +160,32 @@ def test_unknown_config_key_is_named_with_its_fix(tmp_path, small_sim_overrides)
 
 def test_unwritable_store_path(tmp_path, small_sim_overrides):
     (tmp_path / "blocker").write_text("a file where a directory should be")
-    proc = run_entry("simulate.py", *small_sim_overrides, f"paths.store_dir={tmp_path}/blocker/store", check=False)
+    proc = run_entry(
+        "simulate.py",
+        *small_sim_overrides,
+        f"paths.store_dir={tmp_path}/blocker/store",
+        check=False,
+    )
     assert proc.returncode == 2
     assert "is not writable" in proc.stderr and "paths.store_dir" in proc.stderr
 
 
 def test_submitit_shards_fill_one_store(tmp_path, small_sim_overrides):
-    """Cluster path, run locally: the submitit engine runs two shard jobs; the store gets their union."""
+    """Cluster path, run locally: the submitit engine runs two shard jobs; the store gets their
+    union."""
     n = 6
     overrides = [o for o in small_sim_overrides if not o.startswith("hydra.run")]
-    run_entry("simulate.py", "-m", "hydra/launcher=local", *overrides, f"simulation.n={n}",
-              "simulation.shard=0,1", "simulation.num_shards=2", f"hydra.sweep.dir={tmp_path}/sweep", timeout=600)
+    run_entry(
+        "simulate.py",
+        "-m",
+        "hydra/launcher=local",
+        *overrides,
+        f"simulation.n={n}",
+        "simulation.shard=0,1",
+        "simulation.num_shards=2",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        timeout=600,
+    )
     ds = only_dataset(tmp_path / "store")
     r = ds.load()
     assert len(r) == n and sorted(r.table["index"].to_pylist()) == list(range(n))
@@ -166,8 +221,18 @@ class FakeSimulator:
         if self.stop_after is not None and len(self.calls) > self.stop_after:
             raise Interrupted
         time.sleep(self.delay)
-        return [{**p, "delta": np.ones((1, 5)), "xH": [0.5], "Tb": [1.0], "status": "ok", "error": "",
-                 "wall_time": self.delay} for p in points]
+        return [
+            {
+                **p,
+                "delta": np.ones((1, 5)),
+                "xH": [0.5],
+                "Tb": [1.0],
+                "status": "ok",
+                "error": "",
+                "wall_time": self.delay,
+            }
+            for p in points
+        ]
 
 
 def test_streamed_design_skips_stored_points_groups_by_ic_and_logs_an_eta(tmp_path, caplog):
@@ -177,15 +242,27 @@ def test_streamed_design_skips_stored_points_groups_by_ic_and_logs_an_eta(tmp_pa
     sim.calls.clear()
     caplog.set_level(logging.INFO, logger="astrops")
     s = simulate_into_store(sim, design, store, progress=False)
-    assert sim.calls == [[0], [2, 3], [5], [6]]  # IC groups {0,1} {2,3} {4,5} {6} minus what is stored
-    assert (s.planned, s.already_present, s.computed, s.failed, s.total_in_dataset) == (7, 2, 5, 0, 7)
-    assert set(ds.load().keys) == {record_key(p["params"], p["seed"]) for p in map(design.point, range(7))}
+    # IC groups {0,1} {2,3} {4,5} {6} minus what is stored
+    assert sim.calls == [[0], [2, 3], [5], [6]]
+    assert (s.planned, s.already_present, s.computed, s.failed, s.total_in_dataset) == (
+        7,
+        2,
+        5,
+        0,
+        7,
+    )
+    assert set(ds.load().keys) == {
+        record_key(p["params"], p["seed"]) for p in map(design.point, range(7))
+    }
     assert "5 of 7 points" in caplog.text
-    assert re.search(r"simulations: 1/5 done, [\d.]+ s/sim, ETA \d+:\d\d", caplog.text), caplog.text
+    assert re.search(r"simulations: 1/5 done, [\d.]+ s/sim, ETA \d+:\d\d", caplog.text), (
+        caplog.text
+    )
 
 
 def test_pool_keeps_a_bounded_number_of_groups_in_flight(tmp_path, monkeypatch):
-    """workers=2: at most 2 * workers groups submitted and unfinished at any time; every point once."""
+    """workers=2: at most 2 * workers groups submitted and unfinished at any time; every point
+    once."""
     in_flight, peak, lock = [0], [0], threading.Lock()
 
     class CountingPool(ThreadPoolExecutor):  # the scheduling of the process pool, in threads
@@ -198,7 +275,8 @@ def test_pool_keeps_a_bounded_number_of_groups_in_flight(tmp_path, monkeypatch):
                 peak[0] = max(peak[0], in_flight[0])
             return super().submit(_counted, fn, *args)
 
-    def _counted(fn, *args):  # finished before its future is: the runner can only see it done afterwards
+    # finished before its future is: the runner can only see it done afterwards
+    def _counted(fn, *args):
         try:
             return fn(*args)
         finally:
@@ -207,7 +285,9 @@ def test_pool_keeps_a_bounded_number_of_groups_in_flight(tmp_path, monkeypatch):
 
     monkeypatch.setattr(runner, "ProcessPoolExecutor", CountingPool)
     sim = FakeSimulator(delay=0.005)
-    s = simulate_into_store(sim, Design(PRIORS, n=40), Store(tmp_path / "s"), workers=2, progress=False)
+    s = simulate_into_store(
+        sim, Design(PRIORS, n=40), Store(tmp_path / "s"), workers=2, progress=False
+    )
     assert s.computed == 40 and sorted(i for c in sim.calls for i in c) == list(range(40))
     assert 2 <= peak[0] <= 4
 
@@ -227,17 +307,21 @@ def _vmrss_kb(pid: int) -> int:
 
 
 def test_billion_point_run_shows_an_eta_early_in_bounded_memory(tmp_path, small_sim_overrides):
-    """simulation.n=10**9 on the small box: a progress line with an ETA within seconds, modest RSS, then killed."""
+    """simulation.n=10**9 on the small box: a progress line with an ETA within seconds, modest RSS,
+    then killed."""
     overrides = [o for o in small_sim_overrides if o != "progress=false"]
     t0 = time.monotonic()
-    proc = popen_entry("simulate.py", *overrides, "progress=true", "simulation.n=1000000000", cwd=tmp_path)
+    proc = popen_entry(
+        "simulate.py", *overrides, "progress=true", "simulation.n=1000000000", cwd=tmp_path
+    )
     fd, err, peak_kb, eta_after = proc.stderr.fileno(), b"", 0, None
     try:
         while time.monotonic() - t0 < 60 and proc.poll() is None:
             if select.select([fd], [], [], 0.2)[0]:
                 err += os.read(fd, 65536)
             peak_kb = max(peak_kb, _vmrss_kb(proc.pid))
-            if re.search(rb"\d+/1000000000 \[\d\d:\d\d<\d+:\d\d:\d\d, ", err):  # tqdm: [elapsed<ETA, rate]
+            # tqdm: [elapsed<ETA, rate]
+            if re.search(rb"\d+/1000000000 \[\d\d:\d\d<\d+:\d\d:\d\d, ", err):
                 eta_after = time.monotonic() - t0
                 break
     finally:
@@ -250,16 +334,31 @@ def test_billion_point_run_shows_an_eta_early_in_bounded_memory(tmp_path, small_
 
 
 def tree_state(root) -> dict:
-    """Every path under root with its size and modification time: 'nothing changed' made checkable."""
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+    """Every path under root with its size and modification time: 'nothing changed' made
+    checkable."""
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+    }
 
 
 def test_dataset_directory_as_store_is_refused(tmp_path, small_sim_overrides):
-    """paths.store_dir=<store>/<dataset> used to nest a second dataset inside the first and recompute."""
-    ds = Store(tmp_path / "store").create_dataset("ref", {"x": 1}, list(PRIORS), [8.0], np.geomspace(0.1, 1, 5))
+    """paths.store_dir=<store>/<dataset> used to nest a second dataset inside the first and
+    recompute."""
+    ds = Store(tmp_path / "store").create_dataset(
+        "ref", {"x": 1}, list(PRIORS), [8.0], np.geomspace(0.1, 1, 5)
+    )
     before = tree_state(tmp_path / "store")
-    proc = run_entry("simulate.py", *small_sim_overrides, "simulation.n=2", f"paths.store_dir={ds.path}", check=False)
+    proc = run_entry(
+        "simulate.py",
+        *small_sim_overrides,
+        "simulation.n=2",
+        f"paths.store_dir={ds.path}",
+        check=False,
+    )
     assert proc.returncode == 2
-    assert proc.stderr.strip() == (f"error: {ds.path} is a dataset directory, not a store: give the store that holds "
-                                   f"it, {tmp_path / 'store'} (e.g. data/reference, not data/reference/<dataset>)")
+    assert proc.stderr.strip() == (
+        f"error: {ds.path} is a dataset directory, not a store: give the store that holds "
+        f"it, {tmp_path / 'store'} (e.g. data/reference, not data/reference/<dataset>)"
+    )
     assert tree_state(tmp_path / "store") == before

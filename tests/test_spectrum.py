@@ -1,4 +1,5 @@
-"""astrops' spectra are 21CMMC's spectra: same numbers as the seed study's pipeline, bin for bin."""
+"""astrops' spectra are 21CMMC's spectra: same numbers as the seed study's pipeline, bin for
+bin."""
 
 from __future__ import annotations
 
@@ -17,17 +18,26 @@ SEED = 12345
 
 
 def seed_pipeline_delta(tmp_path, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The seed study's path: CoreCoevalModule + Likelihood1DPowerCoeval(simulate=True) writing a datafile."""
+    """The seed study's path: CoreCoevalModule + Likelihood1DPowerCoeval(simulate=True) writing a
+    datafile."""
     import py21cmfast as p21c
     from py21cmmc import CoreCoevalModule, Likelihood1DPowerCoeval, build_computation_chain
 
     old = p21c.config["direc"]
     p21c.config["direc"] = str(tmp_path)
     try:
-        core = CoreCoevalModule(redshift=8.0, user_params=REF_USER, astro_params=PARAMS,
-                                initial_conditions_seed=seed, regenerate=True, cache_dir=str(tmp_path))
+        core = CoreCoevalModule(
+            redshift=8.0,
+            user_params=REF_USER,
+            astro_params=PARAMS,
+            initial_conditions_seed=seed,
+            regenerate=True,
+            cache_dir=str(tmp_path),
+        )
         datafile = tmp_path / "seed.npz"
-        build_computation_chain(core, Likelihood1DPowerCoeval(datafile=str(datafile), simulate=True))
+        build_computation_chain(
+            core, Likelihood1DPowerCoeval(datafile=str(datafile), simulate=True)
+        )
         with np.load(datafile) as z:
             return z["k"], z["delta"]
     finally:
@@ -72,8 +82,11 @@ def test_multi_redshift_z8_equals_single(single_z):
 
 def test_shared_initial_conditions_match_fresh_runs():
     sim = CoevalSimulator(redshifts=[8.0], user_params={"HII_DIM": 20, "BOX_LEN": 50})
-    design = Design(priors={"HII_EFF_FACTOR": [20, 60], "ION_Tvir_MIN": [4.3, 5.0], "R_BUBBLE_MAX": [5, 15]},
-                    n=2, sims_per_ic=2)
+    design = Design(
+        priors={"HII_EFF_FACTOR": [20, 60], "ION_Tvir_MIN": [4.3, 5.0], "R_BUBBLE_MAX": [5, 15]},
+        n=2,
+        sims_per_ic=2,
+    )
     points = [design.point(0), design.point(1)]
     assert points[0]["seed"] == points[1]["seed"]
     shared = sim.run(points)
@@ -84,7 +97,8 @@ def test_shared_initial_conditions_match_fresh_runs():
 
 def test_failed_simulation_is_recorded_and_run_goes_on():
     sim = CoevalSimulator(redshifts=[8.0], user_params={"HII_DIM": 20, "BOX_LEN": 50})
-    bad = {"index": 0, "params": {**PARAMS, "R_BUBBLE_MAX": 40.0}, "seed": 7}  # > BOX_LEN/3: 21cmFAST refuses
+    # > BOX_LEN/3: 21cmFAST refuses
+    bad = {"index": 0, "params": {**PARAMS, "R_BUBBLE_MAX": 40.0}, "seed": 7}
     good = {"index": 1, "params": PARAMS, "seed": 7}
     recs = sim.run([bad]) + sim.run([good])
     assert recs[0]["status"] == "failed" and "R_BUBBLE_MAX" in recs[0]["error"]

@@ -1,4 +1,5 @@
-"""The store: atomic, de-duplicated, damage-tolerant, readable without astrops, seed-format round trip."""
+"""The store: atomic, de-duplicated, damage-tolerant, readable without astrops, seed-format round
+trip."""
 
 from __future__ import annotations
 
@@ -18,14 +19,22 @@ K = np.geomspace(0.05, 2.0, 6)
 
 
 def make_dataset(root, redshifts=(8.0,), name="toy"):
-    return Store(root).create_dataset(name, {"toy": True, "z": list(redshifts)}, PARAMS, list(redshifts), K)
+    return Store(root).create_dataset(
+        name, {"toy": True, "z": list(redshifts)}, PARAMS, list(redshifts), K
+    )
 
 
 def rec(i, n_z=1, seed=None, status="ok"):
     rng = np.random.default_rng(i)
-    return {"params": dict(zip(PARAMS, rng.random(3) * [195, 2, 15] + [5, 4, 5], strict=True)),
-            "seed": i + 100 if seed is None else seed, "delta": rng.random((n_z, len(K))) * 50,
-            "xH": rng.random(n_z), "Tb": rng.random(n_z), "status": status, "index": i}
+    return {
+        "params": dict(zip(PARAMS, rng.random(3) * [195, 2, 15] + [5, 4, 5], strict=True)),
+        "seed": i + 100 if seed is None else seed,
+        "delta": rng.random((n_z, len(K))) * 50,
+        "xH": rng.random(n_z),
+        "Tb": rng.random(n_z),
+        "status": status,
+        "index": i,
+    }
 
 
 def test_same_spec_same_dataset_other_spec_other_dataset(tmp_path):
@@ -110,7 +119,8 @@ def test_seed_format_round_trip(tmp_path):
 
 
 def test_import_seed_study_files_without_seed(tmp_path):
-    """The seed's own layout: a params CSV and numbered 21CMMC npz files (k, delta of shape (n_k,))."""
+    """The seed's own layout: a params CSV and numbered 21CMMC npz files (k, delta of shape
+    (n_k,))."""
     raw = tmp_path / "seed"
     raw.mkdir()
     rows = [rec(i) for i in range(3)]
@@ -138,56 +148,107 @@ def test_import_with_wrong_k_grid_changes_nothing(tmp_path):
 
 def test_priors_come_from_the_design_records_else_from_the_values(tmp_path):
     ds = make_dataset(tmp_path)
-    narrow = {"HII_EFF_FACTOR": [10.0, 100.0], "ION_Tvir_MIN": [4.0, 6.0]}  # R_BUBBLE_MAX declared by no design
-    ds.append([{**rec(0), "design": {"priors": narrow}}, {**rec(1), "design": {"priors": {"HII_EFF_FACTOR": [5, 150]}}},
-               rec(2)])  # rec(2): no design at all (an imported spectrum)
+    # R_BUBBLE_MAX declared by no design
+    narrow = {"HII_EFF_FACTOR": [10.0, 100.0], "ION_Tvir_MIN": [4.0, 6.0]}
+    ds.append(
+        [
+            {**rec(0), "design": {"priors": narrow}},
+            {**rec(1), "design": {"priors": {"HII_EFF_FACTOR": [5, 150]}}},
+            rec(2),
+        ]
+    )  # rec(2): no design at all (an imported spectrum)
     r = ds.load()
     r_bubble = r.params[:, 2]
-    assert r.priors(PARAMS) == {"HII_EFF_FACTOR": [5.0, 150.0], "ION_Tvir_MIN": [4.0, 6.0],  # the union of designs
-                                "R_BUBBLE_MAX": [r_bubble.min(), r_bubble.max()]}  # the fallback: the values' span
+    # the union of designs
+    assert r.priors(PARAMS) == {
+        "HII_EFF_FACTOR": [5.0, 150.0],
+        "ION_Tvir_MIN": [4.0, 6.0],
+        # the fallback: the values' span
+        "R_BUBBLE_MAX": [r_bubble.min(), r_bubble.max()],
+    }
     assert r_bubble.min() < r_bubble.max()
 
 
 def test_bundled_datasets_record_the_reference_priors():
-    """The class edges once written in conf/data/reference.yaml are the priors the bundled data record."""
+    """The class edges once written in conf/data/reference.yaml are the priors the bundled data
+    record."""
     from conftest import ROOT
 
-    reference = {"HII_EFF_FACTOR": [5.0, 200.0], "ION_Tvir_MIN": [4.0, 6.0], "R_BUBBLE_MAX": [5.0, 20.0]}
+    reference = {
+        "HII_EFF_FACTOR": [5.0, 200.0],
+        "ION_Tvir_MIN": [4.0, 6.0],
+        "R_BUBBLE_MAX": [5.0, 20.0],
+    }
     for store, name in (("reference", "reference"), ("holdout", "holdout")):
         ds = Store(ROOT / "data" / store).dataset(name)
         assert ds.load().priors(ds.parameters) == reference
 
 
 def test_import_with_a_config_records_its_priors(tmp_path, capsys):
-    """Spectra imported under a simulation config carry its priors: training's class edges need no other source."""
+    """Spectra imported under a simulation config carry its priors: training's class edges need no
+    other source."""
     from conftest import ROOT
 
     k = Store(ROOT / "data" / "reference").dataset("reference").k  # the reference config's k grid
     raw = tmp_path / "raw"
     raw.mkdir()
     np.savez(raw / "0.npz", k=k, delta=np.ones(len(k)))
-    (raw / "params.csv").write_text("file,HII_EFF_FACTOR,ION_Tvir_MIN,R_BUBBLE_MAX\n0.npz,50.0,5.0,10.0\n")
-    assert store_cli(["import", str(tmp_path / "store"), "simulation.redshifts=[8.0]",
-                      "simulation.design.priors.R_BUBBLE_MAX=[5.0,15.0]", "--csv", str(raw / "params.csv")]) == 0
+    (raw / "params.csv").write_text(
+        "file,HII_EFF_FACTOR,ION_Tvir_MIN,R_BUBBLE_MAX\n0.npz,50.0,5.0,10.0\n"
+    )
+    assert (
+        store_cli(
+            [
+                "import",
+                str(tmp_path / "store"),
+                "simulation.redshifts=[8.0]",
+                "simulation.design.priors.R_BUBBLE_MAX=[5.0,15.0]",
+                "--csv",
+                str(raw / "params.csv"),
+            ]
+        )
+        == 0
+    )
     assert "imported 1 spectra" in capsys.readouterr().out
     (ds,) = Store(tmp_path / "store").datasets()
-    assert ds.load().priors(ds.parameters) == {"HII_EFF_FACTOR": [5.0, 200.0], "ION_Tvir_MIN": [4.0, 6.0],
-                                               "R_BUBBLE_MAX": [5.0, 15.0]}
+    assert ds.load().priors(ds.parameters) == {
+        "HII_EFF_FACTOR": [5.0, 200.0],
+        "ION_Tvir_MIN": [4.0, 6.0],
+        "R_BUBBLE_MAX": [5.0, 15.0],
+    }
 
 
 def test_the_store_imports_no_torch_hydra_or_21cmfast_and_runs_as_a_module(tmp_path):
-    """The store is a data layer: ``python -m astrops.store`` launches the entry layer's CLI, the package stays bare."""
-    probe = ("import sys, astrops.store; print(sorted({m.split('.')[0] for m in sys.modules} & "
-             "{'torch', 'hydra', 'omegaconf', 'lightning', 'py21cmfast', 'py21cmmc'}), "
-             "[m for m in sys.modules if m.startswith(('astrops.entry', 'astrops.simulation'))])")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    """The store is a data layer: ``python -m astrops.store`` launches the entry layer's CLI, the
+    package stays bare."""
+    probe = (
+        "import sys, astrops.store; print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'torch', 'hydra', 'omegaconf', 'lightning', 'py21cmfast', 'py21cmmc'}), "
+        "[m for m in sys.modules if m.startswith(('astrops.entry', 'astrops.simulation'))])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "[] []"
     make_dataset(tmp_path).append([rec(0), rec(1)])
-    p = subprocess.run([sys.executable, "-m", "astrops.store", "info", str(tmp_path)], capture_output=True, text=True)
-    assert p.returncode == 0 and p.stdout.startswith("toy-") and "(2 spectra, 0 failed, 1 files)" in p.stdout
-    p = subprocess.run([sys.executable, "-m", "astrops.store", "verify", str(tmp_path / "nowhere")],
-                       capture_output=True, text=True)
-    assert p.returncode == 2 and p.stderr.strip().endswith("is not a directory: give the store directory (e.g. data/store)")
+    p = subprocess.run(
+        [sys.executable, "-m", "astrops.store", "info", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        p.returncode == 0
+        and p.stdout.startswith("toy-")
+        and "(2 spectra, 0 failed, 1 files)" in p.stdout
+    )
+    p = subprocess.run(
+        [sys.executable, "-m", "astrops.store", "verify", str(tmp_path / "nowhere")],
+        capture_output=True,
+        text=True,
+    )
+    assert p.returncode == 2 and p.stderr.strip().endswith(
+        "is not a directory: give the store directory (e.g. data/store)"
+    )
 
 
 def test_cli_info_and_unknown_dataset(tmp_path, capsys):
@@ -202,14 +263,21 @@ def test_cli_info_and_unknown_dataset(tmp_path, capsys):
 def test_cli_provenance(tmp_path):
     ds = make_dataset(tmp_path)
     ds.append([rec(0), rec(1), {**rec(2), "status": "failed", "error": "x"}])
-    assert store_cli(["provenance", str(tmp_path), "--command", "python simulate.py simulation.n=3"]) == 0
+    assert (
+        store_cli(["provenance", str(tmp_path), "--command", "python simulate.py simulation.n=3"])
+        == 0
+    )
     text = (tmp_path / "PROVENANCE.md").read_text()
     assert ds.hash in text and "2 successful, 1 failed" in text and "simulation.n=3" in text
 
 
 def tree_state(root) -> dict:
-    """Every path under root with its size and modification time: 'nothing changed' made checkable."""
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+    """Every path under root with its size and modification time: 'nothing changed' made
+    checkable."""
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+    }
 
 
 def damage_all_record_files(ds):
@@ -220,7 +288,10 @@ def damage_all_record_files(ds):
 def test_dataset_directory_is_not_a_store(tmp_path):
     ds = make_dataset(tmp_path / "store")
     for wrong in (ds.path, ds.path / "records"):
-        with pytest.raises(StoreError, match=rf"is a .* not a store: give the store that holds it, {tmp_path}/store "):
+        with pytest.raises(
+            StoreError,
+            match=rf"is a .* not a store: give the store that holds it, {tmp_path}/store ",
+        ):
             Store(wrong)
     assert Store(tmp_path / "store").dataset().path == ds.path
     from astrops.data import SpectraDataModule  # training opens its store the same way
@@ -230,31 +301,48 @@ def test_dataset_directory_is_not_a_store(tmp_path):
 
 
 def test_damaged_dataset_is_not_reported_as_empty(tmp_path):
-    """All record files unreadable, or dataset.json damaged: one StoreError line naming verify, not 'run simulate.py'."""
-    from astrops.data import SpectraDataModule  # the training path: it must not say "run simulate.py first"
+    """All record files unreadable, or dataset.json damaged: one StoreError line naming verify, not
+    'run simulate.py'."""
+    # the training path: it must not say "run simulate.py first"
+    from astrops.data import SpectraDataModule
 
     ds = make_dataset(tmp_path / "s")
     ds.append([rec(0)])
     ds.append([rec(1)])
     damage_all_record_files(ds)
-    with pytest.raises(StoreError, match=rf"dataset {ds.name} is damaged: none of its spectra can be read \(2 unreadable "
-                                         rf"record file\(s\).*python -m astrops.store verify {tmp_path}/s"):
+    with pytest.raises(
+        StoreError,
+        match=rf"dataset {ds.name} is damaged: none of its spectra can be read \(2 unreadable "
+        rf"record file\(s\).*python -m astrops.store verify {tmp_path}/s",
+    ):
         SpectraDataModule(str(tmp_path / "s")).prepare()
-    assert len(make_dataset(tmp_path / "e").load()) == 0  # an empty dataset stays empty, not damaged
+    # an empty dataset stays empty, not damaged
+    assert len(make_dataset(tmp_path / "e").load()) == 0
     for text in ('{"name": "toy", "ha', "\x00\xff garbage", "[]", '{"name": "toy"}'):
         (ds.path / "dataset.json").write_text(text)
-        with pytest.raises(StoreError, match=r"dataset.json is damaged \(.*\): restore it.*astrops.store verify"):
+        with pytest.raises(
+            StoreError, match=r"dataset.json is damaged \(.*\): restore it.*astrops.store verify"
+        ):
             Store(tmp_path / "s").dataset()
 
 
-@pytest.mark.parametrize("row,msg", [
-    ("{f},5.0,,10.0", r"row 1 \(line 3\): column ION_Tvir_MIN is blank: fill in a value or delete the row"),
-    ("{f},5.0,abc,10.0", r"row 1 \(line 3\): column ION_Tvir_MIN='abc' is not a finite number"),
-    ("{f},5.0,nan,10.0", r"column ION_Tvir_MIN='nan' is not a finite number"),
-    ("{f},5.0,4.5", r"row 1 \(line 3\): column R_BUBBLE_MAX is blank"),
-    ("{f},5.0,4.5,10.0,7", r"row 1 \(line 3\) has more cells than the header"),
-    (",5.0,4.5,10.0", r"row 1 \(line 3\): column file is blank"),
-])
+@pytest.mark.parametrize(
+    "row,msg",
+    [
+        (
+            "{f},5.0,,10.0",
+            r"row 1 \(line 3\): column ION_Tvir_MIN is blank: fill in a value or delete the row",
+        ),
+        (
+            "{f},5.0,abc,10.0",
+            r"row 1 \(line 3\): column ION_Tvir_MIN='abc' is not a finite number",
+        ),
+        ("{f},5.0,nan,10.0", r"column ION_Tvir_MIN='nan' is not a finite number"),
+        ("{f},5.0,4.5", r"row 1 \(line 3\): column R_BUBBLE_MAX is blank"),
+        ("{f},5.0,4.5,10.0,7", r"row 1 \(line 3\) has more cells than the header"),
+        (",5.0,4.5,10.0", r"row 1 \(line 3\): column file is blank"),
+    ],
+)
 def test_bad_csv_cells_are_named_and_nothing_is_imported(tmp_path, row, msg):
     csv_path = write_seed_csv(tmp_path, [None, row])
     ds = make_dataset(tmp_path / "s")
@@ -264,7 +352,8 @@ def test_bad_csv_cells_are_named_and_nothing_is_imported(tmp_path, row, msg):
 
 
 def write_seed_csv(tmp_path, rows):
-    """params.csv with a file column; None is a good row, a string is a row template ({f}: its npz)."""
+    """params.csv with a file column; None is a good row, a string is a row template ({f}: its
+    npz)."""
     lines = ["file," + ",".join(PARAMS)]
     for i, row in enumerate(rows):
         np.savez(tmp_path / f"p{i}.npz", k=K, delta=rec(i)["delta"][0])
@@ -280,45 +369,79 @@ def test_cli_store_without_datasets(tmp_path, capsys):
     for cmd in ("verify", "compact", "provenance"):  # nothing verified is not a pass
         assert store_cli([cmd, str(tmp_path / "empty")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert err == [f"error: {tmp_path}/empty holds no datasets (no */dataset.json): give the store directory "
-                       "that holds them, e.g. data/reference"]
+        assert err == [
+            f"error: {tmp_path}/empty holds no datasets (no */dataset.json): give the store "
+            "directory "
+            "that holds them, e.g. data/reference"
+        ]
     assert list((tmp_path / "empty").iterdir()) == []
 
 
 def test_cli_verify_names_a_damaged_dataset_json_and_goes_on(tmp_path, capsys):
-    good, bad = make_dataset(tmp_path, name="a"), make_dataset(tmp_path, redshifts=(7.0,), name="b")
+    good, bad = (
+        make_dataset(tmp_path, name="a"),
+        make_dataset(tmp_path, redshifts=(7.0,), name="b"),
+    )
     good.append([rec(0)])
     (bad.path / "dataset.json").write_text('{"trunc')
     assert store_cli(["verify", str(tmp_path)]) == 1
     out = capsys.readouterr().out
-    assert f"{good.name}: ok" in out and f"{bad.name}: 1 problem(s)" in out and "dataset.json is damaged" in out
+    assert (
+        f"{good.name}: ok" in out
+        and f"{bad.name}: 1 problem(s)" in out
+        and "dataset.json is damaged" in out
+    )
 
 
 def test_cli_processes_fail_in_one_line_and_change_nothing(tmp_path):
-    """Real `python -m astrops.store` processes: broken pipe, dataset dir as store, blank CSV cell, damaged json."""
+    """Real `python -m astrops.store` processes: broken pipe, dataset dir as store, blank CSV cell,
+    damaged json."""
     store = tmp_path / "store"
-    ds = Store(store).create_dataset("big", {"filler": list(range(100_000))}, PARAMS, [8.0], K)  # ~1 MB of --json
+    # ~1 MB of --json
+    ds = Store(store).create_dataset("big", {"filler": list(range(100_000))}, PARAMS, [8.0], K)
     ds.append([rec(0)])
     cli = f"{sys.executable} -m astrops.store"
     before = tree_state(store)
 
     def run(cmd: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+        return subprocess.run(
+            ["bash", "-c", cmd], capture_output=True, text=True, cwd=tmp_path, timeout=120
+        )
 
     # stdout closed early: quiet, status 141 like cat/grep under SIGPIPE
-    p = run(f"{cli} info {store} --json | head -1; echo rc=${{PIPESTATUS[0]}}; {cli} info {store} | true; "
-            "echo rc=${PIPESTATUS[0]}")
-    assert p.stdout.splitlines() == [f"{ds.name}  (1 spectra, 0 failed, 1 files)", "rc=141", "rc=141"], p.stdout
+    p = run(
+        f"{cli} info {store} --json | head -1; echo rc=${{PIPESTATUS[0]}}; {cli} info {store} | "
+        "true; "
+        "echo rc=${PIPESTATUS[0]}"
+    )
+    assert p.stdout.splitlines() == [
+        f"{ds.name}  (1 spectra, 0 failed, 1 files)",
+        "rc=141",
+        "rc=141",
+    ], p.stdout
     assert p.stderr == ""
     write_seed_csv(tmp_path, [None, "{f},5.0,,10.0"])
     (tmp_path / "other" / "b").mkdir(parents=True)
     (tmp_path / "other" / "b" / "dataset.json").write_text("{")
     cases = [
-        (f"{cli} verify {ds.path}", f"{ds.path} is a dataset directory, not a store: give the store that holds it, {store}"),
-        (f"{cli} info {ds.path}/records", f"{ds.path}/records is a dataset's records folder, not a store"),
-        (f"{cli} import {store} --csv {tmp_path}/params.csv",
-         f"{tmp_path}/params.csv row 1 (line 3): column ION_Tvir_MIN is blank: fill in a value or delete the row"),
-        (f"{cli} info {tmp_path}/other", f"{tmp_path}/other/b/dataset.json is damaged (unreadable: "),
+        (
+            f"{cli} verify {ds.path}",
+            f"{ds.path} is a dataset directory, not a store: "
+            f"give the store that holds it, {store}",
+        ),
+        (
+            f"{cli} info {ds.path}/records",
+            f"{ds.path}/records is a dataset's records folder, not a store",
+        ),
+        (
+            f"{cli} import {store} --csv {tmp_path}/params.csv",
+            f"{tmp_path}/params.csv row 1 (line 3): column ION_Tvir_MIN is blank: fill in a value "
+            "or delete the row",
+        ),
+        (
+            f"{cli} info {tmp_path}/other",
+            f"{tmp_path}/other/b/dataset.json is damaged (unreadable: ",
+        ),
     ]
     for cmd, needle in cases:
         p = run(cmd)

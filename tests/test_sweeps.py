@@ -1,4 +1,5 @@
-"""Sweeps end to end into a real sqlite MLflow store: grid, Optuna, parallel joblib, a failing job, compare."""
+"""Sweeps end to end into a real sqlite MLflow store: grid, Optuna, parallel joblib, a failing job,
+compare."""
 
 from __future__ import annotations
 
@@ -10,13 +11,27 @@ from conftest import run_entry
 
 from astrops.analysis.compare import compare
 
-QUICK = ["debug=limit", "callbacks.progress_bar=null", "trainer.max_epochs=2", "trainer.limit_train_batches=3"]
+QUICK = [
+    "debug=limit",
+    "callbacks.progress_bar=null",
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=3",
+]
 
 
 def sweep(tmp_path, *overrides, check=True):
-    return run_entry("train.py", "-m", *QUICK, f"logger.mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
-                     f"logger.mlflow.artifact_root={tmp_path}/artifacts", f"paths.log_dir={tmp_path}/logs",
-                     f"hydra.sweep.dir={tmp_path}/sweep", *overrides, check=check, timeout=900)
+    return run_entry(
+        "train.py",
+        "-m",
+        *QUICK,
+        f"logger.mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+        f"logger.mlflow.artifact_root={tmp_path}/artifacts",
+        f"paths.log_dir={tmp_path}/logs",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        *overrides,
+        check=check,
+        timeout=900,
+    )
 
 
 def runs(tmp_path, experiment: str = "astrops"):
@@ -35,8 +50,12 @@ def test_grid_sweep_failing_job_and_compare(tmp_path):
     assert len(finished) == 5 and len(failed) == 1
     assert "Invalid learning rate" in failed[0].data.tags["error"]
     combos = {(r.data.tags["model"], r.data.tags["task"]) for r in finished}
-    assert combos == {("dense", "regression"), ("dense", "classification"), ("cnn", "regression"),
-                      ("cnn", "classification")}
+    assert combos == {
+        ("dense", "regression"),
+        ("dense", "classification"),
+        ("cnn", "regression"),
+        ("cnn", "classification"),
+    }
     for r in finished:
         assert r.data.tags["sweep_id"] and "job_num" in r.data.tags and "overrides" in r.data.tags
         assert "test/R2/ION_Tvir_MIN" in r.data.metrics
@@ -44,7 +63,12 @@ def test_grid_sweep_failing_job_and_compare(tmp_path):
     md = compare("astrops", f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path / "cmp"))
     table = pd.read_csv(tmp_path / "cmp" / "comparison.csv")
     names = table["configuration"].tolist()
-    for combo in ("dense regression", "dense classification", "cnn regression", "cnn classification"):
+    for combo in (
+        "dense regression",
+        "dense classification",
+        "cnn regression",
+        "cnn classification",
+    ):
         assert any(n.startswith(combo + " debug=limit") for n in names), names
     assert not any("logger." in n or "paths." in n for n in names)
     assert "seed study: dense regression (published)" in names
@@ -86,8 +110,9 @@ def test_parallel_joblib_sweep_loses_nothing(tmp_path):
     client, rs = runs(tmp_path)
     assert len(rs) == 4 and all(r.info.status == "FINISHED" for r in rs)
     reference = set(rs[0].data.metrics)
-    # per epoch: train/val loss, val R² overall, epoch, lr; once: test and informative R² (params + overall),
-    # test RMSE/MAE (params), best/val/loss, time/*_s (astrops.tracking.summary; the rest is in metrics.json)
+    # per epoch: train/val loss, val R² overall, epoch, lr; once: test and informative R² (params +
+    # overall), test RMSE/MAE (params), best/val/loss, time/*_s (astrops.tracking.summary; the rest
+    # is in metrics.json)
     assert len(reference) == 5 + 2 * 4 + 2 * 3 + 1 + 4, sorted(reference)
     for r in rs:
         assert set(r.data.metrics) == reference  # every metric of every run arrived
@@ -96,12 +121,22 @@ def test_parallel_joblib_sweep_loses_nothing(tmp_path):
 
 
 def test_optuna_sweep_writes_and_logs_best_parameters(tmp_path):
-    sweep(tmp_path, "hparams_search=optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.n_startup_trials=2")
+    sweep(
+        tmp_path,
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.sampler.n_startup_trials=2",
+    )
     best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
-    assert set(best["best_params"]) >= {"model.optimizer.lr", "data.batch_size", "data.feature_transform"}
+    assert set(best["best_params"]) >= {
+        "model.optimizer.lr",
+        "data.batch_size",
+        "data.feature_transform",
+    }
     assert best["best_value"] > 0
     client, trials = runs(tmp_path)
-    _, (summary,) = runs(tmp_path, "astrops-analysis")  # the sweep's summary stays apart from its trials
+    # the sweep's summary stays apart from its trials
+    _, (summary,) = runs(tmp_path, "astrops-analysis")
     assert summary.data.tags["kind"] == "optuna_summary"
     assert len(trials) == 3
     assert summary.data.metrics["best_value"] == pytest.approx(best["best_value"])
@@ -112,7 +147,11 @@ def test_optuna_sweep_writes_and_logs_best_parameters(tmp_path):
 def test_compare_keeps_ensembles_apart_from_their_members():
     from astrops.analysis.compare import config_key
 
-    common = {"model": "dense", "task": "regression", "overrides": "experiment=best_regression seed=1"}
+    common = {
+        "model": "dense",
+        "task": "regression",
+        "overrides": "experiment=best_regression seed=1",
+    }
     ensemble_key = config_key({**common, "ensemble_members": "5"})
     member_key = config_key({**common, "ensemble_member": "0"})
     single_key = config_key(common)

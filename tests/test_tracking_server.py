@@ -26,10 +26,25 @@ def free_port() -> int:
 def mlflow_server(tmp_path):
     port = free_port()
     mlflow_bin = Path(sys.executable).parent / "mlflow"
-    proc = subprocess.Popen([str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-                             "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            str(mlflow_bin),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path}/server.db",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     uri = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
     while time.time() < deadline:
@@ -50,13 +65,18 @@ def mlflow_server(tmp_path):
 
 def test_training_logs_to_a_real_server(tmp_path, mlflow_server, monkeypatch, train_cfg):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    cfg = train_cfg("trainer.max_epochs=2", "trainer.limit_train_batches=3",
-                    f"logger.mlflow.tracking_uri={mlflow_server}")
+    cfg = train_cfg(
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=3",
+        f"logger.mlflow.tracking_uri={mlflow_server}",
+    )
     results, best = train(cfg)
     client = mlflow.MlflowClient(mlflow_server)
     (run,) = client.search_runs([client.get_experiment_by_name("astrops").experiment_id])
     assert run.info.status == "FINISHED"
-    assert run.data.metrics["test/R2/ION_Tvir_MIN"] == pytest.approx(results["test/R2/ION_Tvir_MIN"])
+    assert run.data.metrics["test/R2/ION_Tvir_MIN"] == pytest.approx(
+        results["test/R2/ION_Tvir_MIN"]
+    )
     local = client.download_artifacts(run.info.run_id, "metrics_table.md", str(tmp_path))
     assert "ION_Tvir_MIN" in Path(local).read_text()
     # artifacts went through the server into its own store, not into the project's directory

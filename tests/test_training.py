@@ -35,26 +35,59 @@ def test_each_combination_trains_and_logs(tmp_path, train_cfg, model, task):
     client, run = mlflow_run(tmp_path)
     assert run.info.status == "FINISHED"
     assert run.data.tags["model"] == model and run.data.tags["task"] == task
-    assert run.data.tags["dataset_name"].startswith("reference-") and run.data.tags["split_seed"] == "0"
-    # every result is in metrics.json; MLflow's metric keys are the summary (≤ 40: the compare page stays legible)
-    everything = json.loads(Path(client.download_artifacts(run.info.run_id, "metrics.json", str(tmp_path))).read_text())
+    assert (
+        run.data.tags["dataset_name"].startswith("reference-")
+        and run.data.tags["split_seed"] == "0"
+    )
+    # every result is in metrics.json; MLflow's metric keys are the summary (≤ 40: the compare page
+    # stays legible)
+    everything = json.loads(
+        Path(client.download_artifacts(run.info.run_id, "metrics.json", str(tmp_path))).read_text()
+    )
     names = REGRESSION_METRICS + (CLASSIFICATION_METRICS if task == "classification" else ())
     for stage in ("best/val", "test"):
         for metric in names:
             for p in [*PARAMS, "overall"]:
-                assert f"{stage}/{metric}/{p}" in results and f"{stage}/{metric}/{p}" in everything, f"{stage}/{metric}/{p}"
+                assert (
+                    f"{stage}/{metric}/{p}" in results and f"{stage}/{metric}/{p}" in everything
+                ), f"{stage}/{metric}/{p}"
     logged = set(run.data.metrics)
     assert len(logged) <= 40, sorted(logged)
-    assert {"train/loss", "val/loss", "val/R2/overall", "best/val/loss", "test/R2/overall"} <= logged, sorted(logged)
+    assert {
+        "train/loss",
+        "val/loss",
+        "val/R2/overall",
+        "best/val/loss",
+        "test/R2/overall",
+    } <= logged, sorted(logged)
     assert {f"test/{m}/{p}" for m in ("R2", "RMSE", "MAE") for p in PARAMS} <= logged
     assert {k for k in everything if is_summary(k)} == {k for k in logged if not is_per_epoch(k)}
     history = client.get_metric_history(run.info.run_id, "test/R2/ION_Tvir_MIN")
-    assert len(history) == 1 and history[0].step >= max(h.step for h in client.get_metric_history(run.info.run_id, "val/loss"))
-    assert run.data.params["model"] == model and run.data.params["task"] == task and run.data.params["lr"] == "0.001"
-    assert not any("_target_" in k or "ckpt" in v for k, v in run.data.params.items()), run.data.params
-    arts = {a.path for d in ("", "figures", "checkpoints") for a in client.list_artifacts(run.info.run_id, d)}
-    assert {"config.yaml", "metrics_table.md", "model_card.json", "figures/pred_vs_true.png",
-            "figures/training_curves.png", "figures/saliency.png", "saliency.json"} <= arts
+    assert len(history) == 1 and history[0].step >= max(
+        h.step for h in client.get_metric_history(run.info.run_id, "val/loss")
+    )
+    assert (
+        run.data.params["model"] == model
+        and run.data.params["task"] == task
+        and run.data.params["lr"] == "0.001"
+    )
+    assert not any("_target_" in k or "ckpt" in v for k, v in run.data.params.items()), (
+        run.data.params
+    )
+    arts = {
+        a.path
+        for d in ("", "figures", "checkpoints")
+        for a in client.list_artifacts(run.info.run_id, d)
+    }
+    assert {
+        "config.yaml",
+        "metrics_table.md",
+        "model_card.json",
+        "figures/pred_vs_true.png",
+        "figures/training_curves.png",
+        "figures/saliency.png",
+        "saliency.json",
+    } <= arts
     if task == "classification":
         assert "figures/confusion_matrices.png" in arts
         assert 0 <= results["test/acc_pm1/ION_Tvir_MIN"] <= 1
@@ -62,22 +95,38 @@ def test_each_combination_trains_and_logs(tmp_path, train_cfg, model, task):
         for stage in ("best/val", "test", "test_informative"):
             for metric in DISTRIBUTION_METRICS:
                 assert f"{stage}/{metric}/R_BUBBLE_MAX" in everything, f"{stage}/{metric}"
-        assert {"test/coverage68/R_BUBBLE_MAX", "test/NLL/overall", "test/CRPS/overall", "test/sbc_p/R_BUBBLE_MAX",
-                "test/tarp_atc"} <= logged
-        assert {"figures/sbc.png", "figures/tarp.png", "figures/corner_5.png", "figures/coverage_curve.png",
-            "coverage.md", "coverage_curve.json", "calibration.json"} <= arts
-    if task != "regression":  # calibrated after training: the factors are logged and in the checkpoint
+        assert {
+            "test/coverage68/R_BUBBLE_MAX",
+            "test/NLL/overall",
+            "test/CRPS/overall",
+            "test/sbc_p/R_BUBBLE_MAX",
+            "test/tarp_atc",
+        } <= logged
+        assert {
+            "figures/sbc.png",
+            "figures/tarp.png",
+            "figures/corner_5.png",
+            "figures/coverage_curve.png",
+            "coverage.md",
+            "coverage_curve.json",
+            "calibration.json",
+        } <= arts
+    # calibrated after training: the factors are logged and in the checkpoint
+    if task != "regression":
         name = "var_scale" if task == "gaussian" else "temperature"
         assert run.data.metrics[f"calibration/{name}/ION_Tvir_MIN"] > 0
         assert best.endswith("-calibrated.ckpt")
         state = torch.load(best, weights_only=True)["state_dict"]
-        assert float(state[f"task.{name}"][1]) == pytest.approx(run.data.metrics[f"calibration/{name}/ION_Tvir_MIN"])
+        assert float(state[f"task.{name}"][1]) == pytest.approx(
+            run.data.metrics[f"calibration/{name}/ION_Tvir_MIN"]
+        )
     assert any(a.startswith("checkpoints/") and a.endswith(".ckpt") for a in arts)
     assert run.data.tags["best_checkpoint"] == best
 
 
 def test_real_training_predicts_and_round_trips(tmp_path, train_cfg):
-    """A short real dense regression: Tvir is well constrained; the checkpoint reproduces the model."""
+    """A short real dense regression: Tvir is well constrained; the checkpoint reproduces the
+    model."""
     cfg = train_cfg("trainer.max_epochs=60", "callbacks.early_stopping.patience=10")
     results, best = train(cfg)
     assert results["test/R2/ION_Tvir_MIN"] > 0.8, results
@@ -94,13 +143,19 @@ def test_real_training_predicts_and_round_trips(tmp_path, train_cfg):
     # and the in-memory model of the same checkpoint gives the same numbers as predict.py
     np.savez(tmp_path / "in.npz", k=dm.k, delta=dm.delta[test][:, 0, :])
     out = tmp_path / "pred.csv"
-    run_entry("predict.py", f"ckpt_path={best}", f"input={tmp_path / 'in.npz'}", f"output={out}",
-              f"hydra.run.dir={tmp_path}/h")
+    run_entry(
+        "predict.py",
+        f"ckpt_path={best}",
+        f"input={tmp_path / 'in.npz'}",
+        f"output={out}",
+        f"hydra.run.dir={tmp_path}/h",
+    )
     import pandas as pd
 
     csv = pd.read_csv(out)
     np.testing.assert_allclose(csv[PARAMS].to_numpy(), df[PARAMS].to_numpy(), rtol=1e-6)
-    assert "dataset_hash" in out.with_suffix(".json").read_text()  # lineage beside the CSV, not in it
+    # lineage beside the CSV, not in it
+    assert "dataset_hash" in out.with_suffix(".json").read_text()
 
 
 def test_same_seed_same_metrics(tmp_path, train_cfg):
@@ -112,14 +167,25 @@ def test_same_seed_same_metrics(tmp_path, train_cfg):
 
 
 def test_resume_from_last_checkpoint(tmp_path, train_cfg):
-    first, _ = train(train_cfg("trainer.max_epochs=2", "trainer.limit_train_batches=3",
-                               "callbacks.early_stopping=null"))
+    first, _ = train(
+        train_cfg(
+            "trainer.max_epochs=2",
+            "trainer.limit_train_batches=3",
+            "callbacks.early_stopping=null",
+        )
+    )
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     ckpt = torch.load(last, weights_only=True)
     assert ckpt["epoch"] == 1
     run_id = ckpt["astrops"]["mlflow_run_id"]
-    train(train_cfg("trainer.max_epochs=4", "trainer.limit_train_batches=3", "callbacks.early_stopping=null",
-                    f"ckpt_path={last}"))
+    train(
+        train_cfg(
+            "trainer.max_epochs=4",
+            "trainer.limit_train_batches=3",
+            "callbacks.early_stopping=null",
+            f"ckpt_path={last}",
+        )
+    )
     assert torch.load(last, weights_only=True)["epoch"] == 3
     client, run = mlflow_run(tmp_path)  # still exactly one run: the same one, continued
     assert run.info.run_id == run_id
@@ -132,7 +198,8 @@ def test_checkpoint_loads_with_weights_only(tmp_path, train_cfg):
     ckpt = torch.load(best, weights_only=True)
     assert ckpt["astrops"]["n_classes"] == 25
     edges = ckpt["state_dict"]["task.codec.edges"]
-    np.testing.assert_allclose(edges[0, :2].numpy(), [5.0, 12.8], rtol=1e-6)  # the seed's class 0: [5, 12.8)
+    # the seed's class 0: [5, 12.8)
+    np.testing.assert_allclose(edges[0, :2].numpy(), [5.0, 12.8], rtol=1e-6)
     df = load_model(best).predict(np.asarray(ckpt["astrops"]["k"]), np.ones((2, 22)))
     assert {"HII_EFF_FACTOR_class", "HII_EFF_FACTOR_prob"} <= set(df.columns)
 
@@ -143,12 +210,16 @@ def test_bad_inputs(tmp_path, train_cfg):
     proc = run_entry("train.py", "task=ranking", check=False)
     assert proc.returncode != 0 and "task/ranking" in proc.stderr
     np.savez(tmp_path / "x.npz", k=np.arange(3.0), delta=np.ones(3))
-    proc = run_entry("predict.py", f"ckpt_path={tmp_path}/nope.ckpt", f"input={tmp_path}/x.npz", check=False)
+    proc = run_entry(
+        "predict.py", f"ckpt_path={tmp_path}/nope.ckpt", f"input={tmp_path}/x.npz", check=False
+    )
     assert proc.returncode == 2 and "checkpoint" in proc.stderr and "does not exist" in proc.stderr
     (tmp_path / "empty").mkdir()
     from astrops.store import Store
 
-    Store(tmp_path / "empty").create_dataset("empty", {"e": 1}, PARAMS, [8.0], np.geomspace(0.1, 1, 5))
+    Store(tmp_path / "empty").create_dataset(
+        "empty", {"e": 1}, PARAMS, [8.0], np.geomspace(0.1, 1, 5)
+    )
     with pytest.raises(DataConfigError, match="has no spectra"):
         SpectraDataModule(str(tmp_path / "empty")).prepare()
     with pytest.raises(DataConfigError, match=r"data.redshifts \[6.0\]"):
@@ -165,17 +236,25 @@ def test_predict_refuses_wrong_k_grid(tmp_path, train_cfg):
 
 
 def test_a_single_informative_test_spectrum_does_not_break_the_run(tmp_path, train_cfg):
-    """R² needs two samples: with one partly ionized test box the informative-subset metrics are skipped."""
+    """R² needs two samples: with one partly ionized test box the informative-subset metrics are
+    skipped."""
     from test_data import toy_store
 
     toy_store(tmp_path / "probe", n=120, redshifts=(8.0,))
     probe = SpectraDataModule(str(tmp_path / "probe"), redshifts=[8.0])
     probe.prepare()
     xH = np.zeros((120, 1))
-    xH[probe.test_idx[0]] = 0.5  # the split depends on the parameters only: this one lands in the test set
+    # the split depends on the parameters only: this one lands in the test set
+    xH[probe.test_idx[0]] = 0.5
     toy_store(tmp_path / "store", n=120, redshifts=(8.0,), xH=xH)
-    results, best = train(train_cfg(f"data.store_dir={tmp_path / 'store'}", "data.dataset=null",
-                                    "trainer.max_epochs=2", "saliency=false"))
+    results, best = train(
+        train_cfg(
+            f"data.store_dir={tmp_path / 'store'}",
+            "data.dataset=null",
+            "trainer.max_epochs=2",
+            "saliency=false",
+        )
+    )
     assert best and np.isfinite(results["test/R2/ION_Tvir_MIN"])
     assert not any(k.startswith("test_informative/") for k in results)
     client, run = mlflow_run(tmp_path)

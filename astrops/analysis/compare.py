@@ -1,10 +1,11 @@
-"""Compare the runs of an MLflow experiment: ``python -m astrops.analysis.compare [experiment] [--filter ...]``.
+"""Compare the runs of an MLflow experiment: ``python -m astrops.analysis.compare [experiment]
+[--filter ...]``.
 
 Runs are grouped by configuration (model, task and command-line overrides, ignoring ``seed=`` and
 ``data.fold=``), so seed sweeps and k-fold runs become mean ± std rows; the seed study's published
-numbers are added as reference rows. Writes a markdown and a CSV table and figures, and logs them to
-MLflow as a comparison run in experiment ``<experiment>-analysis`` (apart from the training runs). In
-the MLflow UI the same runs can be compared by ticking them and pressing Compare.
+numbers are added as reference rows. Writes a markdown and a CSV table and figures, and logs them
+to MLflow as a comparison run in experiment ``<experiment>-analysis`` (apart from the training
+runs). In the MLflow UI the same runs can be compared by ticking them and pressing Compare.
 """
 
 from __future__ import annotations
@@ -27,10 +28,14 @@ from astrops.analysis.figures import plt, save_figures
 from astrops.parameters import NAMES, ordered
 
 METRICS = ["R2", "RMSE", "MAE", "MSE", "acc", "acc_pm1", "F1"]
-# package data beside this module: numbers are data, not code (and are cited, so they must not drift)
+# package data beside this module: numbers are data, not code (and are cited, so they must not
+# drift)
 PUBLISHED = "seed_study_published.json"
-# overrides that do not change what is measured: seeds/folds (aggregated over), where things are written
-_IGNORED = re.compile(r"^\+?(seed|data\.fold|ckpt_path|baseline|(hydra|logger|paths|tags)(\.[^=]*)?|callbacks\.progress_bar[^=]*)=")
+# overrides that do not change what is measured: seeds/folds (aggregated over), where things are
+# written
+_IGNORED = re.compile(
+    r"^\+?(seed|data\.fold|ckpt_path|baseline|(hydra|logger|paths|tags)(\.[^=]*)?|callbacks\.progress_bar[^=]*)="
+)
 _TRAIN_SIZE = re.compile(r"\s*data\.train_size=\S+")
 
 
@@ -39,10 +44,14 @@ class CompareError(ValueError):
 
 
 def config_key(tags: dict[str, str]) -> str:
-    """What a run measured, as one string: runs that differ only in seed, fold or output paths share it."""
-    overrides = [o for o in (tags.get("overrides") or "").split() if o != "(none)" and not _IGNORED.match(o)]
+    """What a run measured, as one string: runs that differ only in seed, fold or output paths
+    share it."""
+    overrides = [
+        o for o in (tags.get("overrides") or "").split() if o != "(none)" and not _IGNORED.match(o)
+    ]
     base = f"{tags.get('model', '?')} {tags.get('task', '?')}"
-    if "ensemble_members" in tags:  # an ensemble and its own members are different things to average
+    # an ensemble and its own members are different things to average
+    if "ensemble_members" in tags:
         base += f" ensemble of {tags['ensemble_members']}"
     elif "ensemble_member" in tags:
         base += " (ensemble member)"
@@ -56,30 +65,45 @@ def published_reference() -> dict[str, dict[str, dict[str, float]]]:
 
 
 def load_runs(experiment: str, tracking_uri: str, filter_string: str = "") -> list[Any]:
-    """The experiment's finished training runs (MLflow ``Run`` objects; comparison and Optuna summary
-    runs, and runs without a ``model`` tag, left out)."""
+    """The experiment's finished training runs (MLflow ``Run`` objects; comparison and Optuna
+    summary runs, and runs without a ``model`` tag, left out)."""
     from astrops.tracking import TrackingError, existing_experiment
 
     try:
-        client, exp = existing_experiment(tracking_uri, experiment, "name the experiment the runs were logged to")
+        client, exp = existing_experiment(
+            tracking_uri, experiment, "name the experiment the runs were logged to"
+        )
     except TrackingError as exc:
         raise CompareError(str(exc)) from None
     filt = "attributes.status = 'FINISHED'" + (f" and {filter_string}" if filter_string else "")
-    return [run for run in client.search_runs([exp.experiment_id], filter_string=filt, max_results=50_000)
-            if run.data.tags.get("kind") not in ("comparison", "optuna_summary") and "model" in run.data.tags]
+    return [
+        run
+        for run in client.search_runs([exp.experiment_id], filter_string=filt, max_results=50_000)
+        if run.data.tags.get("kind") not in ("comparison", "optuna_summary")
+        and "model" in run.data.tags
+    ]
 
 
 def runs_table(runs: list[Any]) -> pd.DataFrame:
-    """One row per run: config key, seed, train size and test metrics (``<metric>/<parameter>``), with
-    the parameters those runs were tested on (their ``test/R2/<parameter>`` metrics; the three
+    """One row per run: config key, seed, train size and test metrics (``<metric>/<parameter>``),
+    with the parameters those runs were tested on (their ``test/R2/<parameter>`` metrics; the three
     reionization parameters when none has test metrics, as empty columns)."""
-    params = ordered(key.split("/")[-1] for run in runs for key in run.data.metrics
-                     if key.startswith("test/R2/") and not key.endswith("/overall")) or list(NAMES)
+    params = ordered(
+        key.split("/")[-1]
+        for run in runs
+        for key in run.data.metrics
+        if key.startswith("test/R2/") and not key.endswith("/overall")
+    ) or list(NAMES)
     rows = []
     for run in runs:
         tags, metrics = run.data.tags, run.data.metrics
-        row = {"run_id": run.info.run_id, "config": config_key(tags), "seed": run.data.params.get("seed"),
-               "train_size": float(tags.get("n_train", "nan")), "sweep_id": tags.get("sweep_id", "")}
+        row = {
+            "run_id": run.info.run_id,
+            "config": config_key(tags),
+            "seed": run.data.params.get("seed"),
+            "train_size": float(tags.get("n_train", "nan")),
+            "sweep_id": tags.get("sweep_id", ""),
+        }
         for m in METRICS:
             for p in params:
                 row[f"{m}/{p}"] = metrics.get(f"test/{m}/{p}", np.nan)
@@ -95,7 +119,11 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
         row = {"configuration": key, "runs": len(g)}
         for c in cols:
             v = g[c].dropna()
-            row[c] = f"{v.mean():.4f} ± {v.std(ddof=1):.4f}" if len(v) > 1 else (f"{v.mean():.4f}" if len(v) else "")
+            row[c] = (
+                f"{v.mean():.4f} ± {v.std(ddof=1):.4f}"
+                if len(v) > 1
+                else (f"{v.mean():.4f}" if len(v) else "")
+            )
         out.append(row)
     for name, ref in published_reference().items():
         row = {"configuration": name, "runs": ""}
@@ -122,7 +150,9 @@ def r2_figure(runs: pd.DataFrame) -> Figure:
     x = np.arange(len(groups))
     for j, p in enumerate(params):
         stats = runs.groupby("config")[f"R2/{p}"].agg(["mean", "std"]).reindex(groups)
-        ax.bar(x + j * width, stats["mean"], width, yerr=stats["std"].fillna(0), capsize=3, label=p)
+        ax.bar(
+            x + j * width, stats["mean"], width, yerr=stats["std"].fillna(0), capsize=3, label=p
+        )
     ax.set_xticks(x + width, groups, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("test R²")
     ax.axhline(0, color="k", lw=0.5)
@@ -132,19 +162,23 @@ def r2_figure(runs: pd.DataFrame) -> Figure:
 
 
 def learning_curve_groups(runs: list[Any]) -> learning_curve.Groups:
-    """Learning-curve points with a curve per configuration (its ``data.train_size`` left out of the key),
-    keeping the configurations trained at more than one size."""
+    """Learning-curve points with a curve per configuration (its ``data.train_size`` left out of
+    the key), keeping the configurations trained at more than one size."""
     groups = learning_curve.group_runs(runs, lambda tags: _TRAIN_SIZE.sub("", config_key(tags)))
     sizes = Counter(series for series, _ in groups)
     return {key: values for key, values in groups.items() if sizes[key[0]] > 1}
 
 
-def compare(experiment: str, tracking_uri: str, out_dir: str, filter_string: str = "", log: bool = True) -> Path:
-    """Write comparison.md/.csv, runs.csv and figures to ``out_dir`` (and log them as a comparison run);
-    returns the markdown table's path. Raises :class:`CompareError` when no run matches."""
+def compare(
+    experiment: str, tracking_uri: str, out_dir: str, filter_string: str = "", log: bool = True
+) -> Path:
+    """Write comparison.md/.csv, runs.csv and figures to ``out_dir`` (and log them as a comparison
+    run); returns the markdown table's path. Raises :class:`CompareError` when no run matches."""
     mlflow_runs = load_runs(experiment, tracking_uri, filter_string)
     if not mlflow_runs:
-        raise CompareError(f"no finished training runs in experiment '{experiment}' match the filter")
+        raise CompareError(
+            f"no finished training runs in experiment '{experiment}' match the filter"
+        )
     runs = runs_table(mlflow_runs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -164,8 +198,15 @@ def compare(experiment: str, tracking_uri: str, out_dir: str, filter_string: str
         from astrops.tracking import analysis_experiment, prepare_experiment
 
         exp_id = prepare_experiment(tracking_uri, analysis_experiment(experiment))
-        run = client.create_run(exp_id, run_name="comparison", tags={"kind": "comparison", "filter": filter_string})
-        for path in (out / "comparison.md", out / "comparison.csv", out / "runs.csv", *pngs.values()):
+        run = client.create_run(
+            exp_id, run_name="comparison", tags={"kind": "comparison", "filter": filter_string}
+        )
+        for path in (
+            out / "comparison.md",
+            out / "comparison.csv",
+            out / "runs.csv",
+            *pngs.values(),
+        ):
             client.log_artifact(run.info.run_id, str(path))
         client.set_terminated(run.info.run_id)
     print(markdown(table))
@@ -175,17 +216,27 @@ def compare(experiment: str, tracking_uri: str, out_dir: str, filter_string: str
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m astrops.analysis.compare", description=__doc__)
     ap.add_argument("experiment", nargs="?", default="astrops")
-    ap.add_argument("--filter", default="", help="MLflow search filter, e.g. \"tags.task = 'regression'\"")
-    ap.add_argument("--tracking-uri", default=None,
-                    help="default: $MLFLOW_TRACKING_URI, else the project's tracking/mlflow.db")
+    ap.add_argument(
+        "--filter", default="", help="MLflow search filter, e.g. \"tags.task = 'regression'\""
+    )
+    ap.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="default: $MLFLOW_TRACKING_URI, else the project's tracking/mlflow.db",
+    )
     ap.add_argument("--out", default="comparison")
     ap.add_argument("--no-log", action="store_true", help="do not log the comparison to MLflow")
     args = ap.parse_args(argv)
     from astrops.tracking import default_tracking_uri
 
     try:
-        compare(args.experiment, args.tracking_uri or default_tracking_uri(), args.out, args.filter,
-                log=not args.no_log)
+        compare(
+            args.experiment,
+            args.tracking_uri or default_tracking_uri(),
+            args.out,
+            args.filter,
+            log=not args.no_log,
+        )
     except CompareError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

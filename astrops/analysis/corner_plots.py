@@ -1,8 +1,10 @@
-"""Corner plots of posterior samples (``predict.py plot=true``): what a user wants to see for their own spectrum.
+"""Corner plots of posterior samples (``predict.py plot=true``): what a user wants to see for their
+own spectrum.
 
-One figure per input spectrum with ``corner`` (Foreman-Mackey 2016, JOSS 1, 24): the 1-D marginals with
-their median and central 68 % interval, the 2-D marginals with 68 % / 95 % contours, each axis spanning the
-prior box the model was trained on (a posterior piled against an edge is visible as such).
+One figure per input spectrum with ``corner`` (Foreman-Mackey 2016, JOSS 1, 24): the 1-D marginals
+with their median and central 68 % interval, the 2-D marginals with 68 % / 95 % contours, each axis
+spanning the prior box the model was trained on (a posterior piled against an edge is visible as
+such).
 """
 
 from __future__ import annotations
@@ -16,22 +18,39 @@ from astrops.analysis.figures import plt
 from astrops.parameters import LABELS
 
 
-def corner_figure(samples: np.ndarray, parameters: list[str], prior_box: dict[str, tuple[float, float]],
-                  title: str = "", truths: np.ndarray | None = None) -> Any:
+def corner_figure(
+    samples: np.ndarray,
+    parameters: list[str],
+    prior_box: dict[str, tuple[float, float]],
+    title: str = "",
+    truths: np.ndarray | None = None,
+) -> Any:
     """A corner figure of (n, P) samples."""
     import corner
 
-    fig = corner.corner(samples, labels=[LABELS.get(p, p) for p in parameters], range=[prior_box[p] for p in parameters],
-                        quantiles=[0.15865525393145707, 0.5, 0.8413447460685429], show_titles=True,
-                        title_fmt=".3g", levels=(0.68, 0.95), plot_datapoints=False, bins=30, truths=truths,
-                        smooth=1.0)
+    fig = corner.corner(
+        samples,
+        labels=[LABELS.get(p, p) for p in parameters],
+        range=[prior_box[p] for p in parameters],
+        quantiles=[0.15865525393145707, 0.5, 0.8413447460685429],
+        show_titles=True,
+        title_fmt=".3g",
+        levels=(0.68, 0.95),
+        plot_datapoints=False,
+        bins=30,
+        truths=truths,
+        smooth=1.0,
+    )
     if title:
         fig.suptitle(title, y=1.02)
     return fig
 
 
-def write_corner_plots(samples: np.ndarray, predictor: Any, stem: str | Path, dpi: int = 90) -> list[Path]:
-    """``<stem>_<i>.png`` for each spectrum's (n, P) samples in ``samples`` (N, n, P); returns the paths."""
+def write_corner_plots(
+    samples: np.ndarray, predictor: Any, stem: str | Path, dpi: int = 90
+) -> list[Path]:
+    """``<stem>_<i>.png`` for each spectrum's (n, P) samples in ``samples`` (N, n, P); returns the
+    paths."""
     paths = []
     for i, s in enumerate(samples):
         fig = corner_figure(s, predictor.parameters, predictor.prior_box, title=f"spectrum {i}")

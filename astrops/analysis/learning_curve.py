@@ -1,7 +1,8 @@
 """Learning curves from MLflow: test R² against the number of training simulations.
 
-    python train.py -m data=reference_holdout data.train_size=250,500,1000,1801 seed=1,2,3 experiment_name=lc
-    python -m astrops.analysis.learning_curve --experiment lc [--model dense] [--tracking-uri URI] [--out learning_curve.png]
+    python train.py -m data=reference_holdout data.train_size=250,500,1000,1801 seed=1,2,3
+    experiment_name=lc python -m astrops.analysis.learning_curve --experiment lc [--model dense]
+    [--tracking-uri URI] [--out learning_curve.png]
 
 Runs are grouped by redshifts (so z = 8 alone and several redshifts compare at equal numbers of
 simulations) and by ``n_train``; each point is the mean ± std over the group's training seeds.
@@ -22,17 +23,22 @@ from matplotlib.figure import Figure
 from astrops.analysis.figures import plt
 from astrops.parameters import LABELS, ordered
 
-# {(series, n_train): {parameter: [values over runs]}}; a series is one curve (redshifts, a configuration)
+# {(series, n_train): {parameter: [values over runs]}}; a series is one curve (redshifts, a
+# configuration)
 Groups = dict[tuple[str, int], dict[str, list[float]]]
 
 
-def group_runs(runs: Iterable[Any], series: Callable[[dict[str, str]], str], metric: str = "test/R2") -> Groups:
-    """Group MLflow runs into learning-curve points: ``series(tags)`` names the curve a run belongs to,
-    its ``n_train`` tag the point, and each ``<metric>/<parameter>`` metric joins that point's values.
+def group_runs(
+    runs: Iterable[Any], series: Callable[[dict[str, str]], str], metric: str = "test/R2"
+) -> Groups:
+    """Group MLflow runs into learning-curve points: ``series(tags)`` names the curve a run belongs
+    to, its ``n_train`` tag the point, and each ``<metric>/<parameter>`` metric joins that point's
+    values.
 
-    The one grouping behind both ``python -m astrops.analysis.learning_curve`` (a curve per redshift set)
-    and the comparison's learning-curve figure (a curve per configuration). Runs without ``n_train``
-    (not training runs) are left out; parameter names come from the metric keys.
+    The one grouping behind both ``python -m astrops.analysis.learning_curve`` (a curve per
+    redshift set) and the comparison's learning-curve figure (a curve per configuration). Runs
+    without ``n_train`` (not training runs) are left out; parameter names come from the metric
+    keys.
     """
     groups: Groups = defaultdict(lambda: defaultdict(list))
     for run in runs:
@@ -45,38 +51,60 @@ def group_runs(runs: Iterable[Any], series: Callable[[dict[str, str]], str], met
     return groups
 
 
-def collect(tracking_uri: str, experiment: str, metric: str = "test/R2", task: str = "regression",
-            model: str | None = None) -> Groups:
+def collect(
+    tracking_uri: str,
+    experiment: str,
+    metric: str = "test/R2",
+    task: str = "regression",
+    model: str | None = None,
+) -> Groups:
     """{(redshifts, n_train): {parameter: [values over seeds]}} of the experiment's finished single
     network runs of one task (ensemble runs and baselines left out)."""
     from astrops.tracking import TrackingError, existing_experiment
 
     try:
-        client, exp = existing_experiment(tracking_uri, experiment, "run the train_size sweep first")
+        client, exp = existing_experiment(
+            tracking_uri, experiment, "run the train_size sweep first"
+        )
     except TrackingError as exc:
         raise ValueError(str(exc)) from None
 
     def wanted(tags: dict[str, str]) -> bool:
-        return ("ensemble_members" not in tags and not tags.get("baseline") and tags.get("task") == task
-                and (model is None or tags.get("model") == model))
+        return (
+            "ensemble_members" not in tags
+            and not tags.get("baseline")
+            and tags.get("task") == task
+            and (model is None or tags.get("model") == model)
+        )
 
-    runs = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'", max_results=10_000)
-    return group_runs((r for r in runs if wanted(r.data.tags)), lambda tags: tags.get("redshifts", "?"), metric)
+    runs = client.search_runs(
+        [exp.experiment_id], "attributes.status = 'FINISHED'", max_results=10_000
+    )
+    return group_runs(
+        (r for r in runs if wanted(r.data.tags)), lambda tags: tags.get("redshifts", "?"), metric
+    )
 
 
 def table(groups: Groups) -> str:
-    """Markdown: a row per (redshifts, training size), mean ± std (over seeds) of R² per parameter."""
+    """Markdown: a row per (redshifts, training size), mean ± std (over seeds) of R² per
+    parameter."""
     params = ordered(p for g in groups.values() for p in g)
-    lines = ["| redshifts | training sims | seeds | " + " | ".join(f"R² {p}" for p in params) + " |",
-             "|---" * (len(params) + 3) + "|"]
+    lines = [
+        "| redshifts | training sims | seeds | " + " | ".join(f"R² {p}" for p in params) + " |",
+        "|---" * (len(params) + 3) + "|",
+    ]
     for (z, n), vals in sorted(groups.items()):
-        cells = [f"{np.mean(vals[p]):.3f} ± {np.std(vals[p], ddof=1) if len(vals[p]) > 1 else 0:.3f}" for p in params]
+        cells = [
+            f"{np.mean(vals[p]):.3f} ± {np.std(vals[p], ddof=1) if len(vals[p]) > 1 else 0:.3f}"
+            for p in params
+        ]
         lines.append(f"| {z} | {n} | {len(vals[params[0]])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def figure(groups: Groups, label: Callable[[str], str] = lambda z: f"z = {z}") -> Figure:
-    """A panel per parameter, a curve per series (``label(series)`` in the legend), log training size."""
+    """A panel per parameter, a curve per series (``label(series)`` in the legend), log training
+    size."""
     params = ordered(p for g in groups.values() for p in g)
     fig, axes = plt.subplots(1, len(params), figsize=(4.3 * len(params), 3.8), squeeze=False)
     for z in sorted({z for z, _ in groups}):
@@ -98,11 +126,17 @@ def figure(groups: Groups, label: Callable[[str], str] = lambda z: f"z = {z}") -
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m astrops.analysis.learning_curve", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m astrops.analysis.learning_curve",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--experiment", required=True)
-    ap.add_argument("--tracking-uri", default=None,
-                    help="default: $MLFLOW_TRACKING_URI, else the project's tracking/mlflow.db")
+    ap.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="default: $MLFLOW_TRACKING_URI, else the project's tracking/mlflow.db",
+    )
     ap.add_argument("--task", default="regression", help="task tag of the runs to use")
     ap.add_argument("--model", default=None, help="model tag of the runs to use (default: all)")
     ap.add_argument("--out", default="learning_curve.png")
@@ -110,13 +144,20 @@ def main(argv: list[str] | None = None) -> int:
     from astrops.tracking import default_tracking_uri
 
     try:
-        groups = collect(args.tracking_uri or default_tracking_uri(), args.experiment, task=args.task,
-                         model=args.model)
+        groups = collect(
+            args.tracking_uri or default_tracking_uri(),
+            args.experiment,
+            task=args.task,
+            model=args.model,
+        )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not groups:
-        print(f"error: experiment {args.experiment!r} has no finished runs with test R²", file=sys.stderr)
+        print(
+            f"error: experiment {args.experiment!r} has no finished runs with test R²",
+            file=sys.stderr,
+        )
         return 2
     print(table(groups))
     fig = figure(groups)

@@ -1,7 +1,9 @@
-"""Data plots: ``python -m astrops.analysis.plots spectra <dataset> [--store DIR] [--redshift 8] [--out DIR] [--mlflow]``.
+"""Data plots: ``python -m astrops.analysis.plots spectra <dataset> [--store DIR] [--redshift 8]
+[--out DIR] [--mlflow]``.
 
-Δ²(k) curves coloured by each of the three parameters (the seed study's figure), and the distributions
-of the parameters and of the global neutral fraction, saved as PNG and optionally logged to MLflow.
+Δ²(k) curves coloured by each of the three parameters (the seed study's figure), and the
+distributions of the parameters and of the global neutral fraction, saved as PNG and optionally
+logged to MLflow.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from astrops.parameters import LABELS
 from astrops.store import Store, StoreError
 
 
-def spectra_figure(k: np.ndarray, delta: np.ndarray, params: np.ndarray, names: list[str],
-                   max_curves: int = 300) -> Figure:
+def spectra_figure(
+    k: np.ndarray, delta: np.ndarray, params: np.ndarray, names: list[str], max_curves: int = 300
+) -> Figure:
     """One panel per parameter: every spectrum's Δ²(k), coloured by that parameter's value."""
     idx = np.random.default_rng(0).permutation(len(delta))[:max_curves]
     fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), sharey=True)
@@ -27,17 +30,27 @@ def spectra_figure(k: np.ndarray, delta: np.ndarray, params: np.ndarray, names: 
         vals = params[idx, j]
         norm = plt.Normalize(vals.min(), vals.max())
         for i, v in zip(idx, vals, strict=True):
-            ax.plot(k, np.where(delta[i] > 0, delta[i], np.nan), color=plt.cm.viridis(norm(v)), lw=0.6, alpha=0.6)
+            ax.plot(
+                k,
+                np.where(delta[i] > 0, delta[i], np.nan),
+                color=plt.cm.viridis(norm(v)),
+                lw=0.6,
+                alpha=0.6,
+            )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel(r"$k$ [Mpc$^{-1}$]")
-        fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax, label=LABELS.get(name, name))
+        fig.colorbar(
+            plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax, label=LABELS.get(name, name)
+        )
     np.atleast_1d(axes)[0].set_ylabel(r"$\Delta^2_{21}$ [mK$^2$]")
     fig.tight_layout()
     return fig
 
 
-def distributions_figure(params: np.ndarray, xH: np.ndarray, names: list[str], redshift: float) -> Figure:
+def distributions_figure(
+    params: np.ndarray, xH: np.ndarray, names: list[str], redshift: float
+) -> Figure:
     """Histograms of the parameters and of x̄_HI: how the prior was sampled and how many boxes are
     fully ionized or neutral (where the spectrum carries little information)."""
     fig, axes = plt.subplots(1, len(names) + 1, figsize=(4 * (len(names) + 1), 3.5))
@@ -51,37 +64,61 @@ def distributions_figure(params: np.ndarray, xH: np.ndarray, names: list[str], r
     return fig
 
 
-def plot_spectra(store_dir: str, dataset: str | None, redshift: float, out_dir: str) -> dict[str, Path]:
-    """Both figures of one dataset at one redshift as ``<dataset>_z<redshift>_<figure>.png``; parameter
-    names come from the dataset. Raises StoreError for a dataset or redshift the store lacks."""
+def plot_spectra(
+    store_dir: str, dataset: str | None, redshift: float, out_dir: str
+) -> dict[str, Path]:
+    """Both figures of one dataset at one redshift as ``<dataset>_z<redshift>_<figure>.png``;
+    parameter names come from the dataset. Raises StoreError for a dataset or redshift the store
+    lacks."""
     ds = Store(store_dir).dataset(dataset)
     zs = np.asarray(ds.redshifts)
     if not np.isclose(zs, redshift).any():
-        raise StoreError(f"redshift {redshift} not in dataset {ds.name} (it has {ds.redshifts}): use --redshift")
+        raise StoreError(
+            f"redshift {redshift} not in dataset {ds.name} (it has {ds.redshifts}): use --redshift"
+        )
     zi = int(np.flatnonzero(np.isclose(zs, redshift))[0])
     r = ds.load()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    figures = {"spectra": spectra_figure(ds.k, r.delta[:, zi], r.params, ds.parameters),
-               "distributions": distributions_figure(r.params, r.xH[:, zi], ds.parameters, redshift)}
+    figures = {
+        "spectra": spectra_figure(ds.k, r.delta[:, zi], r.params, ds.parameters),
+        "distributions": distributions_figure(r.params, r.xH[:, zi], ds.parameters, redshift),
+    }
     return save_figures(figures, out, prefix=f"{ds.name}_z{redshift:g}_")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m astrops.analysis.plots", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    sp = sub.add_parser("spectra", help="spectra coloured by parameter, parameter and x_HI distributions")
-    sp.add_argument("dataset", nargs="?", default=None, help="dataset name or hash prefix (default: the only one)")
-    sp.add_argument("--store", default=None, help="store directory (default: the bundled data/reference)")
+    sp = sub.add_parser(
+        "spectra", help="spectra coloured by parameter, parameter and x_HI distributions"
+    )
+    sp.add_argument(
+        "dataset",
+        nargs="?",
+        default=None,
+        help="dataset name or hash prefix (default: the only one)",
+    )
+    sp.add_argument(
+        "--store", default=None, help="store directory (default: the bundled data/reference)"
+    )
     sp.add_argument("--redshift", type=float, default=8.0)
     sp.add_argument("--out", default="plots")
-    sp.add_argument("--mlflow", action="store_true", help="log the figures to MLflow (experiment astrops-analysis)")
+    sp.add_argument(
+        "--mlflow",
+        action="store_true",
+        help="log the figures to MLflow (experiment astrops-analysis)",
+    )
     args = ap.parse_args(argv)
     from astrops import tracking
 
     try:
-        paths = plot_spectra(args.store or str(tracking.project_root() / "data" / "reference"), args.dataset,
-                             args.redshift, args.out)
+        paths = plot_spectra(
+            args.store or str(tracking.project_root() / "data" / "reference"),
+            args.dataset,
+            args.redshift,
+            args.out,
+        )
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -91,10 +128,13 @@ def main(argv: list[str] | None = None) -> int:
         import mlflow
 
         uri = tracking.default_tracking_uri()
-        exp_id = tracking.prepare_experiment(uri, tracking.analysis_experiment("astrops"),
-                                             tracking.default_artifact_root())
+        exp_id = tracking.prepare_experiment(
+            uri, tracking.analysis_experiment("astrops"), tracking.default_artifact_root()
+        )
         client = mlflow.MlflowClient(uri)
-        run = client.create_run(exp_id, run_name=f"plots-{args.dataset or 'dataset'}", tags={"kind": "data_plots"})
+        run = client.create_run(
+            exp_id, run_name=f"plots-{args.dataset or 'dataset'}", tags={"kind": "data_plots"}
+        )
         for p in paths.values():
             client.log_artifact(run.info.run_id, str(p), "figures")
         client.set_terminated(run.info.run_id)

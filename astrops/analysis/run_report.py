@@ -1,8 +1,10 @@
-"""The report every run leaves behind (network, ensemble, baseline): the metrics table on the console and
-beside the run, the standard figures, the model card; logged to the run's MLflow run when there is one.
+"""The report every run leaves behind (network, ensemble, baseline): the metrics table on the
+console and beside the run, the standard figures, the model card; logged to the run's MLflow run
+when there is one.
 
 It lives with the analysis, not the training loop: it only reads what a finished test produced
-(metrics, predictions, the data module's split), so every kind of run reports through this one path.
+(metrics, predictions, the data module's split), so every kind of run reports through this one
+path.
 """
 
 from __future__ import annotations
@@ -25,30 +27,45 @@ if TYPE_CHECKING:
     from astrops.tracking import TrackedRun
 
 
-def report_results(dm: SpectraDataModule, columns: Sequence[tuple[str, str]], results: dict[str, float],
-                   outputs: dict[str, np.ndarray], out_dir: Path, run: TrackedRun | None = None,
-                   confusion: list | None = None, history: list | None = None) -> dict[str, float]:
-    """Console table, figures (pred-vs-true; confusion matrices; training curves), the calibration suite
-    (:mod:`astrops.diagnostics`) where there is a predictive distribution, and files; logged to ``run``
-    when given, else saved beside the run. Returns the suite's metrics (``test/sbc_p/*``,
-    ``test/tarp_atc``) for the caller's results.
+def report_results(
+    dm: SpectraDataModule,
+    columns: Sequence[tuple[str, str]],
+    results: dict[str, float],
+    outputs: dict[str, np.ndarray],
+    out_dir: Path,
+    run: TrackedRun | None = None,
+    confusion: list | None = None,
+    history: list | None = None,
+) -> dict[str, float]:
+    """Console table, figures (pred-vs-true; confusion matrices; training curves), the calibration
+    suite (:mod:`astrops.diagnostics`) where there is a predictive distribution, and files; logged
+    to ``run`` when given, else saved beside the run. Returns the suite's metrics
+    (``test/sbc_p/*``, ``test/tarp_atc``) for the caller's results.
 
     ``columns`` are the metrics table's (header, metric key) pairs, the task's ``table_columns``;
-    ``outputs`` holds the test set's ``true``, ``pred`` and, for Gaussian heads and ensembles, ``std``
-    (N, P) in physical units; for posterior samples (flows) also ``samples`` (N, L, P) and the truths' ``pit``.
+    ``outputs`` holds the test set's ``true``, ``pred`` and, for Gaussian heads and ensembles,
+    ``std`` (N, P) in physical units; for posterior samples (flows) also ``samples`` (N, L, P) and
+    the truths' ``pit``.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     table = report.metrics_table(results, dm.parameters, columns)
-    test_set = getattr(dm, "test_ds", None) or dm.dataset  # a held-out store's own dataset, else the split's
-    print(f"\nTest metrics ({test_set.name}, {len(outputs.get('true', dm.test_idx))} test spectra):\n{table}\n")
+    # a held-out store's own dataset, else the split's
+    test_set = getattr(dm, "test_ds", None) or dm.dataset
+    print(
+        f"\nTest metrics ({test_set.name}, {len(outputs.get('true', dm.test_idx))} test "
+        f"spectra):\n{table}\n"
+    )
     files = [out_dir / "metrics_table.md"]
     files[0].write_text(table + "\n")
     figures = {"training_curves": report.training_curves(history)} if history else {}
     if "pred" in outputs:
         r2 = {p: results.get(f"test/R2/{p}", float("nan")) for p in dm.parameters}
-        figures["pred_vs_true"] = report.pred_vs_true(outputs["pred"], outputs["true"], dm.parameters, r2)
+        figures["pred_vs_true"] = report.pred_vs_true(
+            outputs["pred"], outputs["true"], dm.parameters, r2
+        )
     metrics: dict[str, float] = {}
-    if "std" in outputs or "samples" in outputs:  # a predictive distribution: the calibration suite
+    # a predictive distribution: the calibration suite
+    if "std" in outputs or "samples" in outputs:
         suite = _calibration(dm, outputs)
         metrics = suite.metrics
         for name, text in suite.files.items():
@@ -58,22 +75,28 @@ def report_results(dm: SpectraDataModule, columns: Sequence[tuple[str, str]], re
     if confusion:
         figures["confusion_matrices"] = report.confusion_matrices(confusion, dm.parameters)
     if dm.sigma is not None:  # an observation: what the instrument sees of a few test spectra
-        figures["observed_spectra"] = report.observed_spectra(dm.k, dm.delta[dm.test_idx[:4]], dm.sigma, dm.redshifts)
+        figures["observed_spectra"] = report.observed_spectra(
+            dm.k, dm.delta[dm.test_idx[:4]], dm.sigma, dm.redshifts
+        )
     if run is None:
         save_figures(figures, out_dir)
         return metrics
     run.log_figures(figures)
-    for path in files:  # only this report's files: a coverage.md left by an earlier run is not logged
+    # only this report's files: a coverage.md left by an earlier run is not logged
+    for path in files:
         run.log_file(path)
     return metrics
 
 
 def report_outputs(dec: dict[str, torch.Tensor], y: torch.Tensor) -> dict[str, np.ndarray]:
-    """A decoded test prediction as :func:`report_results` takes it: ``true``, ``pred`` and ``std`` where the
-    prediction has one, and for posterior samples (flows) the ``samples`` and the truths' ``pit``."""
+    """A decoded test prediction as :func:`report_results` takes it: ``true``, ``pred`` and ``std``
+    where the prediction has one, and for posterior samples (flows) the ``samples`` and the truths'
+    ``pit``."""
     from astrops.models.flow import pit
 
-    outputs = {name: dec[key].numpy() for name, key in (("pred", "value"), ("std", "std")) if key in dec}
+    outputs = {
+        name: dec[key].numpy() for name, key in (("pred", "value"), ("std", "std")) if key in dec
+    }
     outputs["true"] = y.numpy()
     if "samples" in dec:
         outputs["samples"], outputs["pit"] = dec["samples"].numpy(), pit(dec["samples"], y).numpy()
@@ -81,8 +104,9 @@ def report_outputs(dec: dict[str, torch.Tensor], y: torch.Tensor) -> dict[str, n
 
 
 def _calibration(dm: SpectraDataModule, outputs: dict[str, np.ndarray]) -> CalibrationReport:
-    """The suite on the test split: a flow's own samples and PITs; a Gaussian's (single head, ensemble
-    mixture moments) exact PITs and 1 000 draws from it (seed 0), like ``predict.py samples=``."""
+    """The suite on the test split: a flow's own samples and PITs; a Gaussian's (single head,
+    ensemble mixture moments) exact PITs and 1 000 draws from it (seed 0), like ``predict.py
+    samples=``."""
     true = outputs["true"]
     samples, pit = outputs.get("samples"), outputs.get("pit")
     if samples is None:
@@ -94,15 +118,32 @@ def _calibration(dm: SpectraDataModule, outputs: dict[str, np.ndarray]) -> Calib
         pit = norm.cdf((true - outputs["pred"]) / std)
         eps = np.random.default_rng(0).standard_normal((len(true), TEST_SAMPLES, true.shape[1]))
         samples = outputs["pred"][:, None, :] + std[:, None, :] * eps
-    xH = dm.xH[dm.test_idx][: len(true), len(dm.redshifts) // 2]  # DDP: rank 0 holds the first part
-    return calibration_suite(true, samples, list(dm.parameters), xH, box=getattr(dm, "ranges", None), pit=pit)
+    # DDP: rank 0 holds the first part
+    xH = dm.xH[dm.test_idx][: len(true), len(dm.redshifts) // 2]
+    return calibration_suite(
+        true, samples, list(dm.parameters), xH, box=getattr(dm, "ranges", None), pit=pit
+    )
 
 
 def model_card(model: ParameterEstimator) -> dict[str, Any]:
-    """What reusing the model needs besides its weights: grids, input scaling, target scaling, class edges."""
+    """What reusing the model needs besides its weights: grids, input scaling, target scaling,
+    class edges."""
     t, c = model.transform, model.task.codec
-    return {"parameters": model.param_names, "redshifts": model.meta.get("redshifts"), "k": model.meta.get("k"),
-            "kept_bins": t.kept_bins.tolist(),
-            "features": {"log10": bool(t.log10), "floor": t.floor.tolist(), "mean": t.mean.tolist(), "std": t.std.tolist()},
-            "targets": {"mean": c.mean.tolist(), "std": c.std.tolist(), "class_edges": c.edges.tolist()},
-            "lineage": model.meta.get("lineage")}
+    return {
+        "parameters": model.param_names,
+        "redshifts": model.meta.get("redshifts"),
+        "k": model.meta.get("k"),
+        "kept_bins": t.kept_bins.tolist(),
+        "features": {
+            "log10": bool(t.log10),
+            "floor": t.floor.tolist(),
+            "mean": t.mean.tolist(),
+            "std": t.std.tolist(),
+        },
+        "targets": {
+            "mean": c.mean.tolist(),
+            "std": c.std.tolist(),
+            "class_edges": c.edges.tolist(),
+        },
+        "lineage": model.meta.get("lineage"),
+    }

@@ -2,13 +2,14 @@
 
     python -m astrops.analysis.score MODEL --test-store DIR [--test-dataset NAME] [--json out.json]
 
-MODEL is what ``train.py`` printed (a checkpoint or an ensemble directory). The test spectra go through the
-data module the model was trained with — same redshifts, same observation (instrument noise and k-range,
-one fixed realisation per spectrum from the training ``data.split_seed``) — rebuilt from the plain values in
-the checkpoint's config, never from a ``_target_`` it names. The training store is read only to rebuild that
-module (its path from the checkpoint, or ``--store``). Prints R², and for probabilistic models the coverage
-of the 68 % / 95 % intervals, CRPS and (Gaussian heads) NLL, per parameter; posterior summaries use 1 000
-samples per spectrum drawn with seed 0.
+MODEL is what ``train.py`` printed (a checkpoint or an ensemble directory). The test spectra go
+through the data module the model was trained with — same redshifts, same observation (instrument
+noise and k-range, one fixed realisation per spectrum from the training ``data.split_seed``) —
+rebuilt from the plain values in the checkpoint's config, never from a ``_target_`` it names. The
+training store is read only to rebuild that module (its path from the checkpoint, or ``--store``).
+Prints R², and for probabilistic models the coverage of the 68 % / 95 % intervals, CRPS and
+(Gaussian heads) NLL, per parameter; posterior summaries use 1 000 samples per spectrum drawn with
+seed 0.
 """
 
 from __future__ import annotations
@@ -27,10 +28,15 @@ from astrops.parameters import ordered
 ROWS = ("R2", "coverage68", "coverage95", "CRPS", "NLL", "sbc_p")
 
 
-def held_out(model_path: str | Path, test_store: str | Path, test_dataset: str | None = None,
-             store: str | Path | None = None) -> tuple[Any, Any]:
-    """The model's :class:`~astrops.inference.Predictor` and a data module whose test split is every
-    spectrum of the test store, observed as the model was trained to see them (set up, not yet predicted)."""
+def held_out(
+    model_path: str | Path,
+    test_store: str | Path,
+    test_dataset: str | None = None,
+    store: str | Path | None = None,
+) -> tuple[Any, Any]:
+    """The model's :class:`~astrops.inference.Predictor` and a data module whose test split is
+    every spectrum of the test store, observed as the model was trained to see them (set up, not
+    yet predicted)."""
     from astrops.data import SpectraDataModule
     from astrops.inference import load_model
 
@@ -42,10 +48,14 @@ def held_out(model_path: str | Path, test_store: str | Path, test_dataset: str |
     if store is not None:
         kwargs["store_dir"] = str(store)
     if isinstance(kwargs.get("observation"), dict):
-        kwargs["observation"] = relocated_observation(kwargs["observation"], predictor.meta.get("observation"))
+        kwargs["observation"] = relocated_observation(
+            kwargs["observation"], predictor.meta.get("observation")
+        )
     if not Path(str(kwargs.get("store_dir", ""))).is_dir():
-        raise FileNotFoundError(f"the training store {kwargs.get('store_dir')!r} is not here: give --store "
-                                "(e.g. --store data/reference)")
+        raise FileNotFoundError(
+            f"the training store {kwargs.get('store_dir')!r} is not here: give --store "
+            "(e.g. --store data/reference)"
+        )
     dm = SpectraDataModule(**kwargs)
     dm.prepare()
     dm.setup()
@@ -54,8 +64,9 @@ def held_out(model_path: str | Path, test_store: str | Path, test_dataset: str |
 
 def relocated_observation(obs: dict[str, Any], recorded: Any) -> dict[str, Any]:
     """The observation config with its noise tables found again: a checkpoint records the absolute
-    ``tables_dir`` of the machine and checkout that trained it. When that directory is gone, this project's
-    ``data/noise/<name>`` is used if its tables hash equals the one the model recorded, else refused."""
+    ``tables_dir`` of the machine and checkout that trained it. When that directory is gone, this
+    project's ``data/noise/<name>`` is used if its tables hash equals the one the model recorded,
+    else refused."""
     from astrops.simulation.sensitivity import tables_hash
     from astrops.tracking import project_root
 
@@ -67,13 +78,16 @@ def relocated_observation(obs: dict[str, Any], recorded: Any) -> dict[str, Any]:
     if want and here.is_dir() and tables_hash(here) == want:
         return {**obs, "tables_dir": str(here)}
     why = "differ from the ones it was trained with" if here.is_dir() else "are missing"
-    raise FileNotFoundError(f"the model's noise tables {tables} are not here and {here} {why}: copy the model's tables "
-                            f"there (or run `make noise-tables` if it was trained with this project's)")
+    raise FileNotFoundError(
+        f"the model's noise tables {tables} are not here and {here} {why}: copy the model's "
+        "tables "
+        f"there (or run `make noise-tables` if it was trained with this project's)"
+    )
 
 
 def predict_test(model, x: torch.Tensor, seed: int = 0) -> dict[str, torch.Tensor]:
-    """The decoded test predictions, posterior summaries from :data:`TEST_SAMPLES` samples per spectrum
-    drawn with ``seed`` (the same numbers on every call)."""
+    """The decoded test predictions, posterior summaries from :data:`TEST_SAMPLES` samples per
+    spectrum drawn with ``seed`` (the same numbers on every call)."""
     from astrops.models.flow import TEST_SAMPLES, predict_in_chunks
 
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
@@ -81,8 +95,12 @@ def predict_test(model, x: torch.Tensor, seed: int = 0) -> dict[str, torch.Tenso
         return predict_in_chunks(model, x, TEST_SAMPLES)
 
 
-def score_model(model_path: str | Path, test_store: str | Path, test_dataset: str | None = None,
-                store: str | Path | None = None) -> dict[str, float]:
+def score_model(
+    model_path: str | Path,
+    test_store: str | Path,
+    test_dataset: str | None = None,
+    store: str | Path | None = None,
+) -> dict[str, float]:
     """``test/<metric>/<parameter>`` on every spectrum of the test store, plus ``n_test``."""
     from astrops.metrics import score
 
@@ -90,25 +108,47 @@ def score_model(model_path: str | Path, test_store: str | Path, test_dataset: st
     x, y = dm.tensors["test"]
     model = predictor.model
     dec = predict_test(model, x)
-    results = score(dec, y, model.task.codec, predictor.parameters, "test", model.task.metric_options()["n_classes"])
+    results = score(
+        dec,
+        y,
+        model.task.codec,
+        predictor.parameters,
+        "test",
+        model.task.metric_options()["n_classes"],
+    )
     return {**results, "n_test": float(len(y))}
 
 
 def table(results: dict[str, float]) -> str:
-    params = ordered({k.split("/")[2] for k in results if k.startswith("test/") and k.count("/") == 2} - {"overall"})
+    params = ordered(
+        {k.split("/")[2] for k in results if k.startswith("test/") and k.count("/") == 2}
+        - {"overall"}
+    )
     rows = [m for m in ROWS if f"test/{m}/{params[0]}" in results]
     lines = ["| metric | " + " | ".join(params) + " |", "|---|" + "---|" * len(params)]
-    lines += [f"| {m} | " + " | ".join(f"{results[f'test/{m}/{p}']:.4f}" for p in params) + " |" for m in rows]
+    lines += [
+        f"| {m} | " + " | ".join(f"{results[f'test/{m}/{p}']:.4f}" for p in params) + " |"
+        for m in rows
+    ]
     return "\n".join(lines)
 
 
 def held_out_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
-    """The arguments every command that applies a model to a held-out store takes (score, diagnostics)."""
-    ap = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """The arguments every command that applies a model to a held-out store takes (score,
+    diagnostics)."""
+    ap = argparse.ArgumentParser(
+        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("model", help="a checkpoint or ensemble directory written by train.py")
-    ap.add_argument("--test-store", required=True, help="store holding simulations the model never saw")
-    ap.add_argument("--test-dataset", default=None, help="dataset in that store (default: its only one)")
-    ap.add_argument("--store", default=None, help="the training store, when not where the checkpoint says")
+    ap.add_argument(
+        "--test-store", required=True, help="store holding simulations the model never saw"
+    )
+    ap.add_argument(
+        "--test-dataset", default=None, help="dataset in that store (default: its only one)"
+    )
+    ap.add_argument(
+        "--store", default=None, help="the training store, when not where the checkpoint says"
+    )
     return ap
 
 
@@ -119,9 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     from astrops.store import StoreError
 
     if args.json and (Path(args.json).is_dir() or not Path(args.json).absolute().parent.is_dir()):
-        print(f"error: --json {args.json}: give a file path in an existing directory", file=sys.stderr)
+        print(
+            f"error: --json {args.json}: give a file path in an existing directory",
+            file=sys.stderr,
+        )
         return 2
-    try:  # every refusal below (checkpoint, data, observation, store) is a ValueError or a missing file
+    # every refusal below (checkpoint, data, observation, store) is a ValueError or a missing file
+    try:
         results = score_model(args.model, args.test_store, args.test_dataset, args.store)
     except (ValueError, StoreError, FileNotFoundError) as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)

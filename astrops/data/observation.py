@@ -1,22 +1,23 @@
 """An instrument's view of a simulated spectrum: thermal noise and the k-range it measures.
 
 The noise is applied as 21CMMC's ``Likelihood1DPowerCoeval`` applies a noise file (Greig & Mesinger
-2015): the 1σ table ``errs(k)`` of each redshift is interpolated linearly onto the spectrum's k-bins inside
-the table's own k-range — no extrapolation: a bin outside it is not measured and is dropped — and only
-bins within ``[min_k, max_k]`` are used. The tables (21cmSense, thermal part only: the simulated boxes
-carry their own cosmic variance) are made by ``make noise-tables`` (:mod:`astrops.simulation.sensitivity`).
+2015): the 1σ table ``errs(k)`` of each redshift is interpolated linearly onto the spectrum's
+k-bins inside the table's own k-range — no extrapolation: a bin outside it is not measured and is
+dropped — and only bins within ``[min_k, max_k]`` are used. The tables (21cmSense, thermal part
+only: the simulated boxes carry their own cosmic variance) are made by ``make noise-tables``
+(:mod:`astrops.simulation.sensitivity`).
 
-An observation may name its own k-bins (``k_bins``, in ``k_units`` = ``1/Mpc`` or ``h/Mpc``, converted
-with the simulations' own ``hlittle``): published band powers come on their own grids. The stored spectra
-are then mapped onto those bins by interpolating Δ² linearly in log k between the nearest stored bins
-(never extrapolated: a bin outside the stored finite range is refused in one line); the error of that mapping on
-real boxes is measured by ``scripts/kgrid_error.py`` and stated in docs/observations.md. ``min_k`` and
-``max_k`` are always 1/Mpc, as in 21CMMC.
+An observation may name its own k-bins (``k_bins``, in ``k_units`` = ``1/Mpc`` or ``h/Mpc``,
+converted with the simulations' own ``hlittle``): published band powers come on their own grids.
+The stored spectra are then mapped onto those bins by interpolating Δ² linearly in log k between
+the nearest stored bins (never extrapolated: a bin outside the stored finite range is refused in
+one line); the error of that mapping on real boxes is measured by ``scripts/kgrid_error.py`` and
+stated in docs/observations.md. ``min_k`` and ``max_k`` are always 1/Mpc, as in 21CMMC.
 
-Training sees a fresh Gaussian realisation Δ²_obs = Δ² + σ·N(0, 1) every epoch (drawn on the device by
-:class:`astrops.data.splits.DeviceBatches`), so one noiseless store serves every instrument; validation
-and test use one fixed realisation per spectrum derived from ``data.split_seed``, so runs compare on the
-same observations.
+Training sees a fresh Gaussian realisation Δ²_obs = Δ² + σ·N(0, 1) every epoch (drawn on the device
+by :class:`astrops.data.splits.DeviceBatches`), so one noiseless store serves every instrument;
+validation and test use one fixed realisation per spectrum derived from ``data.split_seed``, so
+runs compare on the same observations.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import numpy as np
 
 from astrops.simulation.sensitivity import load_tables, observation_metadata
 
-NOISE_STREAM = 0x0B5  # the fixed realisation's stream, apart from the split's (split_seed, split_seed + 1, ...)
+# the fixed realisation's stream, apart from the split's (split_seed, split_seed + 1, ...)
+NOISE_STREAM = 0x0B5
 K_UNITS = ("1/Mpc", "h/Mpc")  # the units an observation's own k-bins may be given in
 
 
@@ -37,8 +39,9 @@ class ObservationError(ValueError):
 
 
 def regrid_log_k(k: np.ndarray, delta: np.ndarray, k_new: np.ndarray) -> np.ndarray:
-    """Δ² (..., n_k) on centres ``k`` mapped onto ``k_new``: linear in log k between the two nearest bins that
-    are finite in every spectrum; NaN at a ``k_new`` outside their range (never extrapolated)."""
+    """Δ² (..., n_k) on centres ``k`` mapped onto ``k_new``: linear in log k between the two
+    nearest bins that are finite in every spectrum; NaN at a ``k_new`` outside their range (never
+    extrapolated)."""
     finite = np.isfinite(delta).reshape(-1, len(k)).all(axis=0)
     x, x_new = np.log(np.asarray(k, dtype=np.float64)[finite]), np.log(np.asarray(k_new, dtype=np.float64))
     d = delta[..., finite]
@@ -51,16 +54,19 @@ def regrid_log_k(k: np.ndarray, delta: np.ndarray, k_new: np.ndarray) -> np.ndar
 
 
 class Observation:
-    """The noise tables and k-range of one ``conf/observation`` choice (``none`` is no Observation)."""
+    """The noise tables and k-range of one ``conf/observation`` choice (``none`` is no
+    Observation)."""
 
     def __init__(self, name: str, tables_dir: str, min_k: float | None = 0.1, max_k: float | None = 1.0,
                  k_bins: list[float] | None = None, k_units: str = "1/Mpc"):
         if k_units not in K_UNITS:
-            raise ObservationError(f"observation.k_units={k_units!r}: choose one of {list(K_UNITS)}")
+            raise ObservationError(f"observation.k_units={k_units!r}: choose one of "
+                                   f"{list(K_UNITS)}")
         self.name, self.tables_dir = name, str(tables_dir)
         self.min_k = -np.inf if min_k is None else float(min_k)
         self.max_k = np.inf if max_k is None else float(max_k)
-        self.k_bins = None if k_bins is None else np.asarray(k_bins, dtype=np.float64)  # in k_units
+        # in k_units
+        self.k_bins = None if k_bins is None else np.asarray(k_bins, dtype=np.float64)
         self.k_units = k_units
         self._metadata: dict[str, Any] | None = None
 
@@ -74,30 +80,36 @@ class Observation:
 
     def on_own_grid(self, k: np.ndarray, delta: np.ndarray, cosmology: Mapping[str, Any] | None,
                     dataset: str = "the dataset") -> tuple[np.ndarray, np.ndarray]:
-        """(k, Δ²) on the observation's own k-bins [1/Mpc] (:func:`regrid_log_k`), or unchanged when it names
-        none. ``cosmology`` is the simulations' ``cosmo_params``: its ``hlittle`` converts h/Mpc bins."""
+        """(k, Δ²) on the observation's own k-bins [1/Mpc] (:func:`regrid_log_k`), or unchanged
+        when it names none. ``cosmology`` is the simulations' ``cosmo_params``: its ``hlittle``
+        converts h/Mpc bins."""
         if self.k_bins is None:
             return k, delta
         h = 1.0
         if self.k_units == "h/Mpc":
             h = (cosmology or {}).get("hlittle")
             if not isinstance(h, (int, float)) or not h > 0:
-                raise ObservationError(f"{dataset} does not record its cosmology's hlittle, so k-bins in h/Mpc cannot "
-                                       "be converted: give observation.k_bins in 1/Mpc (observation.k_units=1/Mpc)")
+                raise ObservationError(f"{dataset} does not record its cosmology's hlittle, so "
+                                       "k-bins in h/Mpc cannot "
+                                       "be converted: give observation.k_bins in 1/Mpc "
+                                       "(observation.k_units=1/Mpc)")
         k_new = self.k_bins * float(h)
         out = regrid_log_k(k, delta, k_new)
         outside = ~np.isfinite(out).reshape(-1, len(k_new)).any(axis=0)
-        if outside.any():  # a band the simulations do not cover cannot be modelled: never dropped silently
+        # a band the simulations do not cover cannot be modelled: never dropped silently
+        if outside.any():
             finite = k[np.isfinite(delta).reshape(-1, len(k)).all(axis=0)]
             span = f"{finite.min():.4g}-{finite.max():.4g} 1/Mpc" if len(finite) else "nothing"
-            raise ObservationError(f"observation.k_bins {self.k_bins[outside].tolist()} {self.k_units} lie outside the "
-                                   f"simulated k-range ({span}{f', h = {h:g}' if self.k_units == 'h/Mpc' else ''}): "
+            raise ObservationError(f"observation.k_bins {self.k_bins[outside].tolist()} "
+                                   f"{self.k_units} lie outside the "
+                                   "simulated k-range "
+                                   f"({span}{f', h = {h:g}' if self.k_units == 'h/Mpc' else ''}): "
                                    "drop them or check observation.k_units")
         return k_new, out
 
     def sigma(self, k: np.ndarray, redshifts: list[float]) -> np.ndarray:
-        """(n_z, n_k) 1σ noise [mK²] on the spectrum's k-bins; NaN where the bin is not measured (outside
-        the table's finite k-range or outside [min_k, max_k])."""
+        """(n_z, n_k) 1σ noise [mK²] on the spectrum's k-bins; NaN where the bin is not measured
+        (outside the table's finite k-range or outside [min_k, max_k])."""
         tables = load_tables(self.tables_dir, redshifts)
         k = np.asarray(k, dtype=np.float64)
         out = np.full((len(redshifts), len(k)), np.nan)
@@ -108,13 +120,15 @@ class Observation:
         return out
 
     def fixed_realisation(self, delta: np.ndarray, sigma: np.ndarray, seed: int) -> np.ndarray:
-        """``delta`` (N, n_z, n_k) plus one Gaussian realisation of the noise, reproducible from ``seed``."""
+        """``delta`` (N, n_z, n_k) plus one Gaussian realisation of the noise, reproducible from
+        ``seed``."""
         rng = np.random.default_rng([int(seed), NOISE_STREAM])
         return delta + np.nan_to_num(sigma) * rng.standard_normal(delta.shape)
 
     def metadata(self) -> dict[str, Any]:
-        """Instrument, hours, foreground model and the tables' content hash (checkpoint, lineage, params);
-        read once (the hash reads every table), and JSON-safe (an open k-range end is null, not infinity)."""
+        """Instrument, hours, foreground model and the tables' content hash (checkpoint, lineage,
+        params); read once (the hash reads every table), and JSON-safe (an open k-range end is
+        null, not infinity)."""
         if self._metadata is None:
             self._metadata = {**observation_metadata(self.name, self.tables_dir),
                               "min_k": self.min_k if np.isfinite(self.min_k) else None,

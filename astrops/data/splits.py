@@ -21,9 +21,11 @@ class DeviceBatches:
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0,
                  rank: int = 0, world_size: int = 1, noise: torch.Tensor | None = None):
         self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
-        self.noise = noise  # (n_z, n_k) 1σ: a fresh realisation added to every training batch (observations)
+        # (n_z, n_k) 1σ: a fresh realisation added to every training batch (observations)
+        self.noise = noise
         self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
-        # training ranks need equal step counts (DDP all-reduces every step); evaluation keeps every sample
+        # training ranks need equal step counts (DDP all-reduces every step); evaluation keeps
+        # every sample
         self.per_rank = len(x) // world_size if shuffle else -(-len(x) // world_size)
 
     def __len__(self) -> int:
@@ -42,7 +44,8 @@ class DeviceBatches:
         elif self.world_size > 1:
             order = order.tensor_split(self.world_size)[self.rank]
         noise = None
-        if self.noise is not None and self.shuffle:  # drawn on the device, seeded per epoch like the order
+        # drawn on the device, seeded per epoch like the order
+        if self.noise is not None and self.shuffle:
             noise = torch.Generator(device=self.x.device).manual_seed(self.seed * 100_003 + self.epoch + 7_919)
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
@@ -53,7 +56,8 @@ class DeviceBatches:
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (rest, taken): ``fraction`` of each stratum taken, deterministically from ``seed``."""
+    """Indices (rest, taken): ``fraction`` of each stratum taken, deterministically from
+    ``seed``."""
     rng = np.random.default_rng(seed)
     taken = []
     for c in np.unique(labels):
@@ -66,7 +70,8 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
 
 
 def stratified_folds(labels: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
-    """k disjoint folds covering all indices, each stratum dealt round-robin after a seeded shuffle."""
+    """k disjoint folds covering all indices, each stratum dealt round-robin after a seeded
+    shuffle."""
     rng = np.random.default_rng(seed)
     folds: list[list[int]] = [[] for _ in range(k)]
     offset = 0
@@ -80,7 +85,8 @@ def stratified_folds(labels: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
 
 
 def informative_mask(xH: np.ndarray) -> np.ndarray:
-    """(N, n_z) neutral fractions → partly ionized (0.05 < x̄_HI < 0.95) at one redshift at least; NaN is not."""
+    """(N, n_z) neutral fractions → partly ionized (0.05 < x̄_HI < 0.95) at one redshift at least;
+    NaN is not."""
     xH = np.asarray(xH, dtype=np.float64).reshape(len(xH), -1)
     with np.errstate(invalid="ignore"):
         return ((xH > 0.05) & (xH < 0.95)).any(axis=1)

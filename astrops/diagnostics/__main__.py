@@ -1,16 +1,17 @@
 """The calibration suite for any trained probabilistic model over any held-out store:
 
-    python -m astrops.diagnostics MODEL --test-store DIR [--out DIR] [--test-dataset NAME] [--store DIR]
+    python -m astrops.diagnostics MODEL --test-store DIR [--out DIR] [--test-dataset NAME] [--store
+    DIR]
                                   [--experiment NAME] [--tracking-uri URI] [--no-log]
 
-MODEL is what ``train.py`` printed (a checkpoint or an ensemble directory) of a Gaussian head, a flow, or
-an ensemble of either (or of regression heads, whose calibrated spread is a Gaussian too). The test
-spectra go through the data module the model was trained with (same redshifts, observation and noise
-realisation as ``python -m astrops.analysis.score``); posteriors are 1 000 samples per spectrum drawn with
-seed 0. Writes to ``--out`` (default ``diagnostics``) the metrics table, ``metrics.json``,
-``coverage_curve.json``, ``calibration.json``, ``coverage.md`` and the figures (coverage curve, SBC, TARP,
-six corner plots), and logs them as a ``calibration`` run in the MLflow experiment ``<experiment>-analysis``
-(default: the model's training experiment).
+MODEL is what ``train.py`` printed (a checkpoint or an ensemble directory) of a Gaussian head, a
+flow, or an ensemble of either (or of regression heads, whose calibrated spread is a Gaussian too).
+The test spectra go through the data module the model was trained with (same redshifts, observation
+and noise realisation as ``python -m astrops.analysis.score``); posteriors are 1 000 samples per
+spectrum drawn with seed 0. Writes to ``--out`` (default ``diagnostics``) the metrics table,
+``metrics.json``, ``coverage_curve.json``, ``calibration.json``, ``coverage.md`` and the figures
+(coverage curve, SBC, TARP, six corner plots), and logs them as a ``calibration`` run in the MLflow
+experiment ``<experiment>-analysis`` (default: the model's training experiment).
 """
 
 from __future__ import annotations
@@ -24,66 +25,119 @@ from astrops.analysis.score import held_out, held_out_parser, predict_test, tabl
 
 
 def has_distribution(model: Any) -> bool:
-    """A Gaussian head, a flow, or an ensemble of continuous heads (its calibrated mixture spread)."""
-    return bool(getattr(model.task, "probabilistic", False)) or (hasattr(model, "members") and model.kind == "regression")
+    """A Gaussian head, a flow, or an ensemble of continuous heads (its calibrated mixture
+    spread)."""
+    return bool(getattr(model.task, "probabilistic", False)) or (
+        hasattr(model, "members") and model.kind == "regression"
+    )
 
 
-def diagnose(model_path: str | Path, test_store: str | Path, out_dir: str | Path, test_dataset: str | None = None,
-             store: str | Path | None = None) -> tuple[dict[str, float], Any]:
-    """Every metric (``test/...``: R², coverage, CRPS, SBC p-values, TARP ATC) and the predictor; the
-    files and figures are in ``out_dir``. Raises ValueError for a model without a predictive distribution."""
+def diagnose(
+    model_path: str | Path,
+    test_store: str | Path,
+    out_dir: str | Path,
+    test_dataset: str | None = None,
+    store: str | Path | None = None,
+) -> tuple[dict[str, float], Any]:
+    """Every metric (``test/...``: R², coverage, CRPS, SBC p-values, TARP ATC) and the predictor;
+    the files and figures are in ``out_dir``. Raises ValueError for a model without a predictive
+    distribution."""
     from astrops.analysis.run_report import report_outputs, report_results
     from astrops.inference import load_model
     from astrops.metrics import score
 
     model = load_model(model_path).model
     if not has_distribution(model):  # before the data are read
-        raise ValueError(f"{model_path}: this {model.task.kind} model has no predictive distribution to calibrate: "
-                         "give a model trained with task=gaussian or task=flow (or an ensemble)")
+        raise ValueError(
+            f"{model_path}: this {model.task.kind} model has no predictive distribution to "
+            "calibrate: "
+            "give a model trained with task=gaussian or task=flow (or an ensemble)"
+        )
     predictor, dm = held_out(model_path, test_store, test_dataset, store)
     model = predictor.model
     x, y = dm.tensors["test"]
     dec = predict_test(model, x)
-    results = score(dec, y, model.task.codec, predictor.parameters, "test", model.task.metric_options()["n_classes"])
-    results.update(report_results(dm, model.task.table_columns, results, report_outputs(dec, y), Path(out_dir)))
+    results = score(
+        dec,
+        y,
+        model.task.codec,
+        predictor.parameters,
+        "test",
+        model.task.metric_options()["n_classes"],
+    )
+    results.update(
+        report_results(
+            dm, model.task.table_columns, results, report_outputs(dec, y), Path(out_dir)
+        )
+    )
     results["n_test"] = float(len(y))
-    (Path(out_dir) / "metrics.json").write_text(json.dumps(dict(sorted(results.items())), indent=1) + "\n")
+    (Path(out_dir) / "metrics.json").write_text(
+        json.dumps(dict(sorted(results.items())), indent=1) + "\n"
+    )
     return results, predictor
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = held_out_parser("python -m astrops.diagnostics", __doc__)
     ap.add_argument("--out", default="diagnostics", help="directory for the files and figures")
-    ap.add_argument("--experiment", default=None, help="MLflow experiment (default: the model's own)")
-    ap.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else tracking/mlflow.db")
+    ap.add_argument(
+        "--experiment", default=None, help="MLflow experiment (default: the model's own)"
+    )
+    ap.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="default: $MLFLOW_TRACKING_URI, else tracking/mlflow.db",
+    )
     ap.add_argument("--no-log", action="store_true", help="do not log to MLflow")
     args = ap.parse_args(argv)
     from astrops.store import StoreError
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        print(f"error: --out {out}: give a new or empty directory (files of an earlier run would mix with these)",
-              file=sys.stderr)
+        print(
+            f"error: --out {out}: give a new or empty directory (files of an earlier run would "
+            "mix with these)",
+            file=sys.stderr,
+        )
         return 2
-    try:  # every refusal (checkpoint, data, observation, store, model kind) is a ValueError or a missing file
+    # every refusal (checkpoint, data, observation, store, model kind) is a ValueError or a missing
+    # file
+    try:
         out.mkdir(parents=True, exist_ok=True)
-        results, predictor = diagnose(args.model, args.test_store, out, args.test_dataset, args.store)
+        results, predictor = diagnose(
+            args.model, args.test_store, out, args.test_dataset, args.store
+        )
     except (ValueError, StoreError, FileNotFoundError) as exc:
         if out.is_dir() and not any(out.iterdir()):
             out.rmdir()
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     print(f"{int(results['n_test'])} test spectra from {args.test_store}\n{table(results)}")
-    sbc = ", ".join(f"{k.split('/')[-1]} {v:.3g}" for k, v in results.items() if k.startswith("test/sbc_p/"))
+    sbc = ", ".join(
+        f"{k.split('/')[-1]} {v:.3g}" for k, v in results.items() if k.startswith("test/sbc_p/")
+    )
     print(f"SBC uniformity p: {sbc}; TARP ATC {results['test/tarp_atc']:.2f}; files in {out}")
     if not args.no_log:
         from astrops.tracking import default_tracking_uri
         from astrops.tracking.analysis_run import log_analysis_run
 
-        experiment = args.experiment or (predictor.meta.get("config") or {}).get("experiment_name") or "astrops"
-        run_id = log_analysis_run(results, out, experiment, args.tracking_uri or default_tracking_uri(),
-                                  {"kind": "calibration", "model": str(Path(args.model).resolve()),
-                                   "test_store": str(Path(args.test_store).resolve())}, "calibration")
+        experiment = (
+            args.experiment
+            or (predictor.meta.get("config") or {}).get("experiment_name")
+            or "astrops"
+        )
+        run_id = log_analysis_run(
+            results,
+            out,
+            experiment,
+            args.tracking_uri or default_tracking_uri(),
+            {
+                "kind": "calibration",
+                "model": str(Path(args.model).resolve()),
+                "test_store": str(Path(args.test_store).resolve()),
+            },
+            "calibration",
+        )
         print(f"MLflow run {run_id} in experiment '{experiment}-analysis'")
     return 0
 

@@ -1,20 +1,21 @@
 """Calibration diagnostics of posterior samples over a held-out set: numbers, not figures.
 
-Every function takes the truths θ* (N, P) and posterior samples (N, L, P) drawn for each spectrum (a flow's
-own, or a Gaussian head's predictive distribution), or the truths' PIT values F(θ*) (N, P), and returns
-plain arrays. Each diagnostic can pass a miscalibrated posterior on its own — SBC ranks are marginal and
-blind to a posterior that is right on average but wrong per spectrum; TARP tests the joint with random
-reference points and can miss a marginal that is too wide in one parameter and too narrow in another —
-so the suite reports them side by side (Lemos et al. 2023 show both failure kinds).
+Every function takes the truths θ* (N, P) and posterior samples (N, L, P) drawn for each spectrum
+(a flow's own, or a Gaussian head's predictive distribution), or the truths' PIT values F(θ*) (N,
+P), and returns plain arrays. Each diagnostic can pass a miscalibrated posterior on its own — SBC
+ranks are marginal and blind to a posterior that is right on average but wrong per spectrum; TARP
+tests the joint with random reference points and can miss a marginal that is too wide in one
+parameter and too narrow in another — so the suite reports them side by side (Lemos et al. 2023
+show both failure kinds).
 
 * Expected coverage of central credible intervals at levels 0.05 … 0.95, with the band a calibrated
   posterior's coverage falls in (binomial, 95 % pointwise).
 * SBC ranks (Talts et al. 2018, arXiv:1804.06788): the rank of θ* among the L samples is uniform on
   {0, …, L} for a calibrated posterior; uniformity tested by χ² over rank bins, and the ECDF of the
-  fractional ranks drawn with simultaneous 95 % bands (Säilynoja, Bürkner & Vehtari 2022, Stat. Comput.
-  32, 32: the band by simulation, their §2.2).
-* TARP (Lemos, Coogan, Hezaveh & Perreault-Levasseur 2023, ICML, arXiv:2302.03026): expected coverage
-  of balls around random reference points; the area to curve (ATC) as sbi computes it.
+  fractional ranks drawn with simultaneous 95 % bands (Säilynoja, Bürkner & Vehtari 2022, Stat.
+  Comput. 32, 32: the band by simulation, their §2.2).
+* TARP (Lemos, Coogan, Hezaveh & Perreault-Levasseur 2023, ICML, arXiv:2302.03026): expected
+  coverage of balls around random reference points; the area to curve (ATC) as sbi computes it.
 """
 
 from __future__ import annotations
@@ -24,12 +25,15 @@ import numpy as np
 LEVELS = np.round(np.arange(0.05, 0.951, 0.05), 2)  # central credible levels of the coverage curve
 ECDF_POINTS = 100  # where the ECDF bands are evaluated
 BAND_SIMULATIONS = 2000  # uniform samples behind a simultaneous band or a null interval
-TARP_GRID = np.linspace(0.0, 1.0, 101)  # credibility levels α of the TARP curve (sbi's num_bins = 100)
+# credibility levels α of the TARP curve (sbi's num_bins = 100)
+TARP_GRID = np.linspace(0.0, 1.0, 101)
 
 
 def coverage_curve(pit: np.ndarray, levels: np.ndarray = LEVELS) -> dict[str, np.ndarray]:
-    """Empirical coverage (P, len(levels)) of central intervals — the interval at level α holds θ* when
-    |PIT − ½| ≤ α/2 — and the 95 % binomial band (2, len(levels)) a calibrated posterior's lies in."""
+    """Empirical coverage (P, len(levels)) of central intervals — the interval at level α holds θ*
+    when
+    |PIT − ½| ≤ α/2 — and the 95 % binomial band (2, len(levels)) a calibrated posterior's lies
+    in."""
     from scipy.stats import binom
 
     n = len(pit)
@@ -44,8 +48,9 @@ def sbc_ranks(samples: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 
 def rank_bins(n: int, n_ranks: int, bins: int = 20) -> tuple[int, np.ndarray]:
-    """How many rank bins ``n`` ranks support (≥ 5 expected per bin, at most ``bins``), and each bin's
-    share of the ``n_ranks`` possible ranks (exact when ``n_ranks`` is not a multiple of the bins)."""
+    """How many rank bins ``n`` ranks support (≥ 5 expected per bin, at most ``bins``), and each
+    bin's share of the ``n_ranks`` possible ranks (exact when ``n_ranks`` is not a multiple of the
+    bins)."""
     b = int(max(2, min(bins, n // 5)))
     share = np.bincount((np.arange(n_ranks) * b) // n_ranks, minlength=b) / n_ranks
     return b, share
@@ -64,21 +69,26 @@ def sbc_uniformity(ranks: np.ndarray, n_samples: int) -> np.ndarray:
 
 
 def fractional_ranks(ranks: np.ndarray, n_samples: int, seed: int = 0) -> np.ndarray:
-    """Ranks spread uniformly within their cell, (r + U) / (L + 1): exactly uniform on [0, 1] when the
-    posterior is calibrated, so the continuous ECDF bands apply without a discreteness correction."""
+    """Ranks spread uniformly within their cell, (r + U) / (L + 1): exactly uniform on [0, 1] when
+    the posterior is calibrated, so the continuous ECDF bands apply without a discreteness
+    correction."""
     u = np.random.default_rng(seed).uniform(size=ranks.shape)
     return (ranks + u) / (n_samples + 1)
 
 
 def ecdf_band(n: int, points: np.ndarray, level: float = 0.95, seed: int = 0) -> np.ndarray:
-    """Simultaneous ``level`` band (2, K) for the ECDF of ``n`` uniform draws at ``points``: by simulation,
-    the per-point binomial level γ at which the whole ECDF of a uniform sample stays inside ``level`` of
-    the time (Säilynoja et al. 2022, §2.2)."""
+    """Simultaneous ``level`` band (2, K) for the ECDF of ``n`` uniform draws at ``points``: by
+    simulation, the per-point binomial level γ at which the whole ECDF of a uniform sample stays
+    inside ``level`` of the time (Säilynoja et al. 2022, §2.2)."""
     from scipy.stats import binom
 
     rng = np.random.default_rng(seed)
-    counts = np.stack([np.searchsorted(np.sort(rng.uniform(size=n)), points, side="right")
-                       for _ in range(BAND_SIMULATIONS)])  # (S, K)
+    counts = np.stack(
+        [
+            np.searchsorted(np.sort(rng.uniform(size=n)), points, side="right")
+            for _ in range(BAND_SIMULATIONS)
+        ]
+    )  # (S, K)
     tail = np.minimum(binom.cdf(counts, n, points), binom.sf(counts - 1, n, points))
     gamma = np.quantile(2 * tail.min(1), 1 - level)
     return np.stack([binom.ppf(gamma / 2, n, points), binom.ppf(1 - gamma / 2, n, points)]) / n
@@ -89,53 +99,67 @@ def ecdf(values: np.ndarray, points: np.ndarray) -> np.ndarray:
     return np.stack([np.searchsorted(np.sort(v), points, side="right") / len(v) for v in values.T])
 
 
-def tarp_credibility(samples: np.ndarray, truth: np.ndarray, low: np.ndarray, high: np.ndarray,
-                     seed: int = 0) -> np.ndarray:
-    """(N,) TARP credibility of each truth: how many of the L samples lie nearer than θ* to a reference
-    point drawn uniformly in the prior box (coordinates scaled to the unit box, Euclidean distance), spread
-    within its cell like :func:`fractional_ranks` — (k + U) / (L + 1) is exactly uniform for a calibrated
-    posterior, where k / L would bias the curve by up to 1 / L at small α."""
+def tarp_credibility(
+    samples: np.ndarray, truth: np.ndarray, low: np.ndarray, high: np.ndarray, seed: int = 0
+) -> np.ndarray:
+    """(N,) TARP credibility of each truth: how many of the L samples lie nearer than θ* to a
+    reference point drawn uniformly in the prior box (coordinates scaled to the unit box, Euclidean
+    distance), spread within its cell like :func:`fractional_ranks` — (k + U) / (L + 1) is exactly
+    uniform for a calibrated posterior, where k / L would bias the curve by up to 1 / L at small
+    α."""
     rng = np.random.default_rng(seed)
     scale = np.where(high > low, high - low, 1.0)
     s, t = (samples - low) / scale, (truth - low) / scale
     ref = rng.uniform(size=truth.shape)
     d_samples = np.linalg.norm(s - ref[:, None, :], axis=-1)
     d_truth = np.linalg.norm(t - ref, axis=-1)
-    return ((d_samples < d_truth[:, None]).sum(1) + rng.uniform(size=len(truth))) / (samples.shape[1] + 1)
+    return ((d_samples < d_truth[:, None]).sum(1) + rng.uniform(size=len(truth))) / (
+        samples.shape[1] + 1
+    )
 
 
 def tarp_curve(credibility: np.ndarray, alpha: np.ndarray = TARP_GRID) -> tuple[np.ndarray, float]:
     """Expected coverage probability ECP(α) = P(credibility ≤ α) and the area to curve
-    ATC = Σ_{α ≥ ½} (ECP − α) on the grid (sbi's ``check_tarp``; > 0: too wide, < 0: too narrow or biased)."""
+    ATC = Σ_{α ≥ ½} (ECP − α) on the grid (sbi's ``check_tarp``; > 0: too wide, < 0: too narrow or
+    biased)."""
     ecp = (credibility[:, None] <= alpha[None, :]).mean(0)
     ecp[-1] = 1.0
     return ecp, float((ecp - alpha)[alpha >= 0.5].sum())
 
 
 def tarp_atc_null(n: int, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Where a calibrated posterior's ATC falls for ``n`` spectra (credibility uniform): central ``level``
-    interval by simulation, the yardstick the ATC itself lacks."""
+    """Where a calibrated posterior's ATC falls for ``n`` spectra (credibility uniform): central
+    ``level`` interval by simulation, the yardstick the ATC itself lacks."""
     rng = np.random.default_rng(seed)
     atcs = [tarp_curve(rng.uniform(size=n))[1] for _ in range(BAND_SIMULATIONS)]
     lo, hi = np.quantile(atcs, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
 
 
-def coverage_table(pit: np.ndarray, xH: np.ndarray, parameters: list[str],
-                   edges: tuple[float, ...] = (0.0, 0.05, 0.5, 0.95, 1.0)) -> list[dict]:
-    """68/95 % coverage with 95 % Clopper-Pearson intervals, for all records and per x̄_HI bin, from the
-    truths' PIT values (N, P) (the central interval at level α holds the truth when |PIT − ½| ≤ α/2).
+def coverage_table(
+    pit: np.ndarray,
+    xH: np.ndarray,
+    parameters: list[str],
+    edges: tuple[float, ...] = (0.0, 0.05, 0.5, 0.95, 1.0),
+) -> list[dict]:
+    """68/95 % coverage with 95 % Clopper-Pearson intervals, for all records and per x̄_HI bin,
+    from the truths' PIT values (N, P) (the central interval at level α holds the truth when |PIT −
+    ½| ≤ α/2).
 
-    ``xH`` (N,) is the neutral fraction the bins refer to (the middle selected redshift); the binomial
-    interval says whether a miss of nominal coverage is more than counting noise.
+    ``xH`` (N,) is the neutral fraction the bins refer to (the middle selected redshift); the
+    binomial interval says whether a miss of nominal coverage is more than counting noise.
     """
     from scipy.stats import binomtest
 
     rows = []
     z = np.abs(pit - 0.5)
     bins = [("all", np.ones(len(z), bool))]
-    bins += [(f"{lo:g}<xH<={hi:g}", (xH > lo) & (xH <= hi)) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
-    bins[1] = (f"xH<={edges[1]:g}", xH <= edges[1])  # fully ionized boxes (xH = 0) belong in the first bin
+    bins += [
+        (f"{lo:g}<xH<={hi:g}", (xH > lo) & (xH <= hi))
+        for lo, hi in zip(edges[:-1], edges[1:], strict=True)
+    ]
+    # fully ionized boxes (xH = 0) belong in the first bin
+    bins[1] = (f"xH<={edges[1]:g}", xH <= edges[1])
     for name, sel in bins:
         n = int(sel.sum())
         for j, p in enumerate(parameters):
@@ -151,8 +175,15 @@ def coverage_table(pit: np.ndarray, xH: np.ndarray, parameters: list[str],
 
 def coverage_markdown(rows: list[dict]) -> str:
     """:func:`coverage_table` rows as markdown, for ``coverage.md`` beside the run."""
-    lines = ["| x̄_HI bin | parameter | n | coverage 68 % [95 % CI] | coverage 95 % [95 % CI] |", "|---|---|---|---|---|"]
+    lines = [
+        "| x̄_HI bin | parameter | n | coverage 68 % [95 % CI] | coverage 95 % [95 % CI] |",
+        "|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['bin']} | {r['parameter']} | {r['n']} | {r['coverage68']:.3f} [{r['ci68'][0]:.3f}, "
-                     f"{r['ci68'][1]:.3f}] | {r['coverage95']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] |")
+        lines.append(
+            f"| {r['bin']} | {r['parameter']} | {r['n']} | {r['coverage68']:.3f} "
+            f"[{r['ci68'][0]:.3f}, "
+            f"{r['ci68'][1]:.3f}] | {r['coverage95']:.3f} [{r['ci95'][0]:.3f}, "
+            f"{r['ci95'][1]:.3f}] |"
+        )
     return "\n".join(lines)

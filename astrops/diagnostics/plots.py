@@ -1,5 +1,6 @@
-"""Figures of the calibration diagnostics (:mod:`astrops.diagnostics.calibration`), each with the band a
-calibrated posterior stays in, so a reader can tell a miss from counting noise at a glance."""
+"""Figures of the calibration diagnostics (:mod:`astrops.diagnostics.calibration`), each with the
+band a calibrated posterior stays in, so a reader can tell a miss from counting noise at a
+glance."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from astrops.parameters import LABELS
 
 
 def coverage_figure(curve: dict[str, np.ndarray], parameters: list[str]) -> Figure:
-    """Empirical against nominal coverage of central credible intervals per parameter, with the 95 %
-    binomial band of a calibrated posterior: below the band over-confident, above it too wide."""
+    """Empirical against nominal coverage of central credible intervals per parameter, with the 95
+    % binomial band of a calibrated posterior: below the band over-confident, above it too wide."""
     fig, ax = plt.subplots(figsize=(4.8, 4.4))
     lv = curve["levels"]
     ax.fill_between(lv, curve["band"][0], curve["band"][1], color="0.8", label="calibrated, 95 %")
@@ -26,26 +27,44 @@ def coverage_figure(curve: dict[str, np.ndarray], parameters: list[str]) -> Figu
     return fig
 
 
-def sbc_figure(ranks: np.ndarray, n_samples: int, frac: np.ndarray, points: np.ndarray, band: np.ndarray,
-               p_values: np.ndarray, parameters: list[str]) -> Figure:
+def sbc_figure(
+    ranks: np.ndarray,
+    n_samples: int,
+    frac: np.ndarray,
+    points: np.ndarray,
+    band: np.ndarray,
+    p_values: np.ndarray,
+    parameters: list[str],
+) -> Figure:
     """SBC per parameter: the rank histogram with the 99 % binomial range of a bin's count under
-    uniformity (Talts et al. 2018, Fig. 1), and the ECDF of the fractional ranks minus the uniform CDF
-    with its simultaneous 95 % band (Säilynoja et al. 2022): ∪ shape over-confident, ∩ too wide, a tilt bias."""
+    uniformity (Talts et al. 2018, Fig. 1), and the ECDF of the fractional ranks minus the uniform
+    CDF with its simultaneous 95 % band (Säilynoja et al. 2022): ∪ shape over-confident, ∩ too
+    wide, a tilt bias."""
     from scipy.stats import binom
 
     from astrops.diagnostics.calibration import ecdf, rank_bins
 
     n = len(ranks)
     bins, share = rank_bins(n, n_samples + 1)
-    fig, axes = plt.subplots(2, len(parameters), figsize=(4.2 * len(parameters), 6.4), squeeze=False)
+    fig, axes = plt.subplots(
+        2, len(parameters), figsize=(4.2 * len(parameters), 6.4), squeeze=False
+    )
     curves = ecdf(frac, points)
     for j, p in enumerate(parameters):
         counts = np.bincount((ranks[:, j] * bins) // (n_samples + 1), minlength=bins)
         ax = axes[0][j]
         x = np.arange(bins)
         ax.bar(x, counts, width=0.9)
-        ax.fill_between(x, binom.ppf(0.005, n, share), binom.ppf(0.995, n, share), step="mid", color="0.5",
-                        alpha=0.3, zorder=3, label="uniform, 99 % per bin")
+        ax.fill_between(
+            x,
+            binom.ppf(0.005, n, share),
+            binom.ppf(0.995, n, share),
+            step="mid",
+            color="0.5",
+            alpha=0.3,
+            zorder=3,
+            label="uniform, 99 % per bin",
+        )
         ax.set_title(f"{LABELS.get(p, p)}  (χ² p = {p_values[j]:.2g})", fontsize=9)
         ax.set_xlabel(f"rank of the truth among {n_samples} samples (binned)")
         ax = axes[1][j]
@@ -59,10 +78,12 @@ def sbc_figure(ranks: np.ndarray, n_samples: int, frac: np.ndarray, points: np.n
     return fig
 
 
-def tarp_figure(alpha: np.ndarray, ecp: np.ndarray, band: np.ndarray, atc: float,
-                null: tuple[float, float]) -> Figure:
-    """TARP's expected coverage probability against the credibility level, with the simultaneous 95 %
-    band of a calibrated posterior (the same ECDF band as SBC's: the credibilities are then uniform)."""
+def tarp_figure(
+    alpha: np.ndarray, ecp: np.ndarray, band: np.ndarray, atc: float, null: tuple[float, float]
+) -> Figure:
+    """TARP's expected coverage probability against the credibility level, with the simultaneous 95
+    % band of a calibrated posterior (the same ECDF band as SBC's: the credibilities are then
+    uniform)."""
     fig, ax = plt.subplots(figsize=(4.6, 4.4))
     ax.fill_between(alpha, band[0], band[1], color="0.85", label="calibrated, 95 %")
     ax.plot([0, 1], [0, 1], color="k", lw=1)
@@ -73,4 +94,3 @@ def tarp_figure(alpha: np.ndarray, ecp: np.ndarray, band: np.ndarray, atc: float
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
-

@@ -1,11 +1,13 @@
-"""The calibration suite every probabilistic model gets on its test set — after training (logged to its
-MLflow run) and over any held-out store (``python -m astrops.diagnostics``): one function, one output.
+"""The calibration suite every probabilistic model gets on its test set — after training (logged to
+its MLflow run) and over any held-out store (``python -m astrops.diagnostics``): one function, one
+output.
 
 What it returns (:class:`CalibrationReport`):
 
 * metrics ``{stage}/sbc_p/<parameter>`` (SBC rank uniformity, χ² p-value) and ``{stage}/tarp_atc``
   (beside the ``coverage68``/``coverage95`` keys :mod:`astrops.metrics` already computes);
-* ``coverage_curve.json``: coverage of central intervals at 0.05 … 0.95 per parameter with the binomial band;
+* ``coverage_curve.json``: coverage of central intervals at 0.05 … 0.95 per parameter with the
+  binomial band;
 * ``calibration.json``: SBC (p-values, rank bins) and TARP (curve, ATC and the range a calibrated
   posterior's ATC falls in for this many spectra);
 * ``coverage.md``: 68/95 % coverage with Clopper-Pearson intervals, overall and per x̄_HI bin;
@@ -32,14 +34,23 @@ class CalibrationReport:
     figures: dict[str, Any] = field(default_factory=dict)
 
 
-def calibration_suite(true: np.ndarray, samples: np.ndarray, parameters: list[str], xH: np.ndarray,
-                      box: np.ndarray | None = None, pit: np.ndarray | None = None, stage: str = "test",
-                      corners: int = N_CORNERS, figures: bool = True) -> CalibrationReport:
+def calibration_suite(
+    true: np.ndarray,
+    samples: np.ndarray,
+    parameters: list[str],
+    xH: np.ndarray,
+    box: np.ndarray | None = None,
+    pit: np.ndarray | None = None,
+    stage: str = "test",
+    corners: int = N_CORNERS,
+    figures: bool = True,
+) -> CalibrationReport:
     """Every diagnostic of posterior ``samples`` (N, L, P) against ``true`` (N, P), physical units.
 
-    ``pit`` (N, P), when given, is the model's exact F(θ*) (a Gaussian's Φ((θ* − μ)/σ)) for the coverage
-    curve and table; otherwise the fraction of samples below θ*. ``box`` (P, 2) is the prior box TARP's
-    reference points are drawn in and the corner plots span (default: the truths' range).
+    ``pit`` (N, P), when given, is the model's exact F(θ*) (a Gaussian's Φ((θ* − μ)/σ)) for the
+    coverage curve and table; otherwise the fraction of samples below θ*. ``box`` (P, 2) is the
+    prior box TARP's reference points are drawn in and the corner plots span (default: the truths'
+    range).
     """
     import json
 
@@ -57,39 +68,65 @@ def calibration_suite(true: np.ndarray, samples: np.ndarray, parameters: list[st
     band = cal.ecdf_band(n, points)  # the same simultaneous band serves SBC's ECDF and TARP's ECP
     frac = cal.fractional_ranks(ranks, n_samples)
     sbc_inside = [bool(np.all((c >= band[0]) & (c <= band[1]))) for c in cal.ecdf(frac, points)]
-    tarp_band = np.concatenate([[[0.0], [0.0]], cal.ecdf_band(n, cal.TARP_GRID[1:-1]), [[1.0], [1.0]]], axis=1)
+    tarp_band = np.concatenate(
+        [[[0.0], [0.0]], cal.ecdf_band(n, cal.TARP_GRID[1:-1]), [[1.0], [1.0]]], axis=1
+    )
     tarp_inside = bool(np.all((ecp >= tarp_band[0]) & (ecp <= tarp_band[1])))
     metrics = {f"{stage}/sbc_p/{p}": float(p_values[j]) for j, p in enumerate(parameters)}
     metrics[f"{stage}/tarp_atc"] = atc
     bins, _ = cal.rank_bins(n, n_samples + 1)
-    curve_json = {"n": n, "levels": curve["levels"].tolist(),
-                  "band95": {"low": curve["band"][0].tolist(), "high": curve["band"][1].tolist()},
-                  "coverage": {p: curve["coverage"][j].tolist() for j, p in enumerate(parameters)}}
-    details = {"n": n, "sbc": {"n_samples": n_samples, "bins": bins,
-                               "p_value": {p: float(p_values[j]) for j, p in enumerate(parameters)},
-                               "ecdf_within_band95": dict(zip(parameters, sbc_inside, strict=True))},
-               "tarp": {"alpha": cal.TARP_GRID.tolist(), "ecp": ecp.tolist(), "atc": atc,
-                        "atc_calibrated_95": list(null), "ecp_within_band95": tarp_inside,
-                        "prior_box": box.tolist()}}
-    files = {"coverage_curve.json": json.dumps(curve_json, indent=1) + "\n",
-             "calibration.json": json.dumps(details, indent=1) + "\n",
-             "coverage.md": cal.coverage_markdown(cal.coverage_table(pit, xH, parameters)) + "\n"}
+    curve_json = {
+        "n": n,
+        "levels": curve["levels"].tolist(),
+        "band95": {"low": curve["band"][0].tolist(), "high": curve["band"][1].tolist()},
+        "coverage": {p: curve["coverage"][j].tolist() for j, p in enumerate(parameters)},
+    }
+    details = {
+        "n": n,
+        "sbc": {
+            "n_samples": n_samples,
+            "bins": bins,
+            "p_value": {p: float(p_values[j]) for j, p in enumerate(parameters)},
+            "ecdf_within_band95": dict(zip(parameters, sbc_inside, strict=True)),
+        },
+        "tarp": {
+            "alpha": cal.TARP_GRID.tolist(),
+            "ecp": ecp.tolist(),
+            "atc": atc,
+            "atc_calibrated_95": list(null),
+            "ecp_within_band95": tarp_inside,
+            "prior_box": box.tolist(),
+        },
+    }
+    files = {
+        "coverage_curve.json": json.dumps(curve_json, indent=1) + "\n",
+        "calibration.json": json.dumps(details, indent=1) + "\n",
+        "coverage.md": cal.coverage_markdown(cal.coverage_table(pit, xH, parameters)) + "\n",
+    }
     report = CalibrationReport(metrics, files)
     if figures:
         from astrops.diagnostics import plots
 
-        report.figures = {"coverage_curve": plots.coverage_figure(curve, parameters),
-                          "sbc": plots.sbc_figure(ranks, n_samples, frac, points, band, p_values, parameters),
-                          "tarp": plots.tarp_figure(cal.TARP_GRID, ecp, tarp_band, atc, null),
-                          **_corners(true, samples, parameters, box, corners)}
+        report.figures = {
+            "coverage_curve": plots.coverage_figure(curve, parameters),
+            "sbc": plots.sbc_figure(ranks, n_samples, frac, points, band, p_values, parameters),
+            "tarp": plots.tarp_figure(cal.TARP_GRID, ecp, tarp_band, atc, null),
+            **_corners(true, samples, parameters, box, corners),
+        }
     return report
 
 
-def _corners(true: np.ndarray, samples: np.ndarray, parameters: list[str], box: np.ndarray,
-             corners: int) -> dict[str, Any]:
-    """Corner plots of the first ``corners`` spectra (a fixed choice: the split is seeded), truths marked."""
+def _corners(
+    true: np.ndarray, samples: np.ndarray, parameters: list[str], box: np.ndarray, corners: int
+) -> dict[str, Any]:
+    """Corner plots of the first ``corners`` spectra (a fixed choice: the split is seeded), truths
+    marked."""
     from astrops.analysis.corner_plots import corner_figure
 
     prior_box = {p: (float(box[j, 0]), float(box[j, 1])) for j, p in enumerate(parameters)}
-    return {f"corner_{i}": corner_figure(samples[i], parameters, prior_box, title=f"test spectrum {i}",
-                                         truths=true[i]) for i in range(min(corners, len(true)))}
+    return {
+        f"corner_{i}": corner_figure(
+            samples[i], parameters, prior_box, title=f"test spectrum {i}", truths=true[i]
+        )
+        for i in range(min(corners, len(true)))
+    }

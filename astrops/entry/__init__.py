@@ -1,6 +1,7 @@
 """The entry layer: what ``simulate.py``, ``train.py``, ``baselines.py``, ``predict.py`` and
-``python -m astrops.store`` run, under one policy (:mod:`.policy`). It is the only layer that composes
-Hydra configs and joins the pipeline's parts; importing it stays light (the commands load on first use)."""
+``python -m astrops.store`` run, under one policy (:mod:`.policy`). It is the only layer that
+composes Hydra configs and joins the pipeline's parts; importing it stays light (the commands load
+on first use)."""
 
 from __future__ import annotations
 

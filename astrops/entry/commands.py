@@ -1,6 +1,6 @@
-"""The functions behind the thin ``@hydra.main`` scripts (importable for tests), each wrapped in the one
-entry policy (:func:`astrops.entry.policy.entry_point`): rules checked first, bad input is one line and
-exit status 2, a failing multirun job returns NaN to the sweeper."""
+"""The functions behind the thin ``@hydra.main`` scripts (importable for tests), each wrapped in
+the one entry policy (:func:`astrops.entry.policy.entry_point`): rules checked first, bad input is
+one line and exit status 2, a failing multirun job returns NaN to the sweeper."""
 
 from __future__ import annotations
 
@@ -33,12 +33,20 @@ def _training_refusals() -> tuple[type[BaseException], ...]:
     from astrops.tracking import TrackingError
     from astrops.training.ensemble import EnsembleConfigError
 
-    return (DataConfigError, ObservationError, EnsembleConfigError, TrackingError, InputError, StoreError,
-            FileNotFoundError)
+    return (
+        DataConfigError,
+        ObservationError,
+        EnsembleConfigError,
+        TrackingError,
+        InputError,
+        StoreError,
+        FileNotFoundError,
+    )
 
 
 def _baseline_refusals() -> tuple[type[BaseException], ...]:
-    from astrops.training.baselines import BaselineConfigError  # scikit-learn loads for baselines only
+    # scikit-learn loads for baselines only
+    from astrops.training.baselines import BaselineConfigError
 
     return (*_training_refusals(), BaselineConfigError)
 
@@ -58,22 +66,31 @@ def run_simulate(cfg: DictConfig) -> None:
     s = cfg.simulation
     simulator = instantiate(s.simulator, _convert_="all")
     design = instantiate(s.design, _convert_="all")
-    summary = simulate_into_store(simulator, design, Store(cfg.paths.store_dir), workers=s.workers, shard=s.shard,
-                                  num_shards=s.num_shards, name=s.name, retry_failed=s.retry_failed,
-                                  progress=cfg.progress)
+    summary = simulate_into_store(
+        simulator,
+        design,
+        Store(cfg.paths.store_dir),
+        workers=s.workers,
+        shard=s.shard,
+        num_shards=s.num_shards,
+        name=s.name,
+        retry_failed=s.retry_failed,
+        progress=cfg.progress,
+    )
     print(summary)  # the result of the command (stdout), like train.py's model path
 
 
 @entry_point(TRAIN_RULES, _training_refusals)
 def run_train(cfg: DictConfig) -> float | None:
-    """Train a network (or an ensemble); print the best checkpoint (or the ensemble's directory) as the very
-    last line; return ``optimized_metric`` for sweepers."""
+    """Train a network (or an ensemble); print the best checkpoint (or the ensemble's directory) as
+    the very last line; return ``optimized_metric`` for sweepers."""
     from lightning.pytorch.utilities import rank_zero_only
 
     from astrops.training import train, train_ensemble
 
     ensemble = int((cfg.get("ensemble") or {}).get("members", 1)) > 1
-    if (cfg.get("task") or {}).get("emulates"):  # task=emulator: the simulator's inverse direction, θ → Δ²
+    # task=emulator: the simulator's inverse direction, θ → Δ²
+    if (cfg.get("task") or {}).get("emulates"):
         from astrops.training.emulator import train_emulator
 
         metrics, best = train_emulator(cfg)
@@ -86,9 +103,11 @@ def run_train(cfg: DictConfig) -> float | None:
     return metrics.get(f"best/{name}", metrics.get(name)) if name else None
 
 
-@entry_point(TRAIN_RULES, _baseline_refusals)  # the keys baselines share with train.py (seed, data.*, cpu_threads)
+# the keys baselines share with train.py (seed, data.*, cpu_threads)
+@entry_point(TRAIN_RULES, _baseline_refusals)
 def run_baselines(cfg: DictConfig) -> float | None:
-    """Fit one scikit-learn baseline on the networks' data and split; return ``optimized_metric``."""
+    """Fit one scikit-learn baseline on the networks' data and split; return
+    ``optimized_metric``."""
     from astrops.training.baselines import run_baseline
 
     results = run_baseline(cfg)
@@ -98,9 +117,11 @@ def run_baselines(cfg: DictConfig) -> float | None:
 
 @entry_point(PREDICT_RULES, _prediction_refusals, objective=False)
 def run_predict(cfg: DictConfig) -> None:
-    """Predict parameters for the spectra in ``cfg.input``: a plain CSV (header + rows) at ``cfg.output``
-    and its metadata (checkpoint, lineage, prior box, columns) beside it as ``<output stem>.json``."""
-    # torch and numpy only: a plain nn.Module, no Lightning, MLflow, torchmetrics or pandas (docs/benchmarks.md)
+    """Predict parameters for the spectra in ``cfg.input``: a plain CSV (header + rows) at
+    ``cfg.output`` and its metadata (checkpoint, lineage, prior box, columns) beside it as
+    ``<output stem>.json``."""
+    # torch and numpy only: a plain nn.Module, no Lightning, MLflow, torchmetrics or pandas
+    # (docs/benchmarks.md)
     import numpy as np
 
     from astrops.inference import MAX_PLOTS, InputError, load_model, read_spectra_npz, write_csv
@@ -110,16 +131,35 @@ def run_predict(cfg: DictConfig) -> None:
     n = len(predictor.check(k, delta, redshifts, errs))  # input refused here, before any work
     n_samples, plot = int(cfg.get("samples") or 0), bool(cfg.get("plot"))
     if plot and n > MAX_PLOTS:
-        raise InputError(f"plot=true draws one corner plot per spectrum and the input has {n}: give at most "
-                         f"{MAX_PLOTS} spectra, or plot=false with samples=N and plot the npz yourself")
+        raise InputError(
+            f"plot=true draws one corner plot per spectrum and the input has {n}: give at most "
+            f"{MAX_PLOTS} spectra, or plot=false with samples=N and plot the npz yourself"
+        )
     columns = predictor.columns(k, delta, redshifts, errs)
     output = Path(cfg.output)
     sidecar = output.with_suffix(".json")
-    samples = (predictor.sample(k, delta, max(n_samples, 2000 if plot else 0), redshifts, seed=int(cfg.get("seed") or 0))
-               if n_samples or plot else None)  # refused in one line, before anything is written, for point models
+    samples = (
+        predictor.sample(
+            k,
+            delta,
+            max(n_samples, 2000 if plot else 0),
+            redshifts,
+            seed=int(cfg.get("seed") or 0),
+        )
+        # refused in one line, before anything is written, for point models
+        if n_samples or plot
+        else None
+    )
     write_csv(columns, output)  # what DataFrame.to_csv(index=False) writes
-    sidecar.write_text(json.dumps(prediction_metadata(predictor, cfg, n, list(columns)), indent=1,
-                                  default=str, allow_nan=False) + "\n")
+    sidecar.write_text(
+        json.dumps(
+            prediction_metadata(predictor, cfg, n, list(columns)),
+            indent=1,
+            default=str,
+            allow_nan=False,
+        )
+        + "\n"
+    )
     if n_samples:
         path = output.with_name(f"{output.stem}_samples.npz")
         np.savez(path, samples=samples[:, :n_samples], parameters=np.array(predictor.parameters))
@@ -138,12 +178,23 @@ def prediction_metadata(predictor, cfg: DictConfig, n: int, columns: list[str]) 
     from astrops.parameters import UNITS
 
     meta = predictor.meta
-    return {"predictions": os.path.abspath(cfg.output), "checkpoint": os.path.abspath(cfg.ckpt_path),
-            "input": os.path.abspath(cfg.input), "n_spectra": n, "columns": columns,
-            "parameters": {p: {"unit": UNITS.get(p, ""), "prior": list(predictor.prior_box[p])}
-                           for p in predictor.parameters},
-            "model": {k: meta.get(k) for k in ("model_name", "task_config", "redshifts", "mlflow_run_id",
-                                               "astrops_version")},
-            "ensemble": meta.get("ensemble"), "observation": meta.get("observation", "none"),
-            "lineage": meta.get("lineage"),
-            "notes": "values are clipped to the prior box; out_of_distribution/ood_reason say which rows and why"}
+    return {
+        "predictions": os.path.abspath(cfg.output),
+        "checkpoint": os.path.abspath(cfg.ckpt_path),
+        "input": os.path.abspath(cfg.input),
+        "n_spectra": n,
+        "columns": columns,
+        "parameters": {
+            p: {"unit": UNITS.get(p, ""), "prior": list(predictor.prior_box[p])}
+            for p in predictor.parameters
+        },
+        "model": {
+            k: meta.get(k)
+            for k in ("model_name", "task_config", "redshifts", "mlflow_run_id", "astrops_version")
+        },
+        "ensemble": meta.get("ensemble"),
+        "observation": meta.get("observation", "none"),
+        "lineage": meta.get("lineage"),
+        "notes": "values are clipped to the prior box; out_of_distribution/ood_reason say which "
+        "rows and why",
+    }

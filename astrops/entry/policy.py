@@ -1,15 +1,17 @@
-"""The one policy of every entry point (the role lightning-hydra-template's ``task_wrapper`` plays).
+"""The one policy of every entry point (the role lightning-hydra-template's ``task_wrapper``
+plays).
 
-* The config is checked against the entry's rule table before anything heavy is imported: a typo costs
-  the time Python takes to start.
+* The config is checked against the entry's rule table before anything heavy is imported: a typo
+  costs the time Python takes to start.
 * Bad input — a refused config value, or an error of a type the entry names as the user's to fix —
   is one line on stderr (``error: <problem>: <fix>``) and exit status 2, before any work starts.
-* In a multirun of a command that returns a sweep objective (``train.py``, ``baselines.py``), a failing
-  job must not end the sweep: it is logged and returns NaN to the sweeper (its MLflow run is already
-  closed as FAILED with the error). Commands without an objective (``simulate.py``, ``predict.py``) fail
-  in a multirun too, so that a Slurm/submitit shard that could not run does not report success.
-* An interrupt (Ctrl-C, SIGTERM) is one line — ``interrupted; resume with: python train.py ... ckpt_path=…``
-  where the run can resume — and exit status 130.
+* In a multirun of a command that returns a sweep objective (``train.py``, ``baselines.py``), a
+  failing job must not end the sweep: it is logged and returns NaN to the sweeper (its MLflow run
+  is already closed as FAILED with the error). Commands without an objective (``simulate.py``,
+  ``predict.py``) fail in a multirun too, so that a Slurm/submitit shard that could not run does
+  not report success.
+* An interrupt (Ctrl-C, SIGTERM) is one line — ``interrupted; resume with: python train.py ...
+  ckpt_path=…`` where the run can resume — and exit status 130.
 * Anything else is a bug: its traceback is kept.
 """
 
@@ -38,7 +40,8 @@ def in_multirun() -> bool:
 
 
 def refuse(exc: BaseException, objective: bool = True) -> float:
-    """Bad input: NaN for the sweeper in a multirun of an objective, else one line on stderr and exit 2."""
+    """Bad input: NaN for the sweeper in a multirun of an objective, else one line on stderr and
+    exit 2."""
     if objective and in_multirun():
         log.error("job failed: %s", exc)
         return float("nan")
@@ -46,12 +49,16 @@ def refuse(exc: BaseException, objective: bool = True) -> float:
     sys.exit(2)
 
 
-def entry_point(rules: tuple[Rule, ...], refusals: Callable[[], tuple[type[BaseException], ...]],
-                objective: bool = True):
-    """Wrap ``fn(cfg)`` in the policy. ``refusals()`` (called after validation, so the heavy modules that
-    define the error types load only for valid configs) names the errors that are bad input; errors
-    raised inside Hydra's ``instantiate`` count by their cause. ``objective``: ``fn`` returns what a
-    sweeper optimises, so a failing job of a multirun returns NaN instead of ending the sweep."""
+def entry_point(
+    rules: tuple[Rule, ...],
+    refusals: Callable[[], tuple[type[BaseException], ...]],
+    objective: bool = True,
+):
+    """Wrap ``fn(cfg)`` in the policy. ``refusals()`` (called after validation, so the heavy
+    modules that define the error types load only for valid configs) names the errors that are bad
+    input; errors raised inside Hydra's ``instantiate`` count by their cause. ``objective``: ``fn``
+    returns what a sweeper optimises, so a failing job of a multirun returns NaN instead of ending
+    the sweep."""
 
     def wrap(fn: Callable[[DictConfig], T]) -> Callable[[DictConfig], T | float]:
         @functools.wraps(fn)
@@ -69,10 +76,12 @@ def entry_point(rules: tuple[Rule, ...], refusals: Callable[[], tuple[type[BaseE
             console.one_copy_of_lightning_lines()
             try:
                 return fn(cfg)
-            except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: say how to go on, not a traceback
+            # Ctrl-C or SIGTERM: say how to go on, not a traceback
+            except KeyboardInterrupt as exc:
                 print(f"interrupted{f'; {exc}' if str(exc) else ''}", file=sys.stderr, flush=True)
                 sys.exit(INTERRUPTED)
-            except SystemExit as exc:  # Lightning's sys.exit(1) after a Ctrl-C / SIGTERM outside fit
+            # Lightning's sys.exit(1) after a Ctrl-C / SIGTERM outside fit
+            except SystemExit as exc:
                 if not isinstance(exc.__context__, KeyboardInterrupt):
                     raise
                 print("interrupted", file=sys.stderr, flush=True)

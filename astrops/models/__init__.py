@@ -3,7 +3,8 @@
 (:class:`ParameterEstimator`) and the deep ensemble of several of them. Files on disk are
 :mod:`astrops.checkpoints`' business.
 
-``ParameterEstimator`` is imported on first use: applying a model never loads Lightning or torchmetrics.
+``ParameterEstimator`` is imported on first use: applying a model never loads Lightning or
+torchmetrics.
 """
 
 from __future__ import annotations
@@ -20,8 +21,20 @@ from astrops.models.transforms import SpectrumTransform, TargetCodec
 if TYPE_CHECKING:
     from astrops.models.estimator import ParameterEstimator
 
-__all__ = ["CNNBackbone", "ClassificationTask", "DenseBackbone", "Ensemble", "FlowTask", "GaussianTask", "ParameterEstimator",
-           "RegressionTask", "SpectrumModel", "SpectrumTransform", "Task", "TargetCodec"]
+__all__ = [
+    "CNNBackbone",
+    "ClassificationTask",
+    "DenseBackbone",
+    "Ensemble",
+    "FlowTask",
+    "GaussianTask",
+    "ParameterEstimator",
+    "RegressionTask",
+    "SpectrumModel",
+    "SpectrumTransform",
+    "Task",
+    "TargetCodec",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,5 @@
-"""Feature extractors over spectra (B, n_z, n_k): the seed study's dense and 1D-CNN networks, configurable.
+"""Feature extractors over spectra (B, n_z, n_k): the seed study's dense and 1D-CNN networks,
+configurable.
 
 Defaults reproduce the seed: dense 64 → 32 (ReLU); CNN Conv1D 64 k3 → MaxPool 2 → Conv1D 32 k3 →
 MaxPool 2 → Flatten → Dense 64. Redshifts are concatenated features (dense) or channels (CNN).
@@ -28,7 +29,9 @@ def _activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
-def mlp(in_features: int, hidden: list[int], dropout: float, norm: str, activation: str) -> nn.Sequential:
+def mlp(
+    in_features: int, hidden: list[int], dropout: float, norm: str, activation: str
+) -> nn.Sequential:
     layers: list[nn.Module] = []
     for width in hidden:
         layers += [nn.Linear(in_features, width), _norm(norm, width), _activation(activation)]
@@ -41,11 +44,19 @@ def mlp(in_features: int, hidden: list[int], dropout: float, norm: str, activati
 class DenseBackbone(nn.Module):
     """Fully connected network over the flattened (n_z × n_k) features."""
 
-    def __init__(self, input_shape: tuple[int, int], hidden: list[int] = (64, 32), dropout: float = 0.0,
-                 norm: str = "none", activation: str = "relu"):
+    def __init__(
+        self,
+        input_shape: tuple[int, int],
+        hidden: list[int] = (64, 32),
+        dropout: float = 0.0,
+        norm: str = "none",
+        activation: str = "relu",
+    ):
         super().__init__()
         n_z, n_k = input_shape
-        self.net = nn.Sequential(nn.Flatten(), mlp(n_z * n_k, list(hidden), dropout, norm, activation))
+        self.net = nn.Sequential(
+            nn.Flatten(), mlp(n_z * n_k, list(hidden), dropout, norm, activation)
+        )
         self.out_features = list(hidden)[-1] if hidden else n_z * n_k
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -55,19 +66,32 @@ class DenseBackbone(nn.Module):
 class CNNBackbone(nn.Module):
     """1D convolutions along k, redshifts as input channels, then a dense block."""
 
-    def __init__(self, input_shape: tuple[int, int], channels: list[int] = (64, 32), kernel_size: int = 3,
-                 pool: int = 2, dense: list[int] = (64,), dropout: float = 0.0, norm: str = "none",
-                 activation: str = "relu", padding: str = "valid"):
+    def __init__(
+        self,
+        input_shape: tuple[int, int],
+        channels: list[int] = (64, 32),
+        kernel_size: int = 3,
+        pool: int = 2,
+        dense: list[int] = (64,),
+        dropout: float = 0.0,
+        norm: str = "none",
+        activation: str = "relu",
+        padding: str = "valid",
+    ):
         super().__init__()
-        # cuDNN runs float32 convolutions in TF32 by default: on an H100 the same trained CNN then differed
-        # from the CPU by 1.4e-3 relative (make gpu-check). These networks are tiny, so exact fp32 costs nothing.
+        # cuDNN runs float32 convolutions in TF32 by default: on an H100 the same trained CNN then
+        # differed from the CPU by 1.4e-3 relative (make gpu-check). These networks are tiny, so
+        # exact fp32 costs nothing.
         torch.backends.cudnn.allow_tf32 = False
         n_z, length = input_shape
         layers: list[nn.Module] = []
         in_ch = n_z
         for ch in channels:
-            layers += [nn.Conv1d(in_ch, ch, kernel_size, padding=padding), _norm(norm, ch, conv=True),
-                       _activation(activation)]
+            layers += [
+                nn.Conv1d(in_ch, ch, kernel_size, padding=padding),
+                _norm(norm, ch, conv=True),
+                _activation(activation),
+            ]
             if pool > 1:
                 layers.append(nn.MaxPool1d(pool))
             in_ch = ch
@@ -75,7 +99,9 @@ class CNNBackbone(nn.Module):
         with torch.no_grad():
             flat = self.features(torch.zeros(1, n_z, length)).shape[1]
         if flat == 0:
-            raise ValueError(f"CNN reduces {length} k-bins to nothing: use fewer/smaller layers or padding=same")
+            raise ValueError(
+                f"CNN reduces {length} k-bins to nothing: use fewer/smaller layers or padding=same"
+            )
         self.head = mlp(flat, list(dense), dropout, norm, activation)
         self.out_features = list(dense)[-1] if dense else flat
 

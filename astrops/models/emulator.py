@@ -1,15 +1,17 @@
 """The simulator's inverse direction: θ → the mean Δ²(k, z) and its cosmic-variance scatter.
 
-An explicit likelihood needs the model power spectrum at any θ; a 21cmFAST run per likelihood call would
-cost ~10⁵ simulations per posterior. Following Schmit & Pritchard (2018, MNRAS 475, 1213), who emulated
-these three parameters with a neural network, a dense network maps θ (scaled to the prior box) to a
-Gaussian per (z, k) bin: its mean is the ensemble-average spectrum and its variance the scatter between
-initial-condition realisations (cosmic variance), both learned from one realisation per θ by the Gaussian
-negative log-likelihood (``beta`` > 0: β-NLL, Seitzer et al. 2022; the plain NLL fitted better, conf/task/emulator.yaml).
+An explicit likelihood needs the model power spectrum at any θ; a 21cmFAST run per likelihood call
+would cost ~10⁵ simulations per posterior. Following Schmit & Pritchard (2018, MNRAS 475, 1213),
+who emulated these three parameters with a neural network, a dense network maps θ (scaled to the
+prior box) to a Gaussian per (z, k) bin: its mean is the ensemble-average spectrum and its variance
+the scatter between initial-condition realisations (cosmic variance), both learned from one
+realisation per θ by the Gaussian negative log-likelihood (``beta`` > 0: β-NLL, Seitzer et al.
+2022; the plain NLL fitted better, conf/task/emulator.yaml).
 
 Δ² is emulated linearly (standardised per bin), not in log: fully ionized boxes have Δ² = 0 and the
 likelihood is Gaussian in Δ² itself, so its mean and variance are needed in mK², not a log's.
-Everything the emulator needs to be applied travels as buffers: ``torch.load(weights_only=True)`` suffices.
+Everything the emulator needs to be applied travels as buffers: ``torch.load(weights_only=True)``
+suffices.
 """
 
 from __future__ import annotations
@@ -25,11 +27,21 @@ from astrops.models.backbones import DenseBackbone
 
 
 class SpectrumEmulator(L.LightningModule):
-    """θ (B, P) in physical units → mean and variance of Δ² (B, n_z, n_k) in mK² on the emulated bins."""
+    """θ (B, P) in physical units → mean and variance of Δ² (B, n_z, n_k) in mK² on the emulated
+    bins."""
 
-    def __init__(self, parameters: list[str], prior_box: list[list[float]], k: list[float], redshifts: list[float],
-                 bins: list[int], hidden: tuple[int, ...] = (256, 256, 256), beta: float = 0.0, lr: float = 1e-3,
-                 weight_decay: float = 0.0):
+    def __init__(
+        self,
+        parameters: list[str],
+        prior_box: list[list[float]],
+        k: list[float],
+        redshifts: list[float],
+        bins: list[int],
+        hidden: tuple[int, ...] = (256, 256, 256),
+        beta: float = 0.0,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+    ):
         super().__init__()
         self.save_hyperparameters()
         self.param_names, self.k, self.redshifts = list(parameters), list(k), list(redshifts)
@@ -38,10 +50,12 @@ class SpectrumEmulator(L.LightningModule):
         self.head = nn.Linear(self.backbone.out_features, 2 * n_out)
         self.register_buffer("box", torch.tensor(prior_box, dtype=torch.float32))  # (P, 2)
         self.register_buffer("bins", torch.tensor(bins, dtype=torch.long))
-        self.register_buffer("mean", torch.zeros(len(redshifts), len(bins)))  # Δ² standardisation (training split)
+        # Δ² standardisation (training split)
+        self.register_buffer("mean", torch.zeros(len(redshifts), len(bins)))
         self.register_buffer("std", torch.ones(len(redshifts), len(bins)))
-        # correlation of the scatter between all (z, k) outputs: one box gives every redshift and k-bin of a
-        # spectrum, so their cosmic variance is shared (estimated after training: fit_correlation)
+        # correlation of the scatter between all (z, k) outputs: one box gives every redshift and
+        # k-bin of a spectrum, so their cosmic variance is shared (estimated after training:
+        # fit_correlation)
         self.register_buffer("corr", torch.eye(n_out))
         self.beta, self.lr, self.weight_decay = beta, lr, weight_decay
 
@@ -51,8 +65,9 @@ class SpectrumEmulator(L.LightningModule):
         self.std.copy_(delta_train.std(0).clamp_min(1e-8))
 
     def fit_correlation(self, theta: torch.Tensor, delta: torch.Tensor) -> None:
-        """The correlation matrix (n_z·n_bins)² of the standardised residuals (Δ² − mean) / σ_cv on the
-        training split: the cosmic variance's coupling across redshifts and k-bins, which a per-bin σ lacks."""
+        """The correlation matrix (n_z·n_bins)² of the standardised residuals (Δ² − mean) / σ_cv on
+        the training split: the cosmic variance's coupling across redshifts and k-bins, which a
+        per-bin σ lacks."""
         with torch.no_grad():
             mean, var = self(theta)
         r = ((delta - mean) / var.sqrt()).reshape(len(delta), -1).double()
@@ -70,8 +85,11 @@ class SpectrumEmulator(L.LightningModule):
         mu, log_var = self._raw(theta)
         return self.mean + self.std * mu, self.std**2 * log_var.exp()
 
-    def loss(self, theta: torch.Tensor, delta: torch.Tensor, beta: float | None = None) -> torch.Tensor:
-        """Mean Gaussian NLL per bin of standardised Δ² (β-NLL with ``self.beta`` unless ``beta`` is given)."""
+    def loss(
+        self, theta: torch.Tensor, delta: torch.Tensor, beta: float | None = None
+    ) -> torch.Tensor:
+        """Mean Gaussian NLL per bin of standardised Δ² (β-NLL with ``self.beta`` unless ``beta``
+        is given)."""
         beta = self.beta if beta is None else beta
         mu, log_var = self._raw(theta)
         z = (delta - self.mean) / self.std
@@ -80,13 +98,22 @@ class SpectrumEmulator(L.LightningModule):
             nll = nll * log_var.detach().exp() ** beta
         return nll.mean()
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
         loss = self.loss(*batch)
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch[0]))
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self.log("val/loss", self.loss(*batch), on_step=False, on_epoch=True, batch_size=len(batch[0]), prog_bar=True)
+        self.log(
+            "val/loss",
+            self.loss(*batch),
+            on_step=False,
+            on_epoch=True,
+            batch_size=len(batch[0]),
+            prog_bar=True,
+        )
 
     def configure_optimizers(self) -> Any:
         opt = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
@@ -94,10 +121,12 @@ class SpectrumEmulator(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss"}}
 
 
-def emulator_scores(model: SpectrumEmulator, theta: torch.Tensor, delta: torch.Tensor) -> dict[str, float]:
-    """Held-out checks of both outputs, per redshift: R² of the mean (against single realisations, so
-    bounded by the cosmic variance itself) and the fraction of realisations inside the emulated ±1σ / ±2σ
-    (0.68 / 0.95 when the variance is right and the scatter Gaussian)."""
+def emulator_scores(
+    model: SpectrumEmulator, theta: torch.Tensor, delta: torch.Tensor
+) -> dict[str, float]:
+    """Held-out checks of both outputs, per redshift: R² of the mean (against single realisations,
+    so bounded by the cosmic variance itself) and the fraction of realisations inside the emulated
+    ±1σ / ±2σ (0.68 / 0.95 when the variance is right and the scatter Gaussian)."""
     with torch.no_grad():
         mean, var = model(theta)
     z = (delta - mean) / var.sqrt()
@@ -112,27 +141,48 @@ def emulator_scores(model: SpectrumEmulator, theta: torch.Tensor, delta: torch.T
 
 
 def load_emulator(path: str) -> SpectrumEmulator:
-    """An emulator from its file: plain hyperparameters and tensors only (``weights_only=True``; nothing
-    read from disk names code to run)."""
-    refusal = f"{path} is not an astrops emulator (train one with python train.py experiment=emulator)"
+    """An emulator from its file: plain hyperparameters and tensors only (``weights_only=True``;
+    nothing read from disk names code to run)."""
+    refusal = (
+        f"{path} is not an astrops emulator (train one with python train.py experiment=emulator)"
+    )
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError):  # torch's own text would advise unsafe loading
+    # torch's own text would advise unsafe loading
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError):
         raise ValueError(refusal) from None
     if not isinstance(blob, dict) or blob.get("format") != "astrops-emulator/1":
         raise ValueError(refusal)
     try:
         hp = blob["hparams"]
-        model = SpectrumEmulator(hp["parameters"], hp["prior_box"], hp["k"], hp["redshifts"], hp["bins"],
-                                 tuple(int(h) for h in hp["hidden"]))
+        model = SpectrumEmulator(
+            hp["parameters"],
+            hp["prior_box"],
+            hp["k"],
+            hp["redshifts"],
+            hp["bins"],
+            tuple(int(h) for h in hp["hidden"]),
+        )
         model.load_state_dict(blob["state_dict"])
     except (KeyError, TypeError, RuntimeError) as exc:
-        raise ValueError(f"{path} is a damaged astrops emulator ({type(exc).__name__}: {exc}): retrain it") from None
+        raise ValueError(
+            f"{path} is a damaged astrops emulator ({type(exc).__name__}: {exc}): retrain it"
+        ) from None
     return model.eval()
 
 
 def save_emulator(model: SpectrumEmulator, path: str, lineage: dict[str, Any]) -> None:
-    hp = {k: model.hparams[k] for k in ("parameters", "prior_box", "k", "redshifts", "bins", "hidden")}
+    hp = {
+        k: model.hparams[k]
+        for k in ("parameters", "prior_box", "k", "redshifts", "bins", "hidden")
+    }
     hp["hidden"] = list(hp["hidden"])
-    torch.save({"format": "astrops-emulator/1", "hparams": hp, "state_dict": model.state_dict(),
-                "lineage": lineage}, path)
+    torch.save(
+        {
+            "format": "astrops-emulator/1",
+            "hparams": hp,
+            "state_dict": model.state_dict(),
+            "lineage": lineage,
+        },
+        path,
+    )

@@ -1,12 +1,12 @@
-"""The LightningModule that trains a :class:`~astrops.models.spectrum_model.SpectrumModel`: loss, metrics in
-physical units, calibration, optimiser.
+"""The LightningModule that trains a :class:`~astrops.models.spectrum_model.SpectrumModel`: loss,
+metrics in physical units, calibration, optimiser.
 
 It is the applied model plus training: the inference part (input transform → backbone → task head,
-``predict_physical``, ``param_names``, ``meta``) is :class:`SpectrumModel`'s, and nothing here adds to the
-state dict, so its checkpoints load into the plain module (what every reader of a model builds, without
-Lightning). Everything needed to reuse it (transform, target codec, configs of its parts, parameter names,
-lineage) is saved in the checkpoint as plain types and tensors, so checkpoints load with
-``torch.load(weights_only=True)``.
+``predict_physical``, ``param_names``, ``meta``) is :class:`SpectrumModel`'s, and nothing here adds
+to the state dict, so its checkpoints load into the plain module (what every reader of a model
+builds, without Lightning). Everything needed to reuse it (transform, target codec, configs of its
+parts, parameter names, lineage) is saved in the checkpoint as plain types and tensors, so
+checkpoints load with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -26,35 +26,54 @@ from astrops.models.transforms import SpectrumTransform
 
 
 class ParameterEstimator(SpectrumModel, L.LightningModule):
-    """A :class:`SpectrumModel` that Lightning trains: loss, metrics, calibration, optimiser, checkpoint hook."""
+    """A :class:`SpectrumModel` that Lightning trains: loss, metrics, calibration, optimiser,
+    checkpoint hook."""
 
-    device = L.LightningModule.device  # Lightning's own device tracking, not SpectrumModel's look-up
+    # Lightning's own device tracking, not SpectrumModel's look-up
+    device = L.LightningModule.device
 
-    def __init__(self, backbone: nn.Module, task: Task, transform: SpectrumTransform, parameters: list[str],
-                 optimizer: Callable[..., torch.optim.Optimizer] | None = None,
-                 scheduler: Callable[..., Any] | None = None, train_metrics: bool = True,
-                 meta: dict | None = None):
-        super().__init__(backbone, task, transform, parameters, meta)  # SpectrumModel, then LightningModule
+    def __init__(
+        self,
+        backbone: nn.Module,
+        task: Task,
+        transform: SpectrumTransform,
+        parameters: list[str],
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        train_metrics: bool = True,
+        meta: dict | None = None,
+    ):
+        # SpectrumModel, then LightningModule
+        super().__init__(backbone, task, transform, parameters, meta)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        # Training metrics are computed once per epoch on the whole training split with the epoch's final
-        # weights (one forward pass), not accumulated per step: cheaper, and a truer train-set figure.
+        # Training metrics are computed once per epoch on the whole training split with the epoch's
+        # final weights (one forward pass), not accumulated per step: cheaper, and a truer
+        # train-set figure.
         self.train_metrics = train_metrics
         # ModuleDict keys may not shadow nn.Module attributes ("train"), hence the suffix
-        self.metrics = nn.ModuleDict({
-            "val_metrics": ParameterMetrics(parameters, **task.metric_options()),
-            "test_metrics": ParameterMetrics(parameters, confusion=True, **task.metric_options())})
+        self.metrics = nn.ModuleDict(
+            {
+                "val_metrics": ParameterMetrics(parameters, **task.metric_options()),
+                "test_metrics": ParameterMetrics(
+                    parameters, confusion=True, **task.metric_options()
+                ),
+            }
+        )
         self.history: list[dict[str, float]] = []
         self.test_results: dict[str, float] = {}
         self.test_outputs: dict[str, list[torch.Tensor]] = {}
-        self.confusion: list[torch.Tensor] = []  # per-parameter confusion matrices of the last test (classes only)
+        # per-parameter confusion matrices of the last test (classes only)
+        self.confusion: list[torch.Tensor] = []
 
     # -- evaluation (forward and predict_physical are SpectrumModel's) ----------------------------
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, prefix: str) -> dict[str, float]:
-        """Loss and all metrics on (x, y) with the current weights, in eval mode, outside the Trainer.
+        """Loss and all metrics on (x, y) with the current weights, in eval mode, outside the
+        Trainer.
 
-        (x, y) go where the model is: after ``fit``/``test`` Lightning hands the module back on the CPU while
-        the data module's tensors stay on the accelerator (found by ``make gpu-check`` on an H100)."""
+        (x, y) go where the model is: after ``fit``/``test`` Lightning hands the module back on the
+        CPU while the data module's tensors stay on the accelerator (found by ``make gpu-check`` on
+        an H100)."""
         x, y = x.to(self.device), y.to(self.device)
         was_training = self.training
         self.eval()  # no dropout, batch-norm running statistics
@@ -62,12 +81,16 @@ class ParameterEstimator(SpectrumModel, L.LightningModule):
         self.train(was_training)
         metrics = ParameterMetrics(self.param_names, **self.task.metric_options()).to(x.device)
         metrics.update_decoded(self.task.decode(out), y, self.task.codec)
-        return {f"{prefix}/loss": float(self.task.loss(out, y)), **metrics.compute(prefix, self.task.codec.std)}
+        return {
+            f"{prefix}/loss": float(self.task.loss(out, y)),
+            **metrics.compute(prefix, self.task.codec.std),
+        }
 
     def calibrate(self, x_val: torch.Tensor, y_val: torch.Tensor) -> dict[str, float]:
-        """Fit the task head's post-hoc calibration buffers on the validation split (Kuleshov et al. 2018;
-        Guo et al. 2017) and return the factors for logging, ``calibration/<buffer>/<parameter>``; {} when
-        the task calibrates nothing. The forward pass runs in eval mode; the previous mode is restored."""
+        """Fit the task head's post-hoc calibration buffers on the validation split (Kuleshov et
+        al. 2018; Guo et al. 2017) and return the factors for logging,
+        ``calibration/<buffer>/<parameter>``; {} when the task calibrates nothing. The forward pass
+        runs in eval mode; the previous mode is restored."""
         if not self.task.calibrate:
             return {}
         x_val, y_val = x_val.to(self.device), y_val.to(self.device)  # see evaluate
@@ -77,8 +100,11 @@ class ParameterEstimator(SpectrumModel, L.LightningModule):
             out = self(x_val)
         self.train(was_training)
         factors = self.task.calibration_summary(self.task.fit_calibration(out, y_val))
-        return {f"calibration/{name}/{p}": float(v) for name, t in factors.items()
-                for p, v in zip(self.param_names, t, strict=True)}
+        return {
+            f"calibration/{name}/{p}": float(v)
+            for name, t in factors.items()
+            for p, v in zip(self.param_names, t, strict=True)
+        }
 
     # -- training loop ----------------------------------------------------------------------
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
@@ -86,19 +112,33 @@ class ParameterEstimator(SpectrumModel, L.LightningModule):
         out = self(x)
         loss = self.task.loss(out, y)
         if stage == "train":
-            # summed here and logged once per epoch: self.log on every step costs more than a tiny step
+            # summed here and logged once per epoch: self.log on every step costs more than a tiny
+            # step
             self._train_loss = self._train_loss + loss.detach() * len(x)
             self._train_count += len(x)
             return loss
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=len(x), sync_dist=True,
-                 prog_bar=stage == "val")
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            batch_size=len(x),
+            sync_dist=True,
+            prog_bar=stage == "val",
+        )
         with torch.no_grad():
             dec = self.task.decode(out.detach())
             self.metrics[f"{stage}_metrics"].update_decoded(dec, y, self.task.codec)
         if stage == "test":
             pit = sample_pit(dec["samples"], y) if "samples" in dec else None
-            for name, t in (("pred", dec["value"]), ("true", y), ("std", dec.get("std")), ("probs", dec.get("probs")),
-                            ("pit", pit), ("samples", dec.get("samples"))):
+            for name, t in (
+                ("pred", dec["value"]),
+                ("true", y),
+                ("std", dec.get("std")),
+                ("probs", dec.get("probs")),
+                ("pit", pit),
+                ("samples", dec.get("samples")),
+            ):
                 if t is not None:
                     self.test_outputs.setdefault(name, []).append(t.cpu())
         return loss
@@ -115,7 +155,8 @@ class ParameterEstimator(SpectrumModel, L.LightningModule):
     def _epoch_end(self, stage: str) -> dict[str, float]:
         metrics = self.metrics[f"{stage}_metrics"]
         values = metrics.compute(stage, self.task.codec.std)
-        self.log_dict(values, sync_dist=False)  # torchmetrics already synchronised across processes
+        # torchmetrics already synchronised across processes
+        self.log_dict(values, sync_dist=False)
         metrics.reset()
         return values
 
@@ -126,12 +167,26 @@ class ParameterEstimator(SpectrumModel, L.LightningModule):
         if self._train_count:
             self.log("train/loss", self._train_loss / self._train_count, sync_dist=True)
         values: dict[str, float] = {}
-        data = getattr(self.trainer.datamodule, "tensors", {}).get("train") if self.trainer.datamodule else None
+        data = (
+            getattr(self.trainer.datamodule, "tensors", {}).get("train")
+            if self.trainer.datamodule
+            else None
+        )
         if self.train_metrics and data is not None:
-            values = {k: v for k, v in self.evaluate(*data, prefix="train").items() if k != "train/loss"}
+            values = {
+                k: v for k, v in self.evaluate(*data, prefix="train").items() if k != "train/loss"
+            }
             self.log_dict(values, sync_dist=False, rank_zero_only=True)
-        logged = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.endswith("/loss")}
-        self.history.append({"epoch": self.current_epoch, **logged, **{k: v for k, v in values.items() if "/R2/" in k}})
+        logged = {
+            k: float(v) for k, v in self.trainer.callback_metrics.items() if k.endswith("/loss")
+        }
+        self.history.append(
+            {
+                "epoch": self.current_epoch,
+                **logged,
+                **{k: v for k, v in values.items() if "/R2/" in k},
+            }
+        )
 
     def on_validation_epoch_end(self) -> None:
         self._epoch_end("val")
@@ -151,7 +206,10 @@ class ParameterEstimator(SpectrumModel, L.LightningModule):
             return opt
         sched = self.scheduler_factory(optimizer=opt)
         monitor = "val/loss"
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": monitor, "interval": "epoch"}}
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": sched, "monitor": monitor, "interval": "epoch"},
+        }
 
     # -- checkpoints ------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

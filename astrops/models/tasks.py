@@ -27,23 +27,43 @@ from astrops.models.calibration import variance_scale
 from astrops.models.transforms import TargetCodec
 
 Columns = tuple[tuple[str, str], ...]
-# the quantiles predict.py writes for every probabilistic head: the median and the central 68 % / 95 % intervals
-QUANTILE_LEVELS = {"median": 0.5, "lo68": 0.15865525393145707, "hi68": 0.8413447460685429, "lo95": 0.025,
-                   "hi95": 0.975}
-REGRESSION_COLUMNS: Columns = (("RMSE", "RMSE"), ("MAE", "MAE"), ("MSE", "MSE"), ("R2-Score", "R2"))
-CLASSIFICATION_COLUMNS: Columns = (("Accuracy", "acc"), ("Acc ±1", "acc_pm1"), ("Precision", "precision"),
-                                   ("Recall", "recall"), ("F1", "F1"), ("R2 (class centre)", "R2"))
+# the quantiles predict.py writes for every probabilistic head: the median and the central 68 % /
+# 95 % intervals
+QUANTILE_LEVELS = {
+    "median": 0.5,
+    "lo68": 0.15865525393145707,
+    "hi68": 0.8413447460685429,
+    "lo95": 0.025,
+    "hi95": 0.975,
+}
+REGRESSION_COLUMNS: Columns = (
+    ("RMSE", "RMSE"),
+    ("MAE", "MAE"),
+    ("MSE", "MSE"),
+    ("R2-Score", "R2"),
+)
+CLASSIFICATION_COLUMNS: Columns = (
+    ("Accuracy", "acc"),
+    ("Acc ±1", "acc_pm1"),
+    ("Precision", "precision"),
+    ("Recall", "recall"),
+    ("F1", "F1"),
+    ("R2 (class centre)", "R2"),
+)
 
 
 class Task(nn.Module):
     """What every head provides. The defaults are those of a head with one continuous value per
-    parameter, whose deep ensemble (Lakshminarayanan et al. 2017) is a Gaussian with the members' mean
-    and their spread, variance-scaled on the validation split (Kuleshov et al. 2018)."""
+    parameter, whose deep ensemble (Lakshminarayanan et al. 2017) is a Gaussian with the members'
+    mean and their spread, variance-scaled on the validation split (Kuleshov et al. 2018)."""
 
     kind: ClassVar[str] = ""
-    probabilistic: ClassVar[bool] = False  # its prediction is a distribution of the parameters (a posterior)
-    table_columns: ClassVar[Columns] = REGRESSION_COLUMNS  # (header, metric key) of the seed's metrics table
-    calibrate: bool = False  # whether a single model has post-hoc factors to fit on the validation split
+    # its prediction is a distribution of the parameters (a posterior)
+    probabilistic: ClassVar[bool] = False
+    # (header, metric key) of the seed's metrics table
+    table_columns: ClassVar[Columns] = REGRESSION_COLUMNS
+    # whether a single model has post-hoc factors to fit on the validation split
+    calibrate: bool = False
     codec: TargetCodec
     n_params: int
 
@@ -54,7 +74,8 @@ class Task(nn.Module):
         raise NotImplementedError
 
     def metric_options(self) -> dict[str, Any]:
-        """Keyword arguments of :class:`astrops.metrics.ParameterMetrics` for this head's predictions."""
+        """Keyword arguments of :class:`astrops.metrics.ParameterMetrics` for this head's
+        predictions."""
         return {"n_classes": None, "distribution": False}
 
     def point_estimate(self, out: torch.Tensor) -> torch.Tensor:
@@ -62,59 +83,79 @@ class Task(nn.Module):
         return self.decode(out)["value"]
 
     def fit_calibration(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Fit this head's calibration buffers on validation outputs ``out`` and truths ``y`` (physical
-        units); returns the fitted factors by buffer name (none for a head without a spread)."""
+        """Fit this head's calibration buffers on validation outputs ``out`` and truths ``y``
+        (physical units); returns the fitted factors by buffer name (none for a head without a
+        spread)."""
         return {}
 
     def calibration_summary(self, factors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """One number per parameter for each fitted factor, to log (``calibration/<name>/<parameter>``)."""
+        """One number per parameter for each fitted factor, to log
+        (``calibration/<name>/<parameter>``)."""
         return factors
 
     @property
     def calibrates_ensemble(self) -> bool:
-        """Whether an ensemble of these heads fits its own factors: heads with a ``calibrate`` switch
-        follow it; a regression ensemble's spread needs them most (RegressionTask has no switch)."""
+        """Whether an ensemble of these heads fits its own factors: heads with a ``calibrate``
+        switch follow it; a regression ensemble's spread needs them most (RegressionTask has no
+        switch)."""
         return self.calibrate
 
     # -- deep ensembles ----------------------------------------------------------------------
     def combine(self, decs: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """One prediction from the members' decoded outputs: mean value, the members' spread as std."""
+        """One prediction from the members' decoded outputs: mean value, the members' spread as
+        std."""
         return _mixture(decs, within=None)
 
-    def fit_ensemble_calibration(self, dec: dict[str, torch.Tensor], y: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Ensemble-level factors fitted on the combined validation prediction: variance scaling of ``std``."""
+    def fit_ensemble_calibration(
+        self, dec: dict[str, torch.Tensor], y: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Ensemble-level factors fitted on the combined validation prediction: variance scaling of
+        ``std``."""
         return {"var_scale": variance_scale(dec["value"], dec["std"], y)}
 
-    def apply_ensemble_calibration(self, dec: dict[str, torch.Tensor],
-                                   factors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The combined prediction with ensemble-level factors applied (factors of other heads are ignored)."""
+    def apply_ensemble_calibration(
+        self, dec: dict[str, torch.Tensor], factors: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """The combined prediction with ensemble-level factors applied (factors of other heads are
+        ignored)."""
         out = dict(dec)
         if "var_scale" in factors:
             out["std"] = dec["std"] * factors["var_scale"].to(dec["std"]).sqrt()
         return out
 
     def ensemble_loss(self, dec: dict[str, torch.Tensor], y: torch.Tensor) -> float:
-        """The ensemble's validation objective (what sweeps minimise): the Gaussian NLL of the mixture
-        mean and variance in training-std units, summed over parameters like the heads' losses; the
-        same number as the metrics' ``NLL/overall`` × P (float64 mean over samples, then over parameters)."""
-        from astrops.metrics import gaussian_scores  # torchmetrics: loaded to train, never to apply a model
+        """The ensemble's validation objective (what sweeps minimise): the Gaussian NLL of the
+        mixture mean and variance in training-std units, summed over parameters like the heads'
+        losses; the same number as the metrics' ``NLL/overall`` × P (float64 mean over samples,
+        then over parameters)."""
+        # torchmetrics: loaded to train, never to apply a model
+        from astrops.metrics import gaussian_scores
 
         std = self.codec.std
         nll = gaussian_scores(dec["value"] / std, dec["std"] / std, y / std)["nll"]
         per_param = nll.sum(0).double() / max(len(y), 1)
         return float(per_param.mean()) * self.n_params
 
-    def output_columns(self, dec: dict[str, torch.Tensor], parameters: list[str]) -> dict[str, np.ndarray]:
+    def output_columns(
+        self, dec: dict[str, torch.Tensor], parameters: list[str]
+    ) -> dict[str, np.ndarray]:
         """Columns ``predict`` writes besides the values: the 1σ of the (calibrated) predictive
-        distribution wherever the prediction has one (Gaussian heads, ensembles of continuous heads)."""
+        distribution wherever the prediction has one (Gaussian heads, ensembles of continuous
+        heads)."""
         if "std" not in dec:
             return {}
-        return {f"{p}_std": dec["std"][:, j].detach().cpu().numpy().astype(np.float64) for j, p in enumerate(parameters)}
+        return {
+            f"{p}_std": dec["std"][:, j].detach().cpu().numpy().astype(np.float64)
+            for j, p in enumerate(parameters)
+        }
 
     def draw(self, dec: dict[str, torch.Tensor], n: int) -> torch.Tensor:
         """(B, n, P) samples of the predictive distribution (probabilistic heads only)."""
-        raise TypeError(f"a {self.kind} model has no posterior to sample (its spread, if any, is not an error bar): "
-                        "train task=gaussian or task=flow")
+        raise TypeError(
+            f"a {self.kind} model has no posterior to sample (its spread, if any, is not an error "
+            "bar): "
+            "train task=gaussian or task=flow"
+        )
 
 
 class RegressionTask(Task):
@@ -146,17 +187,24 @@ class GaussianTask(Task):
     """Mean and log-variance per parameter, trained by the Gaussian negative log-likelihood.
 
     ``beta`` > 0 weights each sample's NLL by its (detached) predicted variance to the power beta
-    (Seitzer et al. 2022, β-NLL): plain NLL (beta 0) lets the network buy low loss on easy samples by
-    shrinking their variance while fitting the mean of hard ones poorly; β = 0.5 trades between NLL
-    and MSE. ``var_scale`` (P,) is the post-hoc variance calibration fitted on the validation split
-    (Kuleshov et al. 2018).
+    (Seitzer et al. 2022, β-NLL): plain NLL (beta 0) lets the network buy low loss on easy samples
+    by shrinking their variance while fitting the mean of hard ones poorly; β = 0.5 trades between
+    NLL and MSE. ``var_scale`` (P,) is the post-hoc variance calibration fitted on the validation
+    split (Kuleshov et al. 2018).
     """
 
     kind = "gaussian"
     probabilistic = True
 
-    def __init__(self, codec: TargetCodec, in_features: int, beta: float = 0.0, calibrate: bool = True,
-                 min_log_var: float = -14.0, max_log_var: float = 6.0):
+    def __init__(
+        self,
+        codec: TargetCodec,
+        in_features: int,
+        beta: float = 0.0,
+        calibrate: bool = True,
+        min_log_var: float = -14.0,
+        max_log_var: float = 6.0,
+    ):
         super().__init__()
         self.codec, self.beta, self.calibrate = codec, beta, calibrate
         self.n_params = codec.mean.numel()
@@ -173,7 +221,11 @@ class GaussianTask(Task):
 
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         mean, log_var = out[:, 0], out[:, 1]
-        nll = 0.5 * (log_var + (self.codec.encode(y) - mean) ** 2 * torch.exp(-log_var) + math.log(2 * math.pi))
+        nll = 0.5 * (
+            log_var
+            + (self.codec.encode(y) - mean) ** 2 * torch.exp(-log_var)
+            + math.log(2 * math.pi)
+        )
         if self.beta:
             nll = nll * torch.exp(log_var.detach() * self.beta)
         return nll.mean() * self.n_params  # summed over parameters, like the classification loss
@@ -186,7 +238,8 @@ class GaussianTask(Task):
         return {"n_classes": None, "distribution": True}
 
     def fit_calibration(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``var_scale`` maximising the validation likelihood of the uncalibrated (scale 1) Gaussians."""
+        """``var_scale`` maximising the validation likelihood of the uncalibrated (scale 1)
+        Gaussians."""
         self.var_scale.fill_(1.0)
         dec = self.decode(out)
         factors = variance_scale(dec["value"], dec["std"], y)
@@ -194,36 +247,51 @@ class GaussianTask(Task):
         return {"var_scale": factors}
 
     def combine(self, decs: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """Mixture mean and total variance: the members' own noise (mean of their variances) plus what
-        the seeds disagree on (variance of their means)."""
+        """Mixture mean and total variance: the members' own noise (mean of their variances) plus
+        what the seeds disagree on (variance of their means)."""
         return _mixture(decs, within=torch.stack([d["std"] ** 2 for d in decs]).mean(0))
 
-    def output_columns(self, dec: dict[str, torch.Tensor], parameters: list[str]) -> dict[str, np.ndarray]:
+    def output_columns(
+        self, dec: dict[str, torch.Tensor], parameters: list[str]
+    ) -> dict[str, np.ndarray]:
         """The std and the Gaussian's quantiles (median = mean; μ ± σ; μ ± 1.96 σ)."""
         normal = torch.distributions.Normal(0.0, 1.0)
-        q = {name: dec["value"] + dec["std"] * normal.icdf(torch.tensor(level)) for name, level in QUANTILE_LEVELS.items()}
+        q = {
+            name: dec["value"] + dec["std"] * normal.icdf(torch.tensor(level))
+            for name, level in QUANTILE_LEVELS.items()
+        }
         return {**super().output_columns(dec, parameters), **quantile_columns(q, parameters)}
 
     def draw(self, dec: dict[str, torch.Tensor], n: int) -> torch.Tensor:
-        """Independent Gaussians per parameter (the calibrated mean and std; an ensemble's moment-matched one)."""
-        eps = torch.randn(dec["value"].shape[0], n, dec["value"].shape[1], dtype=dec["value"].dtype)
+        """Independent Gaussians per parameter (the calibrated mean and std; an ensemble's
+        moment-matched one)."""
+        eps = torch.randn(
+            dec["value"].shape[0], n, dec["value"].shape[1], dtype=dec["value"].dtype
+        )
         return dec["value"][:, None, :] + dec["std"][:, None, :] * eps.to(dec["value"].device)
 
 
 class ClassificationTask(Task):
     """n_classes logits per parameter; the loss is the sum of the per-parameter cross-entropies.
 
-    The classes are ordered bins of one continuous parameter, so a one-class miss is far better than a
-    ten-class one. ``label_sigma`` > 0 (in classes) trains against a Gaussian-smoothed target over
-    neighbouring classes instead of a one-hot one, which teaches that order (ordinal soft labels);
-    0 is the seed's plain cross-entropy. ``temperature`` (P,) divides the logits at prediction time
-    (temperature scaling on the validation split, Guo et al. 2017); training uses the raw logits.
+    The classes are ordered bins of one continuous parameter, so a one-class miss is far better
+    than a ten-class one. ``label_sigma`` > 0 (in classes) trains against a Gaussian-smoothed
+    target over neighbouring classes instead of a one-hot one, which teaches that order (ordinal
+    soft labels); 0 is the seed's plain cross-entropy. ``temperature`` (P,) divides the logits at
+    prediction time (temperature scaling on the validation split, Guo et al. 2017); training uses
+    the raw logits.
     """
 
     kind = "classification"
     table_columns = CLASSIFICATION_COLUMNS
 
-    def __init__(self, codec: TargetCodec, in_features: int, calibrate: bool = True, label_sigma: float = 0.0):
+    def __init__(
+        self,
+        codec: TargetCodec,
+        in_features: int,
+        calibrate: bool = True,
+        label_sigma: float = 0.0,
+    ):
         super().__init__()
         self.codec, self.calibrate, self.label_sigma = codec, calibrate, label_sigma
         self.n_params, self.n_classes = codec.mean.numel(), codec.n_classes
@@ -252,12 +320,13 @@ class ClassificationTask(Task):
         return {"n_classes": self.n_classes, "distribution": False}
 
     def point_estimate(self, out: torch.Tensor) -> torch.Tensor:
-        """The argmax has no gradient: the expected value under the softmax (Σ probs × class centres)."""
+        """The argmax has no gradient: the expected value under the softmax (Σ probs × class
+        centres)."""
         return (self.probs(out) * self.codec.class_centres().to(out)).sum(-1)
 
     def fit_calibration(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``temperature`` fitted on the raw logits it will divide (no clamped log-probabilities), so
-        whatever the buffer held before does not enter the fit."""
+        """``temperature`` fitted on the raw logits it will divide (no clamped log-probabilities),
+        so whatever the buffer held before does not enter the fit."""
         factors = fit_temperature(out.log_softmax(-1), self.codec.to_class(y))
         self.temperature.copy_(factors.to(self.temperature.device))
         return {"temperature": factors}
@@ -266,23 +335,35 @@ class ClassificationTask(Task):
         """Averaged class probabilities, decoded like one model's."""
         return decode_probs(torch.stack([d["probs"] for d in decs]).mean(0), self.codec)
 
-    def fit_ensemble_calibration(self, dec: dict[str, torch.Tensor], y: torch.Tensor) -> dict[str, torch.Tensor]:
+    def fit_ensemble_calibration(
+        self, dec: dict[str, torch.Tensor], y: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """A temperature on the (clamped) log of the averaged probabilities."""
-        return {"temperature": fit_temperature(dec["probs"].clamp_min(1e-12).log(), self.codec.to_class(y))}
+        return {
+            "temperature": fit_temperature(
+                dec["probs"].clamp_min(1e-12).log(), self.codec.to_class(y)
+            )
+        }
 
-    def apply_ensemble_calibration(self, dec: dict[str, torch.Tensor],
-                                   factors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def apply_ensemble_calibration(
+        self, dec: dict[str, torch.Tensor], factors: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         if "temperature" not in factors:
             return dict(dec)
         t = factors["temperature"].to(dec["probs"])[:, None]
         return decode_probs((dec["probs"].clamp_min(1e-12).log() / t).softmax(-1), self.codec)
 
     def ensemble_loss(self, dec: dict[str, torch.Tensor], y: torch.Tensor) -> float:
-        """Cross-entropy of the averaged class probabilities, summed over parameters like the loss."""
-        picked = torch.gather(dec["probs"], 2, self.codec.to_class(y).unsqueeze(-1)).clamp_min(1e-12)
+        """Cross-entropy of the averaged class probabilities, summed over parameters like the
+        loss."""
+        picked = torch.gather(dec["probs"], 2, self.codec.to_class(y).unsqueeze(-1)).clamp_min(
+            1e-12
+        )
         return float(-picked.log().mean() * self.n_params)
 
-    def output_columns(self, dec: dict[str, torch.Tensor], parameters: list[str]) -> dict[str, np.ndarray]:
+    def output_columns(
+        self, dec: dict[str, torch.Tensor], parameters: list[str]
+    ) -> dict[str, np.ndarray]:
         """The most probable class and its probability per parameter."""
         cols = super().output_columns(dec, parameters)
         for j, p in enumerate(parameters):
@@ -291,8 +372,11 @@ class ClassificationTask(Task):
         return cols
 
 
-def _mixture(decs: list[dict[str, torch.Tensor]], within: torch.Tensor | None) -> dict[str, torch.Tensor]:
-    """Mean of the members' values and total std: their spread plus ``within`` (their own variance)."""
+def _mixture(
+    decs: list[dict[str, torch.Tensor]], within: torch.Tensor | None
+) -> dict[str, torch.Tensor]:
+    """Mean of the members' values and total std: their spread plus ``within`` (their own
+    variance)."""
     values = torch.stack([d["value"] for d in decs])  # (K, B, P)
     var = values.var(0, unbiased=False)  # between members: what the seeds disagree on
     if within is not None:
@@ -300,14 +384,21 @@ def _mixture(decs: list[dict[str, torch.Tensor]], within: torch.Tensor | None) -
     return {"value": values.mean(0), "std": var.sqrt()}
 
 
-def quantile_columns(quantiles: dict[str, torch.Tensor], parameters: list[str]) -> dict[str, np.ndarray]:
-    """``<p>_median``, ``<p>_lo68``, ``<p>_hi68``, ``<p>_lo95``, ``<p>_hi95`` (B, P) tensors → columns."""
-    return {f"{p}_{name}": quantiles[name][:, j].detach().cpu().numpy().astype(np.float64)
-            for j, p in enumerate(parameters) for name in QUANTILE_LEVELS}
+def quantile_columns(
+    quantiles: dict[str, torch.Tensor], parameters: list[str]
+) -> dict[str, np.ndarray]:
+    """``<p>_median``, ``<p>_lo68``, ``<p>_hi68``, ``<p>_lo95``, ``<p>_hi95`` (B, P) tensors →
+    columns."""
+    return {
+        f"{p}_{name}": quantiles[name][:, j].detach().cpu().numpy().astype(np.float64)
+        for j, p in enumerate(parameters)
+        for name in QUANTILE_LEVELS
+    }
 
 
 def decode_probs(probs: torch.Tensor, codec: TargetCodec) -> dict[str, torch.Tensor]:
-    """Class probabilities (B, P, C) → most probable class, its probability and its centre value."""
+    """Class probabilities (B, P, C) → most probable class, its probability and its centre
+    value."""
     p_max, cls = probs.max(-1)
     centres = codec.class_centres()
     value = torch.gather(centres.expand(len(cls), -1, -1), 2, cls.unsqueeze(-1)).squeeze(-1)

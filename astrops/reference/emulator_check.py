@@ -1,14 +1,17 @@
-"""Is the emulator right where the likelihood looks? ``python -m astrops.reference.emulator_check``:
+"""Is the emulator right where the likelihood looks? ``python -m
+astrops.reference.emulator_check``:
 
-    python -m astrops.reference.emulator_check EMULATOR --store data/seeds [--noise data/noise/hera350_1000h]
+    python -m astrops.reference.emulator_check EMULATOR --store data/seeds [--noise
+    data/noise/hera350_1000h]
                                                [--min-k 0.1] [--max-k 1.0] [--out emulator_check]
 
-The store holds a fixed-θ design (``simulate.py simulation.sampler=fixed``): several parameter points, each
-simulated with many initial-condition seeds. Per point and measured (z, k) bin the seed average is the
-truth the emulated mean must match to within 20 % of the likelihood's total σ = √(σ_noise² + σ_cv²)
-(f = 0; σ_cv the seeds' own scatter); the emulated cosmic variance is set beside the seeds' scatter. The
-seed average is itself uncertain by σ_cv/√n_seeds, reported beside each miss as the floor of the check.
-Writes ``emulator_check.md`` (per point), ``emulator_check.csv`` (per bin: header and rows) and a figure.
+The store holds a fixed-θ design (``simulate.py simulation.sampler=fixed``): several parameter
+points, each simulated with many initial-condition seeds. Per point and measured (z, k) bin the
+seed average is the truth the emulated mean must match to within 20 % of the likelihood's total σ =
+√(σ_noise² + σ_cv²) (f = 0; σ_cv the seeds' own scatter); the emulated cosmic variance is set
+beside the seeds' scatter. The seed average is itself uncertain by σ_cv/√n_seeds, reported beside
+each miss as the floor of the check. Writes ``emulator_check.md`` (per point),
+``emulator_check.csv`` (per bin: header and rows) and a figure.
 """
 
 from __future__ import annotations
@@ -31,12 +34,22 @@ def check(emulator_path: str, store: str, noise: str, min_k: float, max_k: float
 
     emu = load_emulator(emulator_path)
     ds = Store(store).dataset(None)
-    if list(ds.parameters) != list(emu.param_names) or len(ds.k) != len(emu.k) or not np.allclose(ds.k, emu.k):
-        raise ValueError(f"{store} holds other parameters or k-bins than the emulator's: simulate the fixed design with the "
-                         "emulator's configuration (simulation=reference_multiz)")
+    if (
+        list(ds.parameters) != list(emu.param_names)
+        or len(ds.k) != len(emu.k)
+        or not np.allclose(ds.k, emu.k)
+    ):
+        raise ValueError(
+            f"{store} holds other parameters or k-bins than the emulator's: simulate the fixed "
+            "design with the "
+            "emulator's configuration (simulation=reference_multiz)"
+        )
     missing = [z for z in emu.redshifts if z not in list(ds.redshifts)]
     if missing:
-        raise ValueError(f"{store} has no spectra at z = {missing}, which the emulator emulates: simulate them too")
+        raise ValueError(
+            f"{store} has no spectra at z = {missing}, which the emulator emulates: simulate them "
+            "too"
+        )
     recs = ds.load()
     zi = [list(ds.redshifts).index(z) for z in emu.redshifts]
     bins = emu.bins.numpy()
@@ -44,8 +57,11 @@ def check(emulator_path: str, store: str, noise: str, min_k: float, max_k: float
     sigma = Observation("check", noise, min_k, max_k).sigma(np.asarray(ds.k)[bins], emu.redshifts)
     points, group, counts = np.unique(recs.params, axis=0, return_inverse=True, return_counts=True)
     if counts.min() < 2:
-        raise ValueError(f"{store} has points simulated once: a fixed-θ design (simulation.sampler=fixed) with several "
-                         "seeds per point is needed for a seed average and its scatter")
+        raise ValueError(
+            f"{store} has points simulated once: a fixed-θ design (simulation.sampler=fixed) with "
+            "several "
+            "seeds per point is needed for a seed average and its scatter"
+        )
     with torch.no_grad():
         mean, var = emu(torch.as_tensor(points, dtype=torch.float32))
     rows = []
@@ -57,12 +73,24 @@ def check(emulator_path: str, store: str, noise: str, min_k: float, max_k: float
                 if not np.isfinite(sigma[i, j]):
                     continue
                 total = np.hypot(sigma[i, j], cv[i, j])
-                rows.append({"point": p, **{n: float(v) for n, v in zip(emu.param_names, theta, strict=True)},
-                             "z": float(z), "k": float(ds.k[b]), "n_seeds": len(d), "seed_mean": float(avg[i, j]),
-                             "emulated_mean": float(mean[p, i, j]), "sigma_noise": float(sigma[i, j]),
-                             "sigma_cv_seeds": float(cv[i, j]), "sigma_cv_emulated": float(var[p, i, j].sqrt()),
-                             "error_in_sigma_total": float(abs(mean[p, i, j] - avg[i, j]) / total),
-                             "seed_mean_error_in_sigma_total": float(cv[i, j] / np.sqrt(len(d)) / total)})
+                rows.append(
+                    {
+                        "point": p,
+                        **{n: float(v) for n, v in zip(emu.param_names, theta, strict=True)},
+                        "z": float(z),
+                        "k": float(ds.k[b]),
+                        "n_seeds": len(d),
+                        "seed_mean": float(avg[i, j]),
+                        "emulated_mean": float(mean[p, i, j]),
+                        "sigma_noise": float(sigma[i, j]),
+                        "sigma_cv_seeds": float(cv[i, j]),
+                        "sigma_cv_emulated": float(var[p, i, j].sqrt()),
+                        "error_in_sigma_total": float(abs(mean[p, i, j] - avg[i, j]) / total),
+                        "seed_mean_error_in_sigma_total": float(
+                            cv[i, j] / np.sqrt(len(d)) / total
+                        ),
+                    }
+                )
     return rows
 
 
@@ -71,33 +99,50 @@ def summary(rows: list[dict], names: list[str]) -> str:
     import pandas as pd
 
     df = pd.DataFrame(rows)
-    lines = ["| point (" + ", ".join(names) + ") | seeds | bins | within 20 % σ_tot | median / max error [σ_tot] | "
-             "seed-mean error [σ_tot] | emulated / seeds' σ_cv (median) |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| point ("
+        + ", ".join(names)
+        + ") | seeds | bins | within 20 % σ_tot | median / max error [σ_tot] | "
+        "seed-mean error [σ_tot] | emulated / seeds' σ_cv (median) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for p, g in [*df.groupby("point"), ("all", df)]:
         theta = "all" if p == "all" else ", ".join(f"{g[n].iloc[0]:.4g}" for n in names)
         ratio = (g["sigma_cv_emulated"] / g["sigma_cv_seeds"].clip(lower=1e-30)).median()
-        lines.append(f"| {theta} | {int(g['n_seeds'].iloc[0])} | {len(g)} | "
-                     f"{(g['error_in_sigma_total'] <= TOLERANCE).mean():.2f} | {g['error_in_sigma_total'].median():.3f} / "
-                     f"{g['error_in_sigma_total'].max():.3f} | {g['seed_mean_error_in_sigma_total'].median():.3f} | {ratio:.2f} |")
+        lines.append(
+            f"| {theta} | {int(g['n_seeds'].iloc[0])} | {len(g)} | "
+            f"{(g['error_in_sigma_total'] <= TOLERANCE).mean():.2f} | "
+            f"{g['error_in_sigma_total'].median():.3f} / "
+            f"{g['error_in_sigma_total'].max():.3f} | "
+            f"{g['seed_mean_error_in_sigma_total'].median():.3f} | {ratio:.2f} |"
+        )
     return "\n".join(lines)
 
 
 def figure(rows: list[dict]):
-    """Seed mean ± seeds' σ_cv (points) against emulated mean ± emulated σ_cv (line, band), per point and z."""
+    """Seed mean ± seeds' σ_cv (points) against emulated mean ± emulated σ_cv (line, band), per
+    point and z."""
     import pandas as pd
 
     from astrops.analysis.figures import plt
 
     df = pd.DataFrame(rows)
     pts, zs = sorted(df["point"].unique()), sorted(df["z"].unique())
-    fig, axes = plt.subplots(len(pts), len(zs), figsize=(3.2 * len(zs), 2.4 * len(pts)), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(
+        len(pts), len(zs), figsize=(3.2 * len(zs), 2.4 * len(pts)), squeeze=False, sharex=True
+    )
     for r, p in enumerate(pts):
         for c, z in enumerate(zs):
             g, ax = df[(df["point"] == p) & (df["z"] == z)], axes[r][c]
             ax.errorbar(g["k"], g["seed_mean"], g["sigma_cv_seeds"], fmt="o", ms=3, label="seeds")
             ax.plot(g["k"], g["emulated_mean"], color="C1", label="emulator")
-            ax.fill_between(g["k"], g["emulated_mean"] - g["sigma_cv_emulated"], g["emulated_mean"] + g["sigma_cv_emulated"],
-                            color="C1", alpha=0.3)
+            ax.fill_between(
+                g["k"],
+                g["emulated_mean"] - g["sigma_cv_emulated"],
+                g["emulated_mean"] + g["sigma_cv_emulated"],
+                color="C1",
+                alpha=0.3,
+            )
             ax.set_xscale("log")
             ax.set_title(f"point {p}, z = {z:g}", fontsize=8)
     axes[0][0].legend(fontsize=7)
@@ -108,11 +153,20 @@ def figure(rows: list[dict]):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m astrops.reference.emulator_check", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m astrops.reference.emulator_check",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("emulator", help="emulator.pt written by python train.py experiment=emulator")
-    ap.add_argument("--store", required=True, help="a store holding a fixed-θ design (simulation.sampler=fixed)")
-    ap.add_argument("--noise", default="data/noise/hera350_1000h", help="21CMMC noise tables z<z>.npz")
+    ap.add_argument(
+        "--store",
+        required=True,
+        help="a store holding a fixed-θ design (simulation.sampler=fixed)",
+    )
+    ap.add_argument(
+        "--noise", default="data/noise/hera350_1000h", help="21CMMC noise tables z<z>.npz"
+    )
     ap.add_argument("--min-k", type=float, default=0.1)
     ap.add_argument("--max-k", type=float, default=1.0)
     ap.add_argument("--out", default="emulator_check")
@@ -130,7 +184,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     if not rows:
-        print("error: no measured bin: check --noise, --min-k and --max-k against the emulator's k-range", file=sys.stderr)
+        print(
+            "error: no measured bin: check --noise, --min-k and --max-k against the emulator's "
+            "k-range",
+            file=sys.stderr,
+        )
         return 2
     import pandas as pd
 

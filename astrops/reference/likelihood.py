@@ -1,21 +1,22 @@
 """21CMMC's Gaussian power-spectrum likelihood, with the emulator's cosmic variance added.
 
-21CMMC's ``Likelihood1DPowerCoeval.computeLikelihood`` (Greig & Mesinger 2015, MNRAS 449, 4246) is, per
-redshift and over the k-bins inside [min_k, max_k],
+21CMMC's ``Likelihood1DPowerCoeval.computeLikelihood`` (Greig & Mesinger 2015, MNRAS 449, 4246) is,
+per redshift and over the k-bins inside [min_k, max_k],
 
     ln L = −½ Σ (Δ²_model − Δ²_data)² / (σ_noise² + (f·Δ²_model)²),
 
-σ_noise linearly interpolated from the noise file's ``errs`` and f the modelling error (0.15 by default).
-The reference here (:class:`PowerSpectrumLikelihood`) adds, in quadrature, the scatter of Δ² between
-initial-condition realisations that the emulator predicts (σ_cv²(θ)): a mock is *one* realisation, as the
-networks' training spectra were, so its spread about the ensemble mean is part of the data's variance.
-The four redshifts and all k-bins of a mock come from one box, so that scatter is correlated across them:
-the reference uses the full covariance S R S + diag(σ_noise² + (f·Δ²)²), R the correlation of the
-emulator's standardised training residuals (:meth:`SpectrumEmulator.fit_correlation`; 0.3–0.7 between
-neighbouring bins and redshifts), not a diagonal that would count one box's fluctuation several times.
-Because the covariance depends on θ, the reference keeps the Gaussian's log-determinant −½ ln det C
-(21CMMC omits it; its own comment notes that a model-dependent variance should bring it in). With both
-switched off it is 21CMMC's expression term by term (tests/test_reference.py checks 1e-10 against it).
+σ_noise linearly interpolated from the noise file's ``errs`` and f the modelling error (0.15 by
+default). The reference here (:class:`PowerSpectrumLikelihood`) adds, in quadrature, the scatter of
+Δ² between initial-condition realisations that the emulator predicts (σ_cv²(θ)): a mock is *one*
+realisation, as the networks' training spectra were, so its spread about the ensemble mean is part
+of the data's variance. The four redshifts and all k-bins of a mock come from one box, so that
+scatter is correlated across them: the reference uses the full covariance S R S + diag(σ_noise² +
+(f·Δ²)²), R the correlation of the emulator's standardised training residuals
+(:meth:`SpectrumEmulator.fit_correlation`; 0.3–0.7 between neighbouring bins and redshifts), not a
+diagonal that would count one box's fluctuation several times. Because the covariance depends on θ,
+the reference keeps the Gaussian's log-determinant −½ ln det C (21CMMC omits it; its own comment
+notes that a model-dependent variance should bring it in). With both switched off it is 21CMMC's
+expression term by term (tests/test_reference.py checks 1e-10 against it).
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ import torch
 class PowerSpectrumLikelihood:
     """ln L(θ) of one observed spectrum from the emulated mean and cosmic variance at θ.
 
-    ``data`` and ``noise`` (n_z, n_bins): the observed Δ² and its 1σ thermal noise [mK²] on the measured
-    bins; ``model_error`` is 21CMMC's f; ``cosmic_variance`` and ``log_det`` switch the reference's two
-    additions (both on for the reference; both off is 21CMMC's form).
+    ``data`` and ``noise`` (n_z, n_bins): the observed Δ² and its 1σ thermal noise [mK²] on the
+    measured bins; ``model_error`` is 21CMMC's f; ``cosmic_variance`` and ``log_det`` switch the
+    reference's two additions (both on for the reference; both off is 21CMMC's form).
     """
 
     data: torch.Tensor
@@ -39,10 +40,12 @@ class PowerSpectrumLikelihood:
     model_error: float = 0.0
     cosmic_variance: bool = True
     log_det: bool = True
-    corr: torch.Tensor | None = None  # (n_z·n_bins)²: the cosmic variance's correlation across redshifts and k
+    # (n_z·n_bins)²: the cosmic variance's correlation across redshifts and k
+    corr: torch.Tensor | None = None
 
     def __call__(self, mean: torch.Tensor, cv_var: torch.Tensor | None = None) -> torch.Tensor:
-        """(B,) ln L for emulated ``mean`` and ``cv_var`` (B, n_z, n_bins), up to a θ-independent constant."""
+        """(B,) ln L for emulated ``mean`` and ``cv_var`` (B, n_z, n_bins), up to a θ-independent
+        constant."""
         var = self.noise**2 + (self.model_error * mean) ** 2
         if self.cosmic_variance:
             if cv_var is None:
@@ -55,9 +58,12 @@ class PowerSpectrumLikelihood:
             lnl = lnl - 0.5 * torch.log(var).sum((-1, -2))
         return lnl
 
-    def _correlated(self, mean: torch.Tensor, var: torch.Tensor, cv_var: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-        """Full covariance C = S R S + diag(σ_noise² + (f·Δ²)²), S = diag(σ_cv): a Cholesky factor per point, in
-        chunks, in float32 (twice as fast as float64; ln L to ~1e-4, far below the 0.01 differences that matter)."""
+    def _correlated(
+        self, mean: torch.Tensor, var: torch.Tensor, cv_var: torch.Tensor, chunk: int = 1024
+    ) -> torch.Tensor:
+        """Full covariance C = S R S + diag(σ_noise² + (f·Δ²)²), S = diag(σ_cv): a Cholesky factor
+        per point, in chunks, in float32 (twice as fast as float64; ln L to ~1e-4, far below the
+        0.01 differences that matter)."""
         out = []
         corr = self.corr.float()
         for m, v, c in zip(mean.split(chunk), var.split(chunk), cv_var.split(chunk), strict=True):

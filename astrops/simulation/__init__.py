@@ -4,4 +4,11 @@ from astrops.simulation.coeval import VARIED, CoevalSimulator, SimulationConfigE
 from astrops.simulation.design import Design
 from astrops.simulation.runner import RunSummary, simulate_into_store
 
-__all__ = ["VARIED", "CoevalSimulator", "Design", "RunSummary", "SimulationConfigError", "simulate_into_store"]
+__all__ = [
+    "VARIED",
+    "CoevalSimulator",
+    "Design",
+    "RunSummary",
+    "SimulationConfigError",
+    "simulate_into_store",
+]

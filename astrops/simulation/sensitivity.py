@@ -1,23 +1,27 @@
-"""Thermal-noise tables of 21-cm interferometers, computed with 21cmSense, in 21CMMC's noise-file format.
+"""Thermal-noise tables of 21-cm interferometers, computed with 21cmSense, in 21CMMC's noise-file
+format.
 
 One table per (observation, redshift): the 1σ thermal-noise uncertainty of the spherically averaged
 power spectrum Δ²(k), written as an npz with keys ``k`` [1/Mpc] and ``errs`` [mK²] (finite entries
-only, k increasing): the format 21CMMC 1.0's ``Likelihood1DPowerCoeval(noisefile=...)`` reads and checks
-(``_check_noise_format``) and interpolates linearly (``InterpolatedUnivariateSpline(k, errs, k=1)``).
+only, k increasing): the format 21CMMC 1.0's ``Likelihood1DPowerCoeval(noisefile=...)`` reads and
+checks (``_check_noise_format``) and interpolates linearly (``InterpolatedUnivariateSpline(k, errs,
+k=1)``).
 
 The calculation is 21cmSense 2.2.0 (Pober et al. 2013, AJ 145, 65; Pober et al. 2014, ApJ 782, 66;
-https://github.com/rasg-affiliates/21cmSense), the newest release that supports numpy < 2: the array's
-uv coverage from the antenna layout and a drift scan, the thermal noise per uv cell and k∥ mode, modes
-inside the foreground wedge excluded (``moderate``: horizon + 0.1 h/Mpc; ``optimistic``: the primary
-beam's first null), and the inverse-variance average to 1-D. 21cmSense works in h/Mpc of its own
-cosmology (Planck15 here); ``k`` is converted to 1/Mpc with that cosmology's H0.
+https://github.com/rasg-affiliates/21cmSense), the newest release that supports numpy < 2: the
+array's uv coverage from the antenna layout and a drift scan, the thermal noise per uv cell and k∥
+mode, modes inside the foreground wedge excluded (``moderate``: horizon + 0.1 h/Mpc;
+``optimistic``: the primary beam's first null), and the inverse-variance average to 1-D. 21cmSense
+works in h/Mpc of its own cosmology (Planck15 here); ``k`` is converted to 1/Mpc with that
+cosmology's H0.
 
-Thermal part only (``calculate_sensitivity_1d(thermal=True, sample=False)``): each simulated spectrum
-comes from one 125 Mpc box, whose own cosmic variance (sample variance) is already in the data and is
-larger than a survey field's; adding 21cmSense's sample variance would count it twice.
+Thermal part only (``calculate_sensitivity_1d(thermal=True, sample=False)``): each simulated
+spectrum comes from one 125 Mpc box, whose own cosmic variance (sample variance) is already in the
+data and is larger than a survey field's; adding 21cmSense's sample variance would count it twice.
 
 ``python -m astrops.simulation.sensitivity <observation>|all [--out data/noise] [--force]`` writes
-``<out>/<observation>/z<z>.npz`` (``make noise-tables``); existing tables are skipped, so it resumes.
+``<out>/<observation>/z<z>.npz`` (``make noise-tables``); existing tables are skipped, so it
+resumes.
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ TABLE_KEYS = ("k", "errs")  # 21CMMC's noise-file keys: k [1/Mpc], errs [mK², 1
 
 @dataclass(frozen=True)
 class ObservationSpec:
-    """One mock observation: instrument, total hours, 21cmSense foreground model, redshifts tabulated."""
+    """One mock observation: instrument, total hours, 21cmSense foreground model, redshifts
+    tabulated."""
 
     name: str
     instrument: str  # "HERA-350" or "SKA-Low" (see _observatory)
@@ -73,7 +78,9 @@ def spec(observation: str) -> ObservationSpec:
     try:
         return OBSERVATIONS[observation]
     except KeyError:
-        raise ValueError(f"unknown observation {observation!r}: one of {sorted(OBSERVATIONS)}") from None
+        raise ValueError(
+            f"unknown observation {observation!r}: one of {sorted(OBSERVATIONS)}"
+        ) from None
 
 
 def table_name(z: float) -> str:
@@ -82,7 +89,8 @@ def table_name(z: float) -> str:
 
 
 def _observatory(instrument: str, z: float):
-    """The 21cmSense Observatory of an instrument, its beam at the 21-cm frequency of redshift z."""
+    """The 21cmSense Observatory of an instrument, its beam at the 21-cm frequency of redshift
+    z."""
     import astropy.units as un
     from py21cmsense import GaussianBeam, Observatory, hera
     from py21cmsense.conversions import z2f
@@ -95,7 +103,8 @@ def _observatory(instrument: str, z: float):
             latitude=HERA_LATITUDE_DEG * un.deg,
             Trcv=100 * un.K,
         )
-    if instrument == "SKA-Low":  # built-in profile: 224 stations of 35 m, latitude -26.82°, Trcv 100 K
+    # built-in profile: 224 stations of 35 m, latitude -26.82°, Trcv 100 K
+    if instrument == "SKA-Low":
         return Observatory.from_profile("SKA-LOW1-core", frequency=frequency)
     raise ValueError(f"unknown instrument {instrument!r}: HERA-350 or SKA-Low")
 
@@ -107,7 +116,10 @@ def power_spectrum_sensitivity(observation: str, z: float):
     from py21cmsense import Observation, PowerSpectrum
 
     if py21cmsense.__version__ != SENSE_VERSION:
-        raise RuntimeError(f"21cmSense {py21cmsense.__version__} found; the tables are defined with {SENSE_VERSION}")
+        raise RuntimeError(
+            f"21cmSense {py21cmsense.__version__} found; the tables are defined with "
+            f"{SENSE_VERSION}"
+        )
     py21cmsense.config.PROGRESS = False
     s = spec(observation)
     obs = Observation(
@@ -121,7 +133,8 @@ def power_spectrum_sensitivity(observation: str, z: float):
 
 
 def noise_table(observation: str, z: float) -> tuple[np.ndarray, np.ndarray]:
-    """Thermal 1σ noise of Δ² at redshift z: ``(k [1/Mpc], errs [mK²])``, finite entries, k increasing.
+    """Thermal 1σ noise of Δ² at redshift z: ``(k [1/Mpc], errs [mK²])``, finite entries, k
+    increasing.
 
     35-60 s and about 450 MB on one core.
     """
@@ -130,10 +143,13 @@ def noise_table(observation: str, z: float) -> tuple[np.ndarray, np.ndarray]:
 
     ps = power_spectrum_sensitivity(observation, z)
     sigma = ps.calculate_sensitivity_1d(thermal=True, sample=False)
-    k = ps.k1d.to_value(un.Mpc**-1, with_H0(ps.cosmo.H0))  # h/Mpc of 21cmSense's cosmology -> 1/Mpc
+    # h/Mpc of 21cmSense's cosmology -> 1/Mpc
+    k = ps.k1d.to_value(un.Mpc**-1, with_H0(ps.cosmo.H0))
     errs = sigma.to_value(un.mK**2)
     keep = np.isfinite(k) & np.isfinite(errs)
-    return np.ascontiguousarray(k[keep], dtype=np.float64), np.ascontiguousarray(errs[keep], dtype=np.float64)
+    return np.ascontiguousarray(k[keep], dtype=np.float64), np.ascontiguousarray(
+        errs[keep], dtype=np.float64
+    )
 
 
 def save_table(path: str | os.PathLike, k: np.ndarray, errs: np.ndarray) -> None:
@@ -152,8 +168,11 @@ def load_table(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(f["k"], dtype=np.float64), np.asarray(f["errs"], dtype=np.float64)
 
 
-def load_tables(tables_dir: str | os.PathLike, redshifts) -> dict[float, tuple[np.ndarray, np.ndarray]]:
-    """The tables of a directory at the given redshifts (a missing one raises FileNotFoundError)."""
+def load_tables(
+    tables_dir: str | os.PathLike, redshifts
+) -> dict[float, tuple[np.ndarray, np.ndarray]]:
+    """The tables of a directory at the given redshifts (a missing one raises
+    FileNotFoundError)."""
     out = {}
     for z in redshifts:
         path = Path(tables_dir) / table_name(z)
@@ -167,7 +186,8 @@ def write_tables(
     observation: str, out_dir: str | os.PathLike, *, force: bool = False, redshifts=None, log=print
 ) -> list[Path]:
     """Compute and write the observation's tables into ``out_dir`` (its tables directory, e.g.
-    ``data/noise/hera350_1000h``); tables already there are kept unless ``force``. Returns the paths."""
+    ``data/noise/hera350_1000h``); tables already there are kept unless ``force``. Returns the
+    paths."""
     s = spec(observation)
     paths = []
     for z in s.redshifts if redshifts is None else redshifts:
@@ -179,14 +199,17 @@ def write_tables(
         t0 = time.perf_counter()
         k, errs = noise_table(observation, z)
         save_table(path, k, errs)
-        log(f"{observation} z={z:g}: {len(k)} k-bins {k[0]:.3f}-{k[-1]:.3f} 1/Mpc -> {path} "
-            f"({time.perf_counter() - t0:.1f} s)")
+        log(
+            f"{observation} z={z:g}: {len(k)} k-bins {k[0]:.3f}-{k[-1]:.3f} 1/Mpc -> {path} "
+            f"({time.perf_counter() - t0:.1f} s)"
+        )
     return paths
 
 
 def tables_hash(tables_dir: str | os.PathLike) -> str:
-    """sha256 of the tables' content (file names, dtypes, shapes and values of ``k`` and ``errs`` of every
-    ``z*.npz``, in name order): unlike the npz bytes (zip timestamps) it is the same for regenerated tables."""
+    """sha256 of the tables' content (file names, dtypes, shapes and values of ``k`` and ``errs``
+    of every ``z*.npz``, in name order): unlike the npz bytes (zip timestamps) it is the same for
+    regenerated tables."""
     files = sorted(Path(tables_dir).glob("z*.npz"))
     if not files:
         raise FileNotFoundError(f"no noise tables (z*.npz) in {tables_dir}")
@@ -204,14 +227,19 @@ def tables_hash(tables_dir: str | os.PathLike) -> str:
 def observation_metadata(observation: str, tables_dir: str | os.PathLike | None = None) -> dict:
     """What a checkpoint, MLflow params and the lineage record about the observation layer.
 
-    ``none`` gives ``{"observation": "none"}``; otherwise instrument, hours, nights, foreground model,
-    redshifts, the 21cmSense version and, with ``tables_dir``, the tables' content hash."""
+    ``none`` gives ``{"observation": "none"}``; otherwise instrument, hours, nights, foreground
+    model, redshifts, the 21cmSense version and, with ``tables_dir``, the tables' content hash."""
     if observation in (None, "none"):
         return {"observation": "none"}
     s = spec(observation)
     meta = {k: v for k, v in asdict(s).items() if k != "name"}
-    meta = {"observation": s.name, **meta, "n_days": s.n_days, "redshifts": list(s.redshifts),
-            "sensitivity": f"21cmSense {SENSE_VERSION} thermal"}
+    meta = {
+        "observation": s.name,
+        **meta,
+        "n_days": s.n_days,
+        "redshifts": list(s.redshifts),
+        "sensitivity": f"21cmSense {SENSE_VERSION} thermal",
+    }
     if tables_dir is not None:
         meta["tables_hash"] = tables_hash(tables_dir)
     return meta
@@ -220,7 +248,8 @@ def observation_metadata(observation: str, tables_dir: str | os.PathLike | None 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m astrops.simulation.sensitivity",
-        description="Write 21CMMC-format thermal-noise tables (21cmSense) to OUT/<observation>/z<z>.npz.",
+        description="Write 21CMMC-format thermal-noise tables (21cmSense) to "
+        "OUT/<observation>/z<z>.npz.",
     )
     parser.add_argument("observation", choices=[*OBSERVATIONS, "all"])
     parser.add_argument("--out", default="data/noise", help="root directory (default data/noise)")
@@ -228,7 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     names = list(OBSERVATIONS) if args.observation == "all" else [args.observation]
     for name in names:
-        write_tables(name, Path(args.out) / name, force=args.force, log=lambda m: print(m, flush=True))
+        write_tables(
+            name, Path(args.out) / name, force=args.force, log=lambda m: print(m, flush=True)
+        )
         print(f"{name}: tables hash {tables_hash(Path(args.out) / name)[:16]}", flush=True)
     return 0
 

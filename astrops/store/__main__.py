@@ -1,4 +1,5 @@
-"""``python -m astrops.store ...``: launches the store's command line, which lives in :mod:`astrops.entry.store`."""
+"""``python -m astrops.store ...``: launches the store's command line, which lives in
+:mod:`astrops.entry.store`."""
 
 import sys
 

@@ -41,12 +41,22 @@ class Dataset:
         try:
             self.meta: dict = json.loads(meta_file.read_bytes())
             missing = sorted(META_KEYS - set(self.meta)) if isinstance(self.meta, dict) else None
-            why = "not a JSON object" if missing is None else f"keys {missing} missing" if missing else ""
-        except (ValueError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            why = (
+                "not a JSON object"
+                if missing is None
+                else f"keys {missing} missing"
+                if missing
+                else ""
+            )
+        # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        except (ValueError, OSError) as exc:
             why = f"unreadable: {getattr(exc, 'strerror', None) or exc}"
         if why:
-            raise StoreError(f"{meta_file} is damaged ({why}): restore it from a backup or a copy of the store; "
-                             f"python -m astrops.store verify {self.path.parent} lists every damaged file")
+            raise StoreError(
+                f"{meta_file} is damaged ({why}): restore it from a backup or a copy of the "
+                "store; "
+                f"python -m astrops.store verify {self.path.parent} lists every damaged file"
+            )
 
     # -- metadata ---------------------------------------------------------------------------
     @property
@@ -83,7 +93,10 @@ class Dataset:
         for row in rows:
             delta = np.asarray(row.get("delta", np.full((n_z, n_k), np.nan)), dtype=np.float64)
             if delta.shape != (n_z, n_k):
-                raise StoreError(f"record delta has shape {delta.shape}, dataset {self.name} needs ({n_z}, {n_k})")
+                raise StoreError(
+                    f"record delta has shape {delta.shape}, dataset {self.name} needs ({n_z}, "
+                    f"{n_k})"
+                )
             params = {p: float(row["params"][p]) for p in self.parameters}
             seed = row.get("seed")
             cols["key"].append(record_key(params, seed))
@@ -103,13 +116,15 @@ class Dataset:
         table = pa.table(cols, schema=self._schema())
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression="zstd")
-        name = f"part-{time.strftime('%Y%m%dT%H%M%S')}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        name = f"part-{stamp}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
         out = self.path / RECORDS / name
         try:
             atomic_write_bytes(out, sink.getvalue().to_pybytes())
         except OSError as exc:
             raise StoreError(
-                f"could not write records to {out.parent}: {exc.strerror or exc}; records already stored are intact"
+                f"could not write records to {out.parent}: {exc.strerror or exc}; records already "
+                "stored are intact"
             ) from exc
         return out
 
@@ -137,7 +152,9 @@ class Dataset:
     # -- reading ----------------------------------------------------------------------------
     def record_files(self) -> list[Path]:
         """Complete record files (temporary, half-written ones are never listed)."""
-        return sorted(p for p in (self.path / RECORDS).glob("*.parquet") if not p.name.startswith(TMP_PREFIX))
+        return sorted(
+            p for p in (self.path / RECORDS).glob("*.parquet") if not p.name.startswith(TMP_PREFIX)
+        )
 
     def read_table(self, include_failed: bool = False) -> pa.Table:
         """All records, de-duplicated by key (a successful record wins over a failed one).
@@ -186,16 +203,22 @@ class Dataset:
         """
         t, unreadable = self._read(include_failed)
         if unreadable and t.num_rows == 0:
-            raise StoreError(f"dataset {self.name} is damaged: none of its spectra can be read ({len(unreadable)} "
-                             f"unreadable record file(s), e.g. {unreadable[0][0].name}): run python -m astrops.store "
-                             f"verify {self.path.parent} and restore the files it names from a backup")
+            raise StoreError(
+                f"dataset {self.name} is damaged: none of its spectra can be read "
+                f"({len(unreadable)} "
+                f"unreadable record file(s), e.g. {unreadable[0][0].name}): run python -m "
+                "astrops.store "
+                f"verify {self.path.parent} and restore the files it names from a backup"
+            )
         for f, exc in unreadable:
             warnings.warn(f"skipping unreadable record file {f}: {exc}", stacklevel=2)
         n, n_z, n_k = t.num_rows, len(self.redshifts), len(self.k)
         seeds = t["seed"].fill_null(-1).to_numpy()
         return Records(
             keys=np.asarray(t["key"].to_pylist(), dtype=object),
-            params=np.column_stack([t[p].to_numpy() for p in self.parameters]) if n else np.empty((0, len(self.parameters))),
+            params=np.column_stack([t[p].to_numpy() for p in self.parameters])
+            if n
+            else np.empty((0, len(self.parameters))),
             seeds=np.asarray(seeds, dtype=np.int64),
             delta=_list_column(t["delta"], (n, n_z, n_k)),
             xH=_list_column(t["xH"], (n, n_z)),
@@ -229,7 +252,11 @@ class Dataset:
                 merged = _dedupe(pa.concat_tables(tables))
                 sink = pa.BufferOutputStream()
                 pq.write_table(merged, sink, compression="zstd")
-                out = self.path / RECORDS / f"shard-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
+                out = (
+                    self.path
+                    / RECORDS
+                    / f"shard-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
+                )
                 atomic_write_bytes(out, sink.getvalue().to_pybytes())
                 for f in files:
                     with contextlib.suppress(FileNotFoundError):
@@ -239,18 +266,25 @@ class Dataset:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def verify(self) -> list[str]:
-        """Problems found: unreadable record files, leftover temporary files, a wrong k grid, malformed priors."""
+        """Problems found: unreadable record files, leftover temporary files, a wrong k grid,
+        malformed priors."""
         problems = []
         for f in self.record_files():
             try:
                 t = pq.read_table(f, schema=self._schema())
-                bad = [r for r in t["delta"].to_pylist() if len(r) != len(self.redshifts) * len(self.k)]
+                bad = [
+                    r
+                    for r in t["delta"].to_pylist()
+                    if len(r) != len(self.redshifts) * len(self.k)
+                ]
                 if bad:
                     problems.append(f"{f}: {len(bad)} records with a wrong number of bins")
             except (pa.ArrowException, OSError) as exc:
                 problems.append(f"{f}: unreadable ({exc})")
         for f in (self.path / RECORDS).glob(f"{TMP_PREFIX}*"):
-            problems.append(f"{f}: leftover temporary file from an interrupted write (safe to delete)")
+            problems.append(
+                f"{f}: leftover temporary file from an interrupted write (safe to delete)"
+            )
         if not problems:  # the priors the class edges and prediction box come from
             try:
                 self.load().priors(self.parameters)
@@ -276,10 +310,9 @@ def _dedupe(table: pa.Table) -> pa.Table:
 
 
 def _list_column(col: pa.ChunkedArray, shape: tuple[int, ...]) -> np.ndarray:
-    """A list<float64> column of equal-length lists as one reshaped numpy array (no Python loop)."""
+    """A list<float64> column of equal-length lists as one reshaped numpy array (no Python
+    loop)."""
     if shape[0] == 0:
         return np.empty(shape)
     flat = pa.compute.list_flatten(col.combine_chunks() if col.num_chunks != 1 else col.chunk(0))
     return flat.to_numpy(zero_copy_only=False).reshape(shape)
-
-

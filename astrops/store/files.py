@@ -36,7 +36,8 @@ def record_key(params: dict[str, float], seed: int | None) -> str:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file + rename (readers never see a partial file)."""
+    """Write ``data`` to ``path`` through a temporary file + rename (readers never see a partial
+    file)."""
     tmp = path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
     try:
         with open(tmp, "wb") as fh:
@@ -47,5 +48,3 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-
-

@@ -27,25 +27,34 @@ class Records:
         return len(self.keys)
 
     def concat(self, other: Records) -> Records:
-        """These records followed by ``other``'s (datasets of one configuration, e.g. training + held-out)."""
-        return Records(*(np.concatenate([a, b]) for a, b in
-                         zip((self.keys, self.params, self.seeds, self.delta, self.xH, self.Tb),
-                             (other.keys, other.params, other.seeds, other.delta, other.xH, other.Tb), strict=True)),
-                       table=pa.concat_tables([self.table, other.table], promote_options="default"))
+        """These records followed by ``other``'s (datasets of one configuration, e.g. training +
+        held-out)."""
+        return Records(
+            *(
+                np.concatenate([a, b])
+                for a, b in zip(
+                    (self.keys, self.params, self.seeds, self.delta, self.xH, self.Tb),
+                    (other.keys, other.params, other.seeds, other.delta, other.xH, other.Tb),
+                    strict=True,
+                )
+            ),
+            table=pa.concat_tables([self.table, other.table], promote_options="default"),
+        )
 
     def priors(self, parameters: list[str]) -> dict[str, list[float]]:
         """Each parameter's prior range ``[low, high]``, as the records' designs declare it.
 
         The design a record was drawn from travels with it (the ``design`` JSON column), so the
         priors have one home: the data. Records drawn from several designs give the union of their
-        priors; a parameter no record declares a prior for (imported spectra, hand-made stores) gets
-        the smallest and largest value the records hold. ``parameters`` names the ``params``
+        priors; a parameter no record declares a prior for (imported spectra, hand-made stores)
+        gets the smallest and largest value the records hold. ``parameters`` names the ``params``
         columns, in order (``Dataset.parameters``).
         """
         lows: dict[str, float] = {}
         highs: dict[str, float] = {}
         designs = self.table["design"].to_pylist() if "design" in self.table.column_names else []
-        for text in sorted({d for d in designs if d}):  # a few distinct designs among thousands of rows
+        # a few distinct designs among thousands of rows
+        for text in sorted({d for d in designs if d}):
             for name, (lo, hi) in _declared_priors(text).items():
                 lows[name] = min(lows.get(name, np.inf), lo)
                 highs[name] = max(highs.get(name, -np.inf), hi)
@@ -56,12 +65,15 @@ class Records:
             elif len(self):
                 out[name] = [float(self.params[:, j].min()), float(self.params[:, j].max())]
             else:
-                raise ValueError(f"no records and no declared prior for {name}: its range is unknown")
+                raise ValueError(
+                    f"no records and no declared prior for {name}: its range is unknown"
+                )
         return out
 
 
 def _declared_priors(text: str) -> dict[str, tuple[float, float]]:
-    """The ``priors`` of one design record, checked: a damaged record is one StoreError line, not a crash."""
+    """The ``priors`` of one design record, checked: a damaged record is one StoreError line, not a
+    crash."""
     try:
         declared = json.loads(text).get("priors") or {}
         out = {}
@@ -72,6 +84,9 @@ def _declared_priors(text: str) -> dict[str, tuple[float, float]]:
             out[str(name)] = (lo, hi)
         return out
     except (ValueError, TypeError, AttributeError):
-        raise StoreError(f"a record's design declares malformed priors ({text[:200]}): each must be [low, high] "
-                         "with finite low < high; run `python -m astrops.store verify` and re-simulate or "
-                         "re-import the damaged records") from None
+        raise StoreError(
+            f"a record's design declares malformed priors ({text[:200]}): each must be [low, "
+            "high] "
+            "with finite low < high; run `python -m astrops.store verify` and re-simulate or "
+            "re-import the damaged records"
+        ) from None

@@ -55,8 +55,10 @@ class Store:
             dataset_dir, what = self.root.parent, "a dataset's records folder"
         else:
             return
-        raise StoreError(f"{root} is {what}, not a store: give the store that holds it, {dataset_dir.parent} "
-                         "(e.g. data/reference, not data/reference/<dataset>)")
+        raise StoreError(
+            f"{root} is {what}, not a store: give the store that holds it, {dataset_dir.parent} "
+            "(e.g. data/reference, not data/reference/<dataset>)"
+        )
 
     def check_writable(self) -> None:
         """Fail before any work when the store cannot be written (one line, with the fix)."""
@@ -67,7 +69,8 @@ class Store:
             probe.unlink()
         except OSError as exc:
             raise StoreError(
-                f"store path {self.root} is not writable ({exc.strerror or exc}): choose another with paths.store_dir=..."
+                f"store path {self.root} is not writable ({exc.strerror or exc}): choose another "
+                "with paths.store_dir=..."
             ) from exc
 
     def datasets(self) -> list[Dataset]:
@@ -77,15 +80,20 @@ class Store:
 
     def dataset(self, ref: str | None = None) -> Dataset:
         """A dataset by directory name, readable name or hash prefix (``None``: the only one)."""
-        matches = [d for d in self.datasets()
-                   if ref is None or ref in (d.name, d.meta.get("name")) or d.hash.startswith(ref)]
+        matches = [
+            d
+            for d in self.datasets()
+            if ref is None or ref in (d.name, d.meta.get("name")) or d.hash.startswith(ref)
+        ]
         if len(matches) != 1:
             have = ", ".join(d.name for d in self.datasets()) or "none"
             what = "no" if not matches else "more than one"
             raise StoreError(f"{what} dataset matches '{ref}' in {self.root} (datasets: {have})")
         return matches[0]
 
-    def create_dataset(self, name: str, spec: dict, parameters: list[str], redshifts: list[float], k: np.ndarray) -> Dataset:
+    def create_dataset(
+        self, name: str, spec: dict, parameters: list[str], redshifts: list[float], k: np.ndarray
+    ) -> Dataset:
         """Open the dataset for ``spec``, creating it if needed (idempotent, race-safe)."""
         h = spec_hash(spec)
         path = self.root / f"{name}-{h[:12]}"
@@ -104,5 +112,8 @@ class Store:
             atomic_write_bytes(path / "dataset.json", json.dumps(meta, indent=1).encode())
         ds = Dataset(path)
         if ds.hash != h:
-            raise StoreError(f"{path} holds a dataset with hash {ds.hash[:12]}, not {h[:12]}: the store is damaged")
+            raise StoreError(
+                f"{path} holds a dataset with hash {ds.hash[:12]}, not {h[:12]}: the store is "
+                "damaged"
+            )
         return ds

@@ -32,8 +32,12 @@ def project_root() -> Path:
 
 
 def default_tracking_uri() -> str:
-    """The one default: ``$MLFLOW_TRACKING_URI``, else the project's sqlite database (absolute path)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'tracking' / 'mlflow.db'}"
+    """The one default: ``$MLFLOW_TRACKING_URI``, else the project's sqlite database (absolute
+    path)."""
+    return (
+        os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{project_root() / 'tracking' / 'mlflow.db'}"
+    )
 
 
 def default_artifact_root() -> str:
@@ -41,31 +45,39 @@ def default_artifact_root() -> str:
 
 
 def analysis_experiment(experiment_name: str) -> str:
-    """Where after-the-fact runs (comparisons, data plots, sweep summaries) go: beside, not among, the
-    training runs they describe, so the training experiment lists training runs only."""
+    """Where after-the-fact runs (comparisons, data plots, sweep summaries) go: beside, not among,
+    the training runs they describe, so the training experiment lists training runs only."""
     return f"{experiment_name}-analysis"
 
 
-def artifact_location(tracking_uri: str, experiment_name: str, artifact_root: str | None) -> str | None:
-    """Where a new experiment's artifacts go: beside a local sqlite store; a server chooses its own."""
+def artifact_location(
+    tracking_uri: str, experiment_name: str, artifact_root: str | None
+) -> str | None:
+    """Where a new experiment's artifacts go: beside a local sqlite store; a server chooses its
+    own."""
     if not tracking_uri.startswith("sqlite:///"):
         return None
     return str(Path(artifact_root or default_artifact_root()).absolute() / experiment_name)
 
 
-def prepare_experiment(tracking_uri: str, experiment_name: str, artifact_root: str | None = None) -> str:
-    """Create (or find) the experiment; the first call on a new sqlite file runs MLflow's migrations."""
+def prepare_experiment(
+    tracking_uri: str, experiment_name: str, artifact_root: str | None = None
+) -> str:
+    """Create (or find) the experiment; the first call on a new sqlite file runs MLflow's
+    migrations."""
     import mlflow
 
     if tracking_uri.startswith("sqlite:///"):
-        Path(tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     client = mlflow.MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(experiment_name)
     if exp is not None:
         open_on_runs(client, exp.experiment_id)
         return exp.experiment_id
     experiment_id = client.create_experiment(
-        experiment_name, artifact_location=artifact_location(tracking_uri, experiment_name, artifact_root))
+        experiment_name,
+        artifact_location=artifact_location(tracking_uri, experiment_name, artifact_root),
+    )
     open_on_runs(client, experiment_id)
     return experiment_id
 
@@ -73,12 +85,13 @@ def prepare_experiment(tracking_uri: str, experiment_name: str, artifact_root: s
 def open_on_runs(client, experiment_id: str) -> None:
     """Mark the experiment as model training (not GenAI) for MLflow's UI, idempotently.
 
-    Sets MLflow's own experiment tag ``mlflow.experimentKind = custom_model_development`` (what the UI's
-    kind selector writes). UIs that read it open the experiment on its runs table. MLflow 3.17's UI does
-    not read it: there ``shouldEnableWorkflowBasedNavigation()`` is on and the view comes from the
-    browser's *workflow type* alone, i.e. the URL parameter ``?workflowType=machine_learning``, else the
-    browser's localStorage ``mlflow.workflowType_v1`` (set by clicking "Model training"), else GenAI,
-    which opens on the GenAI overview. So links to the UI must carry ``?workflowType=machine_learning``:
+    Sets MLflow's own experiment tag ``mlflow.experimentKind = custom_model_development`` (what the
+    UI's kind selector writes). UIs that read it open the experiment on its runs table. MLflow
+    3.17's UI does not read it: there ``shouldEnableWorkflowBasedNavigation()`` is on and the view
+    comes from the browser's *workflow type* alone, i.e. the URL parameter
+    ``?workflowType=machine_learning``, else the browser's localStorage ``mlflow.workflowType_v1``
+    (set by clicking "Model training"), else GenAI, which opens on the GenAI overview. So links to
+    the UI must carry ``?workflowType=machine_learning``:
     ``<server>/#/experiments/<experiment_id>?workflowType=machine_learning``.
     """
     key, value = "mlflow.experimentKind", "custom_model_development"
@@ -97,50 +110,78 @@ def _check_reachable(uri: str, timeout: float = 5.0) -> None:
     try:
         urllib.request.urlopen(url, timeout=timeout).read()  # noqa: S310 (the user's own tracking URI)
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise TrackingError(f"MLflow tracking server {redact(uri)} is unreachable ({exc}): start it, fix "
-                            "MLFLOW_TRACKING_URI, or train with logger=csv") from exc
+        raise TrackingError(
+            f"MLflow tracking server {redact(uri)} is unreachable ({exc}): start it, fix "
+            "MLFLOW_TRACKING_URI, or train with logger=csv"
+        ) from exc
 
 
-def mlflow_logger(experiment_name: str, tracking_uri: str | None = None, artifact_root: str | None = None,
-                  run_name: str | None = None, run_id: str | None = None, tags: dict | None = None,
-                  check_server: bool = True) -> MLFlowLogger:
-    """An MLFlowLogger whose local store is an absolute sqlite file with artifacts beside it; it passes on
-    the per-epoch curves only (the run's summary is logged once at the end: :mod:`astrops.tracking.summary`).
+def mlflow_logger(
+    experiment_name: str,
+    tracking_uri: str | None = None,
+    artifact_root: str | None = None,
+    run_name: str | None = None,
+    run_id: str | None = None,
+    tags: dict | None = None,
+    check_server: bool = True,
+) -> MLFlowLogger:
+    """An MLFlowLogger whose local store is an absolute sqlite file with artifacts beside it; it
+    passes on the per-epoch curves only (the run's summary is logged once at the end:
+    :mod:`astrops.tracking.summary`).
 
-    ``tracking_uri``/``artifact_root`` null: :func:`default_tracking_uri` / :func:`default_artifact_root`.
-    ``artifact_root`` applies to local sqlite stores only (a server chooses its own artifact store).
+    ``tracking_uri``/``artifact_root`` null: :func:`default_tracking_uri` /
+    :func:`default_artifact_root`. ``artifact_root`` applies to local sqlite stores only (a server
+    chooses its own artifact store).
     """
     from astrops.tracking.lightning_logger import CurvesMLFlowLogger
 
     tracking_uri = tracking_uri or default_tracking_uri()
     if tracking_uri.startswith("sqlite:///"):
-        Path(tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     elif tracking_uri.startswith(("http://", "https://")) and check_server:
         _check_reachable(tracking_uri)
     elif tracking_uri.startswith("file:") or "://" not in tracking_uri:
-        raise TrackingError(f"tracking URI {redact(tracking_uri)} is a file store, which MLflow 3 refuses: "
-                            "use sqlite:////abs/path/mlflow.db or an http(s) server")
-    prepare_experiment(tracking_uri, experiment_name, artifact_root)  # found, not "not found. Creating it"
-    return CurvesMLFlowLogger(experiment_name=experiment_name, tracking_uri=tracking_uri, run_name=run_name,
-                        run_id=run_id, tags=tags,
-                        artifact_location=artifact_location(tracking_uri, experiment_name, artifact_root))
+        raise TrackingError(
+            f"tracking URI {redact(tracking_uri)} is a file store, which MLflow 3 refuses: "
+            "use sqlite:////abs/path/mlflow.db or an http(s) server"
+        )
+    # found, not "not found. Creating it"
+    prepare_experiment(tracking_uri, experiment_name, artifact_root)
+    return CurvesMLFlowLogger(
+        experiment_name=experiment_name,
+        tracking_uri=tracking_uri,
+        run_name=run_name,
+        run_id=run_id,
+        tags=tags,
+        artifact_location=artifact_location(tracking_uri, experiment_name, artifact_root),
+    )
 
 
 def existing_experiment(tracking_uri: str, experiment_name: str, fix: str):
-    """(client, experiment) of an experiment that must already exist, for commands that only read runs.
+    """(client, experiment) of an experiment that must already exist, for commands that only read
+    runs.
 
-    A ``sqlite:///`` path that does not exist is refused before MLflow would create an empty database there.
+    A ``sqlite:///`` path that does not exist is refused before MLflow would create an empty
+    database there.
     """
     import mlflow
 
-    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
-        raise TrackingError(f"no MLflow database at {redact(tracking_uri)}: give the --tracking-uri the runs "
-                            "were logged to")
+    if (
+        tracking_uri.startswith("sqlite:///")
+        and not Path(tracking_uri[len("sqlite:///") :]).is_file()
+    ):
+        raise TrackingError(
+            f"no MLflow database at {redact(tracking_uri)}: give the --tracking-uri the runs "
+            "were logged to"
+        )
     client = mlflow.MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(experiment_name)
     if exp is None:
         names = [e.name for e in client.search_experiments()]
-        raise TrackingError(f"no MLflow experiment {experiment_name!r} at {redact(tracking_uri)} (have: {names}): {fix}")
+        raise TrackingError(
+            f"no MLflow experiment {experiment_name!r} at {redact(tracking_uri)} (have: {names}): "
+            f"{fix}"
+        )
     return client, exp
 
 
@@ -151,13 +192,22 @@ def check_resumable(tracking_uri: str | None, run_id: str, ckpt_path: str) -> No
     from mlflow.exceptions import MlflowException
 
     tracking_uri = tracking_uri or default_tracking_uri()
-    fix = ("resume with the tracking store it was trained with (logger.mlflow.tracking_uri=...), "
-           "or train with logger=csv")
-    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
-        raise TrackingError(f"ckpt_path={ckpt_path} belongs to MLflow run {run_id}, but {redact(tracking_uri)} "
-                            f"does not exist: {fix}")
+    fix = (
+        "resume with the tracking store it was trained with (logger.mlflow.tracking_uri=...), "
+        "or train with logger=csv"
+    )
+    if (
+        tracking_uri.startswith("sqlite:///")
+        and not Path(tracking_uri[len("sqlite:///") :]).is_file()
+    ):
+        raise TrackingError(
+            f"ckpt_path={ckpt_path} belongs to MLflow run {run_id}, but {redact(tracking_uri)} "
+            f"does not exist: {fix}"
+        )
     try:
         MlflowClient(tracking_uri).get_run(run_id)
     except MlflowException:
-        raise TrackingError(f"ckpt_path={ckpt_path} belongs to MLflow run {run_id}, which {redact(tracking_uri)} "
-                            f"does not hold: {fix}") from None
+        raise TrackingError(
+            f"ckpt_path={ckpt_path} belongs to MLflow run {run_id}, which {redact(tracking_uri)} "
+            f"does not hold: {fix}"
+        ) from None

@@ -1,7 +1,8 @@
-"""Lightning's MLflow logger, passing on only the per-epoch curves (:data:`astrops.tracking.summary.PER_EPOCH`).
+"""Lightning's MLflow logger, passing on only the per-epoch curves
+(:data:`astrops.tracking.summary.PER_EPOCH`).
 
-The estimator computes every metric of every stage (early stopping, checkpointing and the report need
-them); what reaches MLflow is decided in one place, :mod:`astrops.tracking.summary`.
+The estimator computes every metric of every stage (early stopping, checkpointing and the report
+need them); what reaches MLflow is decided in one place, :mod:`astrops.tracking.summary`.
 """
 
 from __future__ import annotations
