@@ -35,13 +35,13 @@ lint: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=20 tests
 
 # The whole pipeline on 2 cores in a few minutes: fresh simulations, training on the bundled reference
 # data, MLflow logging, the metrics table, and how to open the UI.
 demo: $(STAMP)
 	$(BIN)/python simulate.py simulation.n=4 simulation.workers=2
-	$(BIN)/python -m astrops.store info data/store
+	$(BIN)/python -m astrops store info data/store
 	$(BIN)/python train.py callbacks.progress_bar=null
 	@echo "Open the MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/tracking/mlflow.db, then the link train.py printed (it ends in ?workflowType=machine_learning: MLflow 3 opens on runs, not its GenAI view)"
 
@@ -86,4 +86,4 @@ kgrid-error: $(STAMP)
 .PHONY: noise-tables
 OBSERVATION ?= all
 noise-tables: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m astrops.simulation.sensitivity $(OBSERVATION) --out data/noise $(if $(FORCE),--force)
+	OMP_NUM_THREADS=1 $(BIN)/python -m astrops noise-tables $(OBSERVATION) --out data/noise $(if $(FORCE),--force)

@@ -17,18 +17,18 @@ with the standard library, byte for byte what ``DataFrame.to_csv(index=False)`` 
 
 from __future__ import annotations
 
-import csv
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from astrops.checkpoints import InputError, load_ensemble, load_estimator, read_checkpoint
+from astrops.checkpoints import load_ensemble, load_estimator, mlflow_model_data, read_checkpoint
+from astrops.errors import InputError
 from astrops.models import Ensemble, SpectrumModel
 from astrops.models.flow import CHUNK_SAMPLES, TEST_SAMPLES, predict_in_chunks
+from astrops.spectra_files import check_errs, grid_refusal
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,8 +38,6 @@ __all__ = [
     "Predictor",
     "load_model",
     "read_checkpoint",
-    "read_spectra_npz",
-    "write_csv",
 ]
 
 log = logging.getLogger(__name__)
@@ -49,7 +47,18 @@ MAX_PLOTS = 200  # corner plots one predict.py call may draw (one figure per spe
 
 
 class Predictor:
-    """A trained model plus the k grid and redshifts it expects."""
+    """A trained model plus the k grid and redshifts it expects (what :func:`load_model` returns).
+
+    Args:
+        model: the plain model (or ensemble), put in eval mode.
+        meta: the checkpoint's ``astrops`` metadata: ``k`` (1/Mpc), ``redshifts``,
+            ``parameters``, ``kept_bins`` and, where recorded, ``prior_box`` and ``noise_sigma``.
+
+    Attributes:
+        k, redshifts, parameters: the input grid and the output columns' names.
+        prior_box: parameter → (low, high), the priors the model was trained on.
+        noise_sigma: an observation model's 1σ on its kept bins (n_z, n_kept), else None.
+    """
 
     def __init__(self, model: SpectrumModel | Ensemble, meta: dict):
         self.model, self.meta = model.eval(), meta
@@ -76,7 +85,15 @@ class Predictor:
         redshifts: np.ndarray | None,
         errs: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Validate and reshape input to (N, n_z, n_k)."""
+        """The input as an (N, n_z, n_k) array, or :class:`InputError` in one line.
+
+        Args:
+            k: (n_k,) the model's own k grid in 1/Mpc.
+            delta: Δ² in mK², shaped (n_k,), (N, n_k) for one redshift, or (n_z, n_k),
+                (N, n_z, n_k).
+            redshifts: (n_z,) the input's redshifts (needed when the model uses several).
+            errs: (n_z, n_k) the measurement's 1σ, checked against the model's noise.
+        """
         k = np.asarray(k, dtype=np.float64).reshape(-1)
         if k.size == 0 or np.ndim(delta) == 0:
             raise InputError(
@@ -84,7 +101,7 @@ class Predictor:
                 "(N, n_z, n_k)"
             )
         if k.shape != self.k.shape or not np.allclose(k, self.k, rtol=1e-6):
-            raise InputError(self._grid_refusal(k))
+            raise InputError(grid_refusal(k, self.k, self.meta.get("observation")))
         n_z = len(self.redshifts)
         if redshifts is None:
             if n_z > 1:
@@ -123,58 +140,9 @@ class Predictor:
                 "on noiseless spectra (a noise-subtracted measurement needs an observation= model)"
             )
         if errs is not None:
-            self._check_errs(np.asarray(errs, dtype=np.float64), len(k))
+            errs = np.asarray(errs, dtype=np.float64)
+            check_errs(errs, len(k), self.redshifts, self.kept_bins, self.noise_sigma, self.meta)
         return d
-
-    def _grid_refusal(self, k: np.ndarray) -> str:
-        """The one line for a k grid that is not the model's, naming the model's grid (and, for an
-        observation with its own k-bins, those bins in the units the observation gave them)."""
-        given = f"k grid ({len(k)} bins, {k.min():.4g}..{k.max():.4g})"
-        obs = self.meta.get("observation")
-        if isinstance(obs, dict) and obs.get("k_bins") is not None:
-            bins = ", ".join(f"{x:.4g}" for x in self.k)
-            also = (
-                f" = {', '.join(f'{x:.4g}' for x in obs['k_bins'])} h/Mpc"
-                if obs.get("k_units") == "h/Mpc"
-                else ""
-            )
-            return (
-                f"{given} is not the model's: it was trained on {obs.get('name')}'s own k-bins "
-                f"[{bins}] 1/Mpc{also}; "
-                "give k in 1/Mpc and delta on exactly these bins"
-            )
-        return (
-            f"{given} differs from the model's training grid ({len(self.k)} bins, "
-            f"{self.k.min():.4g}.."
-            f"{self.k.max():.4g} 1/Mpc) at relative 1e-6: compute spectra with the same box "
-            "(HII_DIM, BOX_LEN) "
-            "and 21CMMC binning"
-        )
-
-    def _check_errs(self, errs: np.ndarray, n_k: int) -> None:
-        """Measured 1σ (n_z, n_k) against the noise the model was trained with: refused if > 10 %
-        apart."""
-        n_z = len(self.redshifts)
-        if self.noise_sigma is None:
-            raise InputError(
-                "the input has 'errs' but this model was trained on noiseless spectra "
-                "(observation=none): "
-                "apply a model trained for the instrument (train.py observation=...)"
-            )
-        if errs.shape not in ((n_z, n_k),) + (((n_k,),) if n_z == 1 else ()):
-            raise InputError(
-                f"'errs' has shape {errs.shape}: give (n_z, n_k) = ({n_z}, {n_k}), the 1σ per bin "
-                "in mK²"
-            )
-        ratio = errs.reshape(n_z, n_k)[:, self.kept_bins] / self.noise_sigma
-        if not np.all(np.abs(ratio - 1) <= 0.10):
-            worst = float(np.nanmax(np.abs(ratio - 1)))
-            raise InputError(
-                "'errs' differ from the noise this model was trained with by up to "
-                f"{100 * worst:.0f} % "
-                "(more than 10 %) in the bins it uses: it was trained for another instrument or "
-                f"observing time ({self.meta.get('observation', {}).get('observation', '?')})"
-            )
 
     def predict(
         self,
@@ -189,6 +157,13 @@ class Predictor:
         Values never leave the prior box the model was trained on: they are clipped to it, and the
         row is flagged (``out_of_distribution``) with the reason (``ood_reason``), as is a spectrum
         whose standardised features lie more than 6 training standard deviations out.
+
+        Args: as :meth:`check`.
+
+        Returns:
+            A DataFrame with one column per parameter, the head's extra columns (``<p>_std``,
+            quantiles ``<p>_median|lo68|hi68|lo95|hi95``, class probabilities) and
+            ``out_of_distribution``, ``ood_reason``.
         """
         import pandas as pd  # on first use: applying a model does not need it (see columns)
 
@@ -203,9 +178,18 @@ class Predictor:
         redshifts: np.ndarray | None = None,
         seed: int = 0,
     ) -> np.ndarray:
-        """(N, n, P) samples of each spectrum's posterior in physical units (probabilistic models:
-        Gaussian heads and their ensembles, flows and flow ensembles), reproducible from
-        ``seed``."""
+        """Samples of each spectrum's posterior (probabilistic models: Gaussian heads and their
+        ensembles, flows and flow ensembles).
+
+        Args:
+            k, delta, redshifts: as :meth:`check`.
+            n: samples per spectrum.
+            seed: the same seed gives the same samples.
+
+        Returns:
+            (N, n, P) float64 samples in physical units, parameters in ``self.parameters``
+            order.
+        """
         if not getattr(self.model.task, "probabilistic", False):
             raise InputError(
                 f"this {self.model.task.kind} model has no posterior to sample (its spread, if "
@@ -282,121 +266,21 @@ class Predictor:
         return columns
 
 
-def write_csv(columns: dict[str, np.ndarray], path: str | Path) -> None:
-    """Write named columns as ``DataFrame(columns).to_csv(path, index=False)`` would, byte for
-    byte, with the standard library (pandas' own conversion: ``astype(str)`` for numbers and
-    booleans, NaN as an empty field; its csv dialect: minimal quoting, ``os.linesep`` line
-    ends)."""
-    cells = []
-    for col in columns.values():
-        a = np.asarray(col)
-        if a.dtype.kind in "biuf":
-            text = a.astype(str).astype(object)
-            if a.dtype.kind == "f":
-                text[np.isnan(a)] = ""
-        else:
-            text = np.array(["" if v is None else str(v) for v in a], dtype=object)
-        cells.append(text)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, lineterminator=os.linesep, quoting=csv.QUOTE_MINIMAL)
-        writer.writerow(list(columns))
-        writer.writerows(zip(*cells, strict=True))
-
-
-def read_spectra_npz(path: str | Path, with_errs: bool = False) -> tuple:
-    """(k, delta, redshifts or None[, errs or None]) from a 21CMMC-format npz, never unpickling
-    anything."""
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(
-            f"input {path} is a directory: give an npz file with 'k' and 'delta' "
-            "(e.g. data/examples/spectra_z8.npz)"
-        )
-    if not path.is_file():
-        raise FileNotFoundError(f"input {path} does not exist: give an npz with 'k' and 'delta'")
-    try:
-        z = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:  # a pickle file, a truncated zip, anything else
-        raise InputError(
-            f"{path} is not an npz file ({type(exc).__name__}): give an npz with 'k' and 'delta' "
-            "as numpy.savez writes it"
-        ) from None
-    if not isinstance(z, np.lib.npyio.NpzFile):
-        raise InputError(
-            f"{path} is a single .npy array, not an npz: save k and delta with numpy.savez"
-        )
-    with z:
-        missing = [key for key in ("k", "delta") if key not in z.files]
-        if missing:
-            raise InputError(
-                f"{path} lacks {missing} (it has {sorted(z.files)}): 21CMMC's format needs 'k' "
-                "(n_k,) "
-                "and 'delta'; multi-redshift input also 'redshifts'"
-            )
-        try:
-            arrays = {key: z[key] for key in ("k", "delta", "redshifts", "errs") if key in z.files}
-        except ValueError:  # object arrays are only readable by unpickling
-            raise InputError(
-                f"{path} holds pickled Python objects: refusing to load it "
-                "(only plain numeric arrays are read)"
-            ) from None
-    for key, a in arrays.items():
-        if not np.issubdtype(a.dtype, np.number):
-            raise InputError(f"{path}: '{key}' has dtype {a.dtype}, not numbers")
-    if with_errs:
-        return arrays["k"], arrays["delta"], arrays.get("redshifts"), arrays.get("errs")
-    return arrays["k"], arrays["delta"], arrays.get("redshifts")
-
-
 def load_model(path: str | Path) -> Predictor:
-    """Rebuild a model from a checkpoint written by ``train.py``, an ensemble from its directory,
-    or either from a downloaded MLflow Model directory (its ``MLmodel`` checked first:
-    :func:`mlflow_model_data`)."""
+    """Rebuild a trained model from disk, building only from the registry's allowlist.
+
+    Args:
+        path: a checkpoint written by ``train.py``, an ensemble directory, or a downloaded MLflow
+            Model directory of either (its ``MLmodel`` checked first: :func:`mlflow_model_data`).
+
+    Returns:
+        A :class:`Predictor`; ``load_model(path).predict(k, delta)`` is a DataFrame of estimates.
+
+    Raises:
+        InputError: a file that is not a model astrops wrote, in one line naming the fix.
+    """
     path = Path(path)
     if path.is_dir() and (path / "MLmodel").is_file():
         path = mlflow_model_data(path)
     model, meta = load_ensemble(path) if path.is_dir() else load_estimator(path)
     return Predictor(model, meta)
-
-
-LOADER_MODULE = "astrops.tracking.mlflow_model"
-
-
-def mlflow_model_data(directory: Path) -> Path:
-    """The checkpoint (or ensemble directory) inside an MLflow Model directory astrops logged,
-    refusing an MLmodel that names anything else: MLflow's own loader would import whatever module,
-    code path or pickle the file names; here the file is only read (YAML, safely) and its ``data``
-    then goes through the same allowlisted loader as every checkpoint."""
-    import yaml
-
-    try:
-        spec = yaml.safe_load((directory / "MLmodel").read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise InputError(
-            f"{directory}/MLmodel is not readable YAML ({type(exc).__name__})"
-        ) from None
-    flavors = spec.get("flavors") if isinstance(spec, dict) else None
-    pyfunc = flavors.get("python_function") if isinstance(flavors, dict) else None
-    if (
-        not isinstance(pyfunc, dict)
-        or set(flavors) != {"python_function"}
-        or pyfunc.get("loader_module") != LOADER_MODULE
-        or pyfunc.get("code")
-        or "python_model" in pyfunc
-    ):
-        raise InputError(
-            f"{directory} is not an MLflow Model astrops logged (it must name only the "
-            f"python_function flavour with loader_module {LOADER_MODULE}, no code paths and no "
-            "python_model): refusing to load it"
-        )
-    data = (directory / str(pyfunc.get("data", ""))).resolve()
-    if (
-        not str(pyfunc.get("data", ""))
-        or directory.resolve() not in data.parents
-        or not data.exists()
-    ):
-        raise InputError(
-            f"{directory}/MLmodel: 'data' must name the checkpoint or ensemble directory inside "
-            "the model's own data/ folder"
-        )
-    return data

@@ -25,29 +25,11 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+from astrops.scores import gaussian_scores, sample_crps
+
 REGRESSION_METRICS = ("MAE", "RMSE", "MSE", "R2")
 CLASSIFICATION_METRICS = ("acc", "acc_pm1", "precision", "recall", "F1", "ECE")
 DISTRIBUTION_METRICS = ("coverage68", "coverage95", "NLL", "CRPS")
-# Φ⁻¹(0.84) and Φ⁻¹(0.975): central 68 % and 95 % intervals
-Z68, Z95 = 0.994457883209753, 1.959963984540054
-
-
-def gaussian_scores(
-    mean: torch.Tensor, std: torch.Tensor, target: torch.Tensor
-) -> dict[str, torch.Tensor]:
-    """Per-sample scores (B, P) of Gaussian predictions: inside 68/95 % intervals, NLL, CRPS,
-    PIT."""
-    std = std.clamp_min(1e-12)
-    z = (target - mean) / std
-    normal = torch.distributions.Normal(0.0, 1.0)
-    pdf, cdf = normal.log_prob(z).exp(), normal.cdf(z)
-    return {
-        "in68": (z.abs() <= Z68).float(),
-        "in95": (z.abs() <= Z95).float(),
-        "nll": 0.5 * z**2 + torch.log(std) + 0.5 * torch.log(torch.tensor(2 * torch.pi)),
-        "crps": std * (z * (2 * cdf - 1) + 2 * pdf - 1 / torch.pi**0.5),
-        "pit": cdf,
-    }
 
 
 class GaussianScores(Metric):
@@ -107,8 +89,6 @@ class SampleScores(Metric):
         )
 
     def update(self, dec: dict[str, torch.Tensor], target: torch.Tensor) -> None:
-        from astrops.models.flow import sample_crps
-
         self.in68 += ((target >= dec["lo68"]) & (target <= dec["hi68"])).sum(0).double()
         self.in95 += ((target >= dec["lo95"]) & (target <= dec["hi95"])).sum(0).double()
         self.crps += sample_crps(dec["samples"], target).sum(0).double()

@@ -105,7 +105,9 @@ def create_store(root: Path) -> str:
 
 def train_seed_runs(root: Path, quick: bool = True) -> None:
     """Train the seed's four runs through ``astrops.training.train`` into :func:`store_uri`
-    (artifacts in ``root/artifacts``); ``quick``: one epoch of two batches, no saliency."""
+    (artifacts in ``root/artifacts``) with the report ``train.py`` adds; ``quick``: one epoch of
+    two batches, no saliency."""
+    from astrops.analysis.run_report import report_run
     from astrops.training import train
 
     os.environ.setdefault("ASTROPS_ROOT", str(ROOT))
@@ -122,7 +124,8 @@ def train_seed_runs(root: Path, quick: bool = True) -> None:
                     f"task={task}",
                     *(QUICK if quick else []),
                 ]
-            )
+            ),
+            reporter=report_run,
         )
 
 

@@ -11,6 +11,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("ASTROPS_ROOT", str(ROOT))
+# `make test` runs two pytest workers on two cores: one torch/OpenMP thread each (and in every
+# process they start), or spinning threads of one worker stall the other
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 # A small box so tests are quick: HII_DIM=20 over 50 Mpc (R_BUBBLE_MAX must stay <= BOX_LEN/3).
 SMALL = [
@@ -114,3 +118,20 @@ def dense_checkpoint(tmp_path_factory) -> str:
     )
     _, best = train(cfg)
     return best
+
+
+def train_reported(cfg, dm=None):
+    """Training as ``train.py`` runs it: the run's report (analysis) handed in as the entry
+    point does."""
+    from astrops.analysis.run_report import report_run
+    from astrops.training import train
+
+    return train(cfg, dm, reporter=report_run)
+
+
+def train_ensemble_reported(cfg):
+    """An ensemble as ``train.py`` runs it, with the run's report."""
+    from astrops.analysis.run_report import report_run
+    from astrops.training import train_ensemble
+
+    return train_ensemble(cfg, reporter=report_run)

@@ -18,6 +18,7 @@ from conftest import ROOT
 from astrops import parameters
 from astrops.analysis import compare, learning_curve, report
 from astrops.analysis.run_report import report_results
+from astrops.entry.analysis import compare_main, learning_curve_main
 
 REGRESSION = (("RMSE", "RMSE"), ("MAE", "MAE"), ("MSE", "MSE"), ("R2-Score", "R2"))
 CLASSIFICATION = (
@@ -157,10 +158,10 @@ def test_one_learning_curve_grouping_for_both_commands():
 def test_cli_refuse_a_missing_store_or_experiment_in_one_line(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     for main in (
-        lambda: compare.main(
+        lambda: compare_main(
             ["nope", "--tracking-uri", uri, "--out", str(tmp_path / "cmp"), "--no-log"]
         ),
-        lambda: learning_curve.main(["--experiment", "nope", "--tracking-uri", uri]),
+        lambda: learning_curve_main(["--experiment", "nope", "--tracking-uri", uri]),
     ):
         assert main() == 2
         err = capsys.readouterr().err
@@ -175,13 +176,13 @@ def test_cli_refuse_a_missing_store_or_experiment_in_one_line(tmp_path, capsys):
     prepare_experiment(uri, "astrops")
     capsys.readouterr()
     assert (
-        compare.main(["nope", "--tracking-uri", uri, "--out", str(tmp_path / "cmp"), "--no-log"])
+        compare_main(["nope", "--tracking-uri", uri, "--out", str(tmp_path / "cmp"), "--no-log"])
         == 2
     )
     err = capsys.readouterr().err
     assert err.startswith("error: no MLflow experiment 'nope'") and err.count("\n") == 1
     assert (
-        compare.main(
+        compare_main(
             ["astrops", "--tracking-uri", uri, "--out", str(tmp_path / "cmp"), "--no-log"]
         )
         == 2

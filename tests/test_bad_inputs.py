@@ -9,8 +9,9 @@ from conftest import ROOT
 
 from astrops.data import SpectraDataModule
 from astrops.entry.store import main as store_cli
-from astrops.inference import InputError, load_model
-from astrops.store import Store, StoreError
+from astrops.errors import InputError, StoreError
+from astrops.inference import load_model
+from astrops.store import Store
 from astrops.training import train
 
 

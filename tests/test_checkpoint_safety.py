@@ -18,8 +18,9 @@ import torch
 from conftest import compose_cfg, run_entry
 
 from astrops import checkpoints
-from astrops.inference import InputError, load_model, read_checkpoint
-from astrops.models.registry import ModelSpecError, build
+from astrops.errors import InputError, ModelSpecError
+from astrops.inference import load_model, read_checkpoint
+from astrops.models.registry import build
 from astrops.training import train
 
 

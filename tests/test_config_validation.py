@@ -19,14 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_data import toy_store
 
-from astrops.inference import InputError, read_spectra_npz
-from astrops.validation import (
-    PREDICT_RULES,
-    SIMULATE_RULES,
-    TRAIN_RULES,
-    ConfigValueError,
-    validate,
-)
+from astrops.entry.rules import PREDICT_RULES, SIMULATE_RULES, TRAIN_RULES
+from astrops.errors import ConfigValueError, InputError
+from astrops.spectra_files import read_spectra_npz
+from astrops.validation import validate
 
 
 def _int(v, lo=None, hi=None):
@@ -276,7 +272,8 @@ def test_export_refuses_record_keys_that_are_paths(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from astrops.store import Store, StoreError
+    from astrops.errors import StoreError
+    from astrops.store import Store
     from astrops.store.seed_format import export_seed_format
 
     ds = toy_store(tmp_path / "store", n=3, redshifts=(8.0,))
@@ -324,7 +321,7 @@ def test_resuming_into_a_run_the_tracking_store_lacks_is_refused(dense_checkpoin
     import torch
     from conftest import compose_cfg
 
-    from astrops.tracking import TrackingError
+    from astrops.errors import TrackingError
     from astrops.training import train
 
     ckpt = torch.load(dense_checkpoint, map_location="cpu", weights_only=True)

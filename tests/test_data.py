@@ -8,7 +8,8 @@ import pytest
 import torch
 from conftest import ROOT
 
-from astrops.data import DataConfigError, DeviceBatches, SpectraDataModule
+from astrops.data import DeviceBatches, SpectraDataModule
+from astrops.errors import DataConfigError
 from astrops.models import CNNBackbone, DenseBackbone
 from astrops.store import Store
 

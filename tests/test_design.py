@@ -6,7 +6,8 @@ from itertools import islice
 import numpy as np
 import pytest
 
-from astrops.simulation import Design, SimulationConfigError
+from astrops.errors import SimulationConfigError
+from astrops.simulation import Design
 
 PRIORS = {"HII_EFF_FACTOR": [5.0, 200.0], "ION_Tvir_MIN": [4.0, 6.0], "R_BUBBLE_MAX": [5.0, 20.0]}
 

@@ -11,7 +11,7 @@ from hydra.errors import InstantiationException
 from omegaconf import OmegaConf, open_dict
 
 from astrops.entry.policy import entry_point
-from astrops.validation import TRAIN_RULES
+from astrops.entry.rules import TRAIN_RULES
 
 
 class Refused(ValueError):
@@ -35,7 +35,7 @@ def _hydra(mode: str):
 
 
 def _command(error: BaseException | None, objective: bool = True):
-    @entry_point(TRAIN_RULES, lambda: (Refused,), objective=objective)
+    @entry_point(TRAIN_RULES, (Refused,), objective=objective)
     def command(cfg):
         if error is not None:
             raise error

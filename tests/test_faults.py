@@ -14,9 +14,10 @@ import pytest
 import torch
 from conftest import popen_entry, run_entry
 
-from astrops.inference import InputError, load_model
+from astrops.errors import InputError, TrackingError
+from astrops.inference import load_model
 from astrops.store import Store
-from astrops.tracking import TrackingError, mlflow_logger, redact
+from astrops.tracking import mlflow_logger, redact
 
 
 class WritesAFile:

@@ -122,7 +122,7 @@ def test_quantile_map_recalibrates_overconfident_samples():
 
 
 def test_sample_crps_matches_the_gaussian_closed_form():
-    from astrops.metrics import gaussian_scores
+    from astrops.scores import gaussian_scores
 
     g = torch.Generator().manual_seed(0)
     y = torch.randn(500, 3, generator=g)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from astrops.analysis.learning_curve import main
+from astrops.entry.analysis import learning_curve_main as main
 from astrops.training import train
 
 

@@ -19,8 +19,8 @@ import yaml
 from conftest import ROOT, compose_cfg
 
 import astrops
-from astrops.checkpoints import InputError
-from astrops.inference import read_spectra_npz
+from astrops.errors import InputError
+from astrops.spectra_files import read_spectra_npz
 from astrops.tracking.mlflow_model import PyfuncPredictor, input_columns
 
 EXAMPLES = ROOT / "data" / "examples" / "spectra_z8.npz"
@@ -51,7 +51,7 @@ def _run(uri: str, run_name_part: str = ""):
 @pytest.fixture(scope="module")
 def gaussian(tmp_path_factory):
     """One quick Gaussian network trained through the real code with register=true."""
-    from astrops.training import train
+    from conftest import train_reported as train
 
     tmp = tmp_path_factory.mktemp("mlflow_model")
     _, best = train(compose_cfg("train", _overrides(tmp, "task=gaussian", "register=true")))
@@ -223,7 +223,7 @@ def test_log_model_false_or_no_run_logs_nothing(gaussian, caplog):
 
 
 def test_ensemble_logs_one_loadable_model(tmp_path, spectra):
-    from astrops.training import train_ensemble
+    from conftest import train_ensemble_reported as train_ensemble
 
     cfg = compose_cfg(
         "train", _overrides(tmp_path, "task=classification", "ensemble.members=2", "register=true")

@@ -106,7 +106,8 @@ def test_an_observation_model_takes_noisy_spectra_and_checks_their_errs(
     import mlflow
     from conftest import run_entry
 
-    from astrops.inference import InputError, load_model
+    from astrops.errors import InputError
+    from astrops.inference import load_model
 
     proc = run_entry(
         "train.py",
@@ -186,7 +187,8 @@ def test_regrid_is_linear_in_log_k_and_never_extrapolates():
 
 
 def test_an_observation_on_its_own_k_bins_in_h_per_mpc(pair):
-    from astrops.data.observation import Observation, ObservationError, regrid_log_k
+    from astrops.data.observation import Observation, regrid_log_k
+    from astrops.errors import ObservationError
 
     clean, _ = pair
     bins = [0.15, 0.25, 0.4, 0.6, 0.9, 1.2]  # h/Mpc
@@ -301,7 +303,7 @@ def test_a_model_from_another_checkout_finds_its_noise_tables_by_content_hash(tm
     """A checkpoint records the absolute tables_dir of the checkout that trained it (a cluster, a
     removed worktree): scoring elsewhere uses this project's tables only when their hash is the
     recorded one."""
-    from astrops.analysis.score import relocated_observation
+    from astrops.evaluation import relocated_observation
     from astrops.simulation.sensitivity import tables_hash
 
     here = ROOT / "data/noise/hera350_1000h"

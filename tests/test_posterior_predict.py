@@ -9,14 +9,17 @@ import numpy as np
 import pytest
 from conftest import ROOT, compose_cfg, run_entry
 
-from astrops.inference import InputError, load_model, read_spectra_npz
+from astrops.errors import InputError
+from astrops.inference import load_model
+from astrops.spectra_files import read_spectra_npz
 
 EXAMPLES = ROOT / "data/examples/spectra_z8.npz"
 QUANTILES = ("median", "lo68", "hi68", "lo95", "hi95")
 
 
 def _train(tmp, *overrides):
-    from astrops.training import train, train_ensemble
+    from conftest import train_ensemble_reported as train_ensemble
+    from conftest import train_reported as train
 
     cfg = compose_cfg(
         "train",
@@ -193,7 +196,7 @@ def test_too_many_samples_or_plots_are_refused_before_any_work(flow_checkpoint, 
 def test_score_rebuilds_the_models_data_and_refuses_in_one_line(
     dense_checkpoint, tmp_path, capsys
 ):
-    from astrops.analysis.score import main
+    from astrops.entry.analysis import score_main as main
 
     out = tmp_path / "score.json"
     assert (
@@ -226,7 +229,7 @@ def test_the_diagnostics_command_logs_the_suite_of_any_model_and_refuses_in_one_
 ):
     import mlflow
 
-    from astrops.diagnostics.__main__ import main
+    from astrops.entry.diagnostics import diagnostics_main as main
 
     out, db = tmp_path / "diag", f"sqlite:///{tmp_path}/m.db"
     # 500 simulations at z = 7-10: the model's z = 8 is among them

@@ -12,7 +12,8 @@ import torch
 from conftest import ROOT, run_entry
 
 from astrops.checkpoints import save_ensemble
-from astrops.inference import InputError, load_model
+from astrops.errors import InputError
+from astrops.inference import load_model
 from astrops.store import Store
 
 PARAMS = ["HII_EFF_FACTOR", "ION_Tvir_MIN", "R_BUBBLE_MAX"]

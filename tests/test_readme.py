@@ -8,7 +8,7 @@
   the same way). Placeholders are values, never keys: ``<run>``, ``…`` and shell variables
   (``$ckpt``) are replaced by the string ``placeholder`` and the override's key is still checked.
 * The cheap commands run as real subprocesses: ``--help`` of every entry point and CLI module the
-  README names, ``python -m astrops.store info data/reference``, a one-epoch ``train.py`` whose
+  README names, ``python -m astrops store info data/reference``, a one-epoch ``train.py`` whose
   last output line is the checkpoint, and the README's ``predict.py`` line on the shipped example
   spectra.
 * The ```python blocks are executed from the repository root with ``ckpt`` bound to that
@@ -188,16 +188,12 @@ def test_help_and_store_info_run():
     """The cheap README commands, as subprocesses started together (each ~1 s)."""
     text = README.read_text()
     cmds = {script: [sys.executable, str(ROOT / script), "--help"] for script in SCRIPTS}
-    mentioned = set(re.findall(r"-m (astrops\.[\w.]+)", text))
-    assert {
-        "astrops.store",
-        "astrops.analysis.compare",
-        "astrops.analysis.plots",
-        "astrops.analysis.learning_curve",
-    } <= mentioned
-    for mod in sorted(mentioned):
-        cmds[mod] = [sys.executable, "-m", mod, "--help"]
-    cmds["info"] = [sys.executable, "-m", "astrops.store", "info", "data/reference"]
+    mentioned = set(re.findall(r"-m astrops ([a-z][\w-]*)", text))
+    assert {"store", "compare", "plots", "learning-curve", "score", "diagnostics"} <= mentioned
+    for command in sorted(mentioned):
+        cmds[command] = [sys.executable, "-m", "astrops", command, "--help"]
+    cmds["astrops"] = [sys.executable, "-m", "astrops", "--help"]
+    cmds["info"] = [sys.executable, "-m", "astrops", "store", "info", "data/reference"]
     # `import astrops` stays cheap: load_model is exported lazily, torch/Lightning/MLflow load on
     # first use
     cmds["import"] = [
@@ -207,7 +203,7 @@ def test_help_and_store_info_run():
         "in ('torch', 'lightning', 'mlflow', 'hydra')), 'load_model' in dir(astrops), "
         "astrops.__all__)",
     ]
-    assert any("astrops.store info data/reference" in ln for ln in readme_commands())
+    assert any("astrops store info data/reference" in ln for ln in readme_commands())
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
     procs = {
         n: subprocess.Popen(
@@ -229,11 +225,13 @@ def test_help_and_store_info_run():
             assert out.startswith("[] True") and "load_model" in out, out
         elif name == "info":
             assert "2000 spectra" in out and "reference-" in out, out
+        elif name == "astrops":  # the command list names every command the README uses
+            assert all(f"python -m astrops {c}" in out for c in mentioned), out
         else:
             assert "usage:" in out, out
-    # `python -m astrops.store info|verify|... PATH`: every subcommand the README lists exists
-    subcommands = set(re.search(r"\{([\w,]+)\}", outs["astrops.store"]).group(1).split(","))
-    for listed in re.findall(r"astrops\.store ((?:\w+\|)+\w+)", text):
+    # `python -m astrops store info|verify|... PATH`: every subcommand the README lists exists
+    subcommands = set(re.search(r"\{([\w,]+)\}", outs["store"]).group(1).split(","))
+    for listed in re.findall(r"astrops store ((?:\w+\|)+\w+)", text):
         assert set(listed.split("|")) <= subcommands, (listed, subcommands)
 
 

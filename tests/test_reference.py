@@ -11,9 +11,10 @@ import torch
 from conftest import ROOT, compose_cfg, run_entry
 
 from astrops.data.observation import Observation
+from astrops.errors import SimulationConfigError
 from astrops.reference.grid import grid_posterior
 from astrops.reference.likelihood import PowerSpectrumLikelihood
-from astrops.simulation import Design, SimulationConfigError
+from astrops.simulation import Design
 from astrops.store import Store
 
 NOISE = ROOT / "data/noise/hera350_1000h"
@@ -214,7 +215,7 @@ def test_the_emulator_is_a_tracked_run_whose_file_loads_as_plain_tensors(emulato
 
 
 def test_the_emulator_refuses_noisy_training_data(tmp_path):
-    from astrops.data import DataConfigError
+    from astrops.errors import DataConfigError
     from astrops.training.emulator import train_emulator
 
     cfg = compose_cfg(
@@ -237,7 +238,7 @@ def test_compare_writes_the_table_figures_and_run_and_refuses_a_noiseless_model(
     import mlflow
     import pandas as pd
 
-    from astrops.reference.compare import main
+    from astrops.entry.reference import reference_main as main
 
     tmp = tmp_path_factory.mktemp("cmp")
     flow, gauss = _hera_model(tmp / "f", "flow"), _hera_model(tmp / "g", "gaussian")
@@ -318,7 +319,7 @@ def test_the_emulator_check_compares_seed_averages_and_refuses_a_used_directory(
 ):
     import pandas as pd
 
-    from astrops.reference.emulator_check import main
+    from astrops.entry.reference import emulator_check_main as main
 
     out = tmp_path / "check"
     assert main([emulator[0], "--store", str(ROOT / "data/seeds"), "--out", str(out)]) == 0

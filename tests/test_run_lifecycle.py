@@ -115,7 +115,7 @@ def test_without_mlflow_the_lifecycle_still_handles_sigterm(open_run):
 def test_a_failing_member_fails_the_ensemble_run_too(tmp_path, train_cfg):
     """Ensembles share the lifecycle: a member's error closes the member's run and the ensemble's
     as FAILED."""
-    from astrops.training import train_ensemble
+    from conftest import train_ensemble_reported as train_ensemble
 
     cfg = train_cfg(
         "ensemble.members=2", "trainer.max_epochs=1", "model.optimizer.lr=-1", "saliency=false"

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
+from astrops.entry.noise_tables import noise_tables_main
 from astrops.simulation import sensitivity as sens
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,7 +130,7 @@ def test_tables_hash_follows_content_not_bytes(tmp_path):
 
 def test_cli_resumes_without_recomputing(tmp_path, capsys):
     shutil.copytree(NOISE / "ska_low_1000h", tmp_path / "ska_low_1000h")
-    assert sens.main(["ska_low_1000h", "--out", str(tmp_path)]) == 0
+    assert noise_tables_main(["ska_low_1000h", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert out.count("skipped") == 4 and sens.tables_hash(NOISE / "ska_low_1000h")[:16] in out
 

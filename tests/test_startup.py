@@ -15,8 +15,9 @@ import torch
 from conftest import ROOT
 
 from astrops.checkpoints import load_estimator, save_ensemble
-from astrops.inference import Predictor, load_model, write_csv
+from astrops.inference import Predictor, load_model
 from astrops.models import ClassificationTask, GaussianTask, RegressionTask, SpectrumModel
+from astrops.spectra_files import write_csv
 
 # A tiny dense regression model (8 hidden units, 3 epochs) written by train.py before the inference
 # part of ParameterEstimator became SpectrumModel, and what that code's predict.py wrote for the

@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from astrops.entry.store import main as store_cli
-from astrops.store import Store, StoreError
+from astrops.errors import StoreError
+from astrops.store import Store
 from astrops.store.seed_format import export_seed_format, import_seed_format
 
 PARAMS = ["HII_EFF_FACTOR", "ION_Tvir_MIN", "R_BUBBLE_MAX"]
@@ -219,7 +220,7 @@ def test_import_with_a_config_records_its_priors(tmp_path, capsys):
 
 
 def test_the_store_imports_no_torch_hydra_or_21cmfast_and_runs_as_a_module(tmp_path):
-    """The store is a data layer: ``python -m astrops.store`` launches the entry layer's CLI, the
+    """The store is a data layer: ``python -m astrops store`` launches the entry layer's CLI, the
     package stays bare."""
     probe = (
         "import sys, astrops.store; print(sorted({m.split('.')[0] for m in sys.modules} & "
@@ -232,7 +233,7 @@ def test_the_store_imports_no_torch_hydra_or_21cmfast_and_runs_as_a_module(tmp_p
     assert out.strip() == "[] []"
     make_dataset(tmp_path).append([rec(0), rec(1)])
     p = subprocess.run(
-        [sys.executable, "-m", "astrops.store", "info", str(tmp_path)],
+        [sys.executable, "-m", "astrops", "store", "info", str(tmp_path)],
         capture_output=True,
         text=True,
     )
@@ -242,7 +243,7 @@ def test_the_store_imports_no_torch_hydra_or_21cmfast_and_runs_as_a_module(tmp_p
         and "(2 spectra, 0 failed, 1 files)" in p.stdout
     )
     p = subprocess.run(
-        [sys.executable, "-m", "astrops.store", "verify", str(tmp_path / "nowhere")],
+        [sys.executable, "-m", "astrops", "store", "verify", str(tmp_path / "nowhere")],
         capture_output=True,
         text=True,
     )
@@ -313,7 +314,7 @@ def test_damaged_dataset_is_not_reported_as_empty(tmp_path):
     with pytest.raises(
         StoreError,
         match=rf"dataset {ds.name} is damaged: none of its spectra can be read \(2 unreadable "
-        rf"record file\(s\).*python -m astrops.store verify {tmp_path}/s",
+        rf"record file\(s\).*python -m astrops store verify {tmp_path}/s",
     ):
         SpectraDataModule(str(tmp_path / "s")).prepare()
     # an empty dataset stays empty, not damaged
@@ -394,13 +395,13 @@ def test_cli_verify_names_a_damaged_dataset_json_and_goes_on(tmp_path, capsys):
 
 
 def test_cli_processes_fail_in_one_line_and_change_nothing(tmp_path):
-    """Real `python -m astrops.store` processes: broken pipe, dataset dir as store, blank CSV cell,
+    """Real `python -m astrops store` processes: broken pipe, dataset dir as store, blank CSV cell,
     damaged json."""
     store = tmp_path / "store"
     # ~1 MB of --json
     ds = Store(store).create_dataset("big", {"filler": list(range(100_000))}, PARAMS, [8.0], K)
     ds.append([rec(0)])
-    cli = f"{sys.executable} -m astrops.store"
+    cli = f"{sys.executable} -m astrops store"
     before = tree_state(store)
 
     def run(cmd: str) -> subprocess.CompletedProcess:

@@ -96,7 +96,7 @@ def test_seed_and_train_size_sweep_gives_mean_std_and_learning_curve(tmp_path):
 
 
 def test_data_plots(tmp_path):
-    from astrops.analysis.plots import main as plots_main
+    from astrops.entry.analysis import plots_main
 
     assert plots_main(["spectra", "reference", "--redshift", "8", "--out", str(tmp_path)]) == 0
     pngs = sorted(tmp_path.glob("*.png"))

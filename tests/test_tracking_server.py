@@ -12,8 +12,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-
-from astrops.training import train
+from conftest import train_reported as train
 
 
 def free_port() -> int:

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import run_entry
+from conftest import train_reported as train
 
-from astrops.data import DataConfigError, SpectraDataModule
-from astrops.inference import InputError, load_model
+from astrops.data import SpectraDataModule
+from astrops.errors import DataConfigError, InputError
+from astrops.inference import load_model
 from astrops.metrics import CLASSIFICATION_METRICS, DISTRIBUTION_METRICS, REGRESSION_METRICS
 from astrops.tracking.summary import is_per_epoch, is_summary
-from astrops.training import train
 
 QUICK = ["trainer.max_epochs=3", "trainer.limit_train_batches=5"]
 PARAMS = ["HII_EFF_FACTOR", "ION_Tvir_MIN", "R_BUBBLE_MAX"]

@@ -13,7 +13,7 @@ import torch
 from conftest import ROOT, run_entry
 
 from astrops.inference import load_model
-from astrops.metrics import DISTRIBUTION_METRICS, gaussian_scores, score
+from astrops.metrics import DISTRIBUTION_METRICS, score
 from astrops.models import (
     ClassificationTask,
     DenseBackbone,
@@ -25,7 +25,8 @@ from astrops.models import (
     TargetCodec,
 )
 from astrops.models.calibration import temperature, variance_scale
-from astrops.models.tasks import decode_probs
+from astrops.models.classification import decode_probs
+from astrops.scores import gaussian_scores
 
 PARAMS = ["a", "b"]
 

@@ -1,4 +1,4 @@
-"""Compare the runs of an MLflow experiment: ``python -m astrops.analysis.compare [experiment]
+"""Compare the runs of an MLflow experiment: ``python -m astrops compare [experiment]
 [--filter ...]``.
 
 Runs are grouped by configuration (model, task and command-line overrides, ignoring ``seed=`` and
@@ -10,10 +10,8 @@ runs). In the MLflow UI the same runs can be compared by ticking them and pressi
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import sys
 from collections import Counter
 from importlib import resources
 from pathlib import Path
@@ -24,8 +22,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from astrops.analysis import learning_curve
-from astrops.analysis.figures import plt, save_figures
+from astrops.errors import CompareError
 from astrops.parameters import NAMES, ordered
+from astrops.plotting import plt, save_figures
 
 METRICS = ["R2", "RMSE", "MAE", "MSE", "acc", "acc_pm1", "F1"]
 # package data beside this module: numbers are data, not code (and are cited, so they must not
@@ -37,10 +36,6 @@ _IGNORED = re.compile(
     r"^\+?(seed|data\.fold|ckpt_path|baseline|(hydra|logger|paths|tags)(\.[^=]*)?|callbacks\.progress_bar[^=]*)="
 )
 _TRAIN_SIZE = re.compile(r"\s*data\.train_size=\S+")
-
-
-class CompareError(ValueError):
-    """Nothing to compare (no such experiment, no matching runs): one line, exit status 2."""
 
 
 def config_key(tags: dict[str, str]) -> str:
@@ -67,7 +62,8 @@ def published_reference() -> dict[str, dict[str, dict[str, float]]]:
 def load_runs(experiment: str, tracking_uri: str, filter_string: str = "") -> list[Any]:
     """The experiment's finished training runs (MLflow ``Run`` objects; comparison and Optuna
     summary runs, and runs without a ``model`` tag, left out)."""
-    from astrops.tracking import TrackingError, existing_experiment
+    from astrops.errors import TrackingError
+    from astrops.tracking import existing_experiment
 
     try:
         client, exp = existing_experiment(
@@ -211,37 +207,3 @@ def compare(
         client.set_terminated(run.info.run_id)
     print(markdown(table))
     return out / "comparison.md"
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m astrops.analysis.compare", description=__doc__)
-    ap.add_argument("experiment", nargs="?", default="astrops")
-    ap.add_argument(
-        "--filter", default="", help="MLflow search filter, e.g. \"tags.task = 'regression'\""
-    )
-    ap.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="default: $MLFLOW_TRACKING_URI, else the project's tracking/mlflow.db",
-    )
-    ap.add_argument("--out", default="comparison")
-    ap.add_argument("--no-log", action="store_true", help="do not log the comparison to MLflow")
-    args = ap.parse_args(argv)
-    from astrops.tracking import default_tracking_uri
-
-    try:
-        compare(
-            args.experiment,
-            args.tracking_uri or default_tracking_uri(),
-            args.out,
-            args.filter,
-            log=not args.no_log,
-        )
-    except CompareError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

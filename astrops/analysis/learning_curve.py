@@ -1,7 +1,7 @@
 """Learning curves from MLflow: test R² against the number of training simulations.
 
     python train.py -m data=reference_holdout data.train_size=250,500,1000,1801 seed=1,2,3
-    experiment_name=lc python -m astrops.analysis.learning_curve --experiment lc [--model dense]
+    experiment_name=lc python -m astrops learning-curve --experiment lc [--model dense]
     [--tracking-uri URI] [--out learning_curve.png]
 
 Runs are grouped by redshifts (so z = 8 alone and several redshifts compare at equal numbers of
@@ -11,8 +11,6 @@ What more simulations would buy is the slope at the right end.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -20,8 +18,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from astrops.analysis.figures import plt
 from astrops.parameters import LABELS, ordered
+from astrops.plotting import plt
 
 # {(series, n_train): {parameter: [values over runs]}}; a series is one curve (redshifts, a
 # configuration)
@@ -35,7 +33,7 @@ def group_runs(
     to, its ``n_train`` tag the point, and each ``<metric>/<parameter>`` metric joins that point's
     values.
 
-    The one grouping behind both ``python -m astrops.analysis.learning_curve`` (a curve per
+    The one grouping behind both ``python -m astrops learning-curve`` (a curve per
     redshift set) and the comparison's learning-curve figure (a curve per configuration). Runs
     without ``n_train`` (not training runs) are left out; parameter names come from the metric
     keys.
@@ -60,7 +58,8 @@ def collect(
 ) -> Groups:
     """{(redshifts, n_train): {parameter: [values over seeds]}} of the experiment's finished single
     network runs of one task (ensemble runs and baselines left out)."""
-    from astrops.tracking import TrackingError, existing_experiment
+    from astrops.errors import TrackingError
+    from astrops.tracking import existing_experiment
 
     try:
         client, exp = existing_experiment(
@@ -123,49 +122,3 @@ def figure(groups: Groups, label: Callable[[str], str] = lambda z: f"z = {z}") -
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     return fig
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m astrops.analysis.learning_curve",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    ap.add_argument("--experiment", required=True)
-    ap.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="default: $MLFLOW_TRACKING_URI, else the project's tracking/mlflow.db",
-    )
-    ap.add_argument("--task", default="regression", help="task tag of the runs to use")
-    ap.add_argument("--model", default=None, help="model tag of the runs to use (default: all)")
-    ap.add_argument("--out", default="learning_curve.png")
-    args = ap.parse_args(argv)
-    from astrops.tracking import default_tracking_uri
-
-    try:
-        groups = collect(
-            args.tracking_uri or default_tracking_uri(),
-            args.experiment,
-            task=args.task,
-            model=args.model,
-        )
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if not groups:
-        print(
-            f"error: experiment {args.experiment!r} has no finished runs with test R²",
-            file=sys.stderr,
-        )
-        return 2
-    print(table(groups))
-    fig = figure(groups)
-    fig.savefig(args.out, dpi=110)
-    plt.close(fig)
-    print(args.out)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Data plots: ``python -m astrops.analysis.plots spectra <dataset> [--store DIR] [--redshift 8]
+"""Data plots: ``python -m astrops plots spectra <dataset> [--store DIR] [--redshift 8]
 [--out DIR] [--mlflow]``.
 
 Δ²(k) curves coloured by each of the three parameters (the seed study's figure), and the
@@ -8,16 +8,15 @@ logged to MLflow.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from astrops.analysis.figures import plt, save_figures
+from astrops.errors import StoreError
 from astrops.parameters import LABELS
-from astrops.store import Store, StoreError
+from astrops.plotting import plt, save_figures
+from astrops.store import Store
 
 
 def spectra_figure(
@@ -85,61 +84,3 @@ def plot_spectra(
         "distributions": distributions_figure(r.params, r.xH[:, zi], ds.parameters, redshift),
     }
     return save_figures(figures, out, prefix=f"{ds.name}_z{redshift:g}_")
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m astrops.analysis.plots", description=__doc__)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    sp = sub.add_parser(
-        "spectra", help="spectra coloured by parameter, parameter and x_HI distributions"
-    )
-    sp.add_argument(
-        "dataset",
-        nargs="?",
-        default=None,
-        help="dataset name or hash prefix (default: the only one)",
-    )
-    sp.add_argument(
-        "--store", default=None, help="store directory (default: the bundled data/reference)"
-    )
-    sp.add_argument("--redshift", type=float, default=8.0)
-    sp.add_argument("--out", default="plots")
-    sp.add_argument(
-        "--mlflow",
-        action="store_true",
-        help="log the figures to MLflow (experiment astrops-analysis)",
-    )
-    args = ap.parse_args(argv)
-    from astrops import tracking
-
-    try:
-        paths = plot_spectra(
-            args.store or str(tracking.project_root() / "data" / "reference"),
-            args.dataset,
-            args.redshift,
-            args.out,
-        )
-    except StoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    for p in paths.values():
-        print(p)
-    if args.mlflow:
-        import mlflow
-
-        uri = tracking.default_tracking_uri()
-        exp_id = tracking.prepare_experiment(
-            uri, tracking.analysis_experiment("astrops"), tracking.default_artifact_root()
-        )
-        client = mlflow.MlflowClient(uri)
-        run = client.create_run(
-            exp_id, run_name=f"plots-{args.dataset or 'dataset'}", tags={"kind": "data_plots"}
-        )
-        for p in paths.values():
-            client.log_artifact(run.info.run_id, str(p), "figures")
-        client.set_terminated(run.info.run_id)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from astrops.analysis.figures import plt
 from astrops.parameters import LABELS
+from astrops.plotting import plt
 
 
 def metrics_table(

@@ -4,7 +4,8 @@ when there is one.
 
 It lives with the analysis, not the training loop: it only reads what a finished test produced
 (metrics, predictions, the data module's split), so every kind of run reports through this one
-path.
+path. The entry point hands :func:`report_run` to training as its reporter
+(:mod:`astrops.training.reporting`); training never imports this module.
 """
 
 from __future__ import annotations
@@ -16,15 +17,53 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from astrops.analysis import report
-from astrops.analysis.figures import save_figures
 from astrops.diagnostics import CalibrationReport, calibration_suite
+from astrops.plotting import save_figures
 
 if TYPE_CHECKING:
-    import torch
-
     from astrops.data import SpectraDataModule
     from astrops.models import ParameterEstimator
     from astrops.tracking import TrackedRun
+    from astrops.training.reporting import TestReport
+
+
+def report_run(test: TestReport) -> dict[str, float]:
+    """The whole report of a finished run: :func:`report_results`, any further result stages as
+    tables, and for a network logged to MLflow its model card and saliency. Returns the
+    calibration suite's metrics."""
+    metrics = report_results(
+        test.dm,
+        test.columns,
+        test.results,
+        test.outputs,
+        test.out_dir,
+        test.run,
+        test.confusion,
+        test.history,
+    )
+    for stage in test.stages:
+        table = report.metrics_table(test.results, test.dm.parameters, test.columns, stage=stage)
+        print(f"{_title(test.dm, stage)}:\n{table}\n")
+    model, run = test.model, test.run
+    if model is None or run is None:
+        return metrics
+    run.log_dict(model_card(model), "model_card.json")
+    if test.saliency and test.dm.tensors["test"][0].shape[0] > 1:
+        from astrops.analysis.saliency import compute_saliency
+
+        # which k-bins and redshifts each parameter relies on (input gradients, permutation
+        # importance)
+        fig, table = compute_saliency(model, *test.dm.tensors["test"])
+        run.log_figures({"saliency": fig})
+        run.log_dict(table, "saliency.json")
+    return metrics
+
+
+def _title(dm: SpectraDataModule, stage: str) -> str:
+    if stage != "test_informative":
+        return stage
+    n = int(dm.informative_mask(dm.test_idx).sum())
+    return f"Informative test spectra (0.05 < x_H < 0.95 at a selected redshift; {n})"
 
 
 def report_results(
@@ -86,21 +125,6 @@ def report_results(
     for path in files:
         run.log_file(path)
     return metrics
-
-
-def report_outputs(dec: dict[str, torch.Tensor], y: torch.Tensor) -> dict[str, np.ndarray]:
-    """A decoded test prediction as :func:`report_results` takes it: ``true``, ``pred`` and ``std``
-    where the prediction has one, and for posterior samples (flows) the ``samples`` and the truths'
-    ``pit``."""
-    from astrops.models.flow import pit
-
-    outputs = {
-        name: dec[key].numpy() for name, key in (("pred", "value"), ("std", "std")) if key in dec
-    }
-    outputs["true"] = y.numpy()
-    if "samples" in dec:
-        outputs["samples"], outputs["pit"] = dec["samples"].numpy(), pit(dec["samples"], y).numpy()
-    return outputs
 
 
 def _calibration(dm: SpectraDataModule, outputs: dict[str, np.ndarray]) -> CalibrationReport:

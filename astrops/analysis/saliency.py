@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from astrops.analysis.figures import plt
 from astrops.parameters import LABELS
+from astrops.plotting import plt
 
 if TYPE_CHECKING:
     from astrops.models import ParameterEstimator

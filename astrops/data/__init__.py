@@ -1,13 +1,23 @@
 """Data for training: a LightningDataModule over one store dataset, its splits and device batches.
 
-``datamodule`` reads, cleans and splits a dataset and fits the transforms; ``splits`` holds the
-pure split and batching functions it composes. ``_target_: astrops.data.SpectraDataModule`` names
+``selection`` reads the records and refuses what cannot be learnt from; ``splits`` holds the pure
+split and batching functions; ``prepared`` composes them into the numpy arrays and fitted
+transforms of one dataset; ``datamodule`` puts those on the training device as Lightning batches;
+``observation`` is an instrument's noise and k-range.
+``_target_: astrops.data.SpectraDataModule`` names
 the module in configs.
 """
 
-from astrops.data.datamodule import DataConfigError, SpectraDataModule
-from astrops.data.observation import ObservationError
+from astrops.data.datamodule import SpectraDataModule
 from astrops.data.splits import DeviceBatches, informative_mask, stratified_folds, stratified_split
+from astrops.errors import DataConfigError, ObservationError
 
-__all__ = ["DataConfigError", "DeviceBatches", "ObservationError", "SpectraDataModule", "informative_mask",
-           "stratified_folds", "stratified_split"]
+__all__ = [
+    "DataConfigError",
+    "DeviceBatches",
+    "ObservationError",
+    "SpectraDataModule",
+    "informative_mask",
+    "stratified_folds",
+    "stratified_split",
+]

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from astrops.errors import ObservationError
 from astrops.simulation.sensitivity import load_tables, observation_metadata
 
 # the fixed realisation's stream, apart from the split's (split_seed, split_seed + 1, ...)
@@ -34,16 +35,15 @@ NOISE_STREAM = 0x0B5
 K_UNITS = ("1/Mpc", "h/Mpc")  # the units an observation's own k-bins may be given in
 
 
-class ObservationError(ValueError):
-    """An observation that cannot be applied to the dataset (one line naming the fix)."""
-
-
 def regrid_log_k(k: np.ndarray, delta: np.ndarray, k_new: np.ndarray) -> np.ndarray:
     """Δ² (..., n_k) on centres ``k`` mapped onto ``k_new``: linear in log k between the two
     nearest bins that are finite in every spectrum; NaN at a ``k_new`` outside their range (never
     extrapolated)."""
     finite = np.isfinite(delta).reshape(-1, len(k)).all(axis=0)
-    x, x_new = np.log(np.asarray(k, dtype=np.float64)[finite]), np.log(np.asarray(k_new, dtype=np.float64))
+    x, x_new = (
+        np.log(np.asarray(k, dtype=np.float64)[finite]),
+        np.log(np.asarray(k_new, dtype=np.float64)),
+    )
     d = delta[..., finite]
     out = np.full((*delta.shape[:-1], len(x_new)), np.nan)
     inside = (x_new >= x[0]) & (x_new <= x[-1]) if len(x) > 1 else np.zeros(len(x_new), dtype=bool)
@@ -57,11 +57,19 @@ class Observation:
     """The noise tables and k-range of one ``conf/observation`` choice (``none`` is no
     Observation)."""
 
-    def __init__(self, name: str, tables_dir: str, min_k: float | None = 0.1, max_k: float | None = 1.0,
-                 k_bins: list[float] | None = None, k_units: str = "1/Mpc"):
+    def __init__(
+        self,
+        name: str,
+        tables_dir: str,
+        min_k: float | None = 0.1,
+        max_k: float | None = 1.0,
+        k_bins: list[float] | None = None,
+        k_units: str = "1/Mpc",
+    ):
         if k_units not in K_UNITS:
-            raise ObservationError(f"observation.k_units={k_units!r}: choose one of "
-                                   f"{list(K_UNITS)}")
+            raise ObservationError(
+                f"observation.k_units={k_units!r}: choose one of {list(K_UNITS)}"
+            )
         self.name, self.tables_dir = name, str(tables_dir)
         self.min_k = -np.inf if min_k is None else float(min_k)
         self.max_k = np.inf if max_k is None else float(max_k)
@@ -75,11 +83,22 @@ class Observation:
         if not cfg or cfg.get("name") in (None, "none"):
             return None
         bins = cfg.get("k_bins")
-        return cls(str(cfg["name"]), str(cfg["tables_dir"]), cfg.get("min_k"), cfg.get("max_k"),
-                   None if bins is None else [float(b) for b in bins], str(cfg.get("k_units") or "1/Mpc"))
+        return cls(
+            str(cfg["name"]),
+            str(cfg["tables_dir"]),
+            cfg.get("min_k"),
+            cfg.get("max_k"),
+            None if bins is None else [float(b) for b in bins],
+            str(cfg.get("k_units") or "1/Mpc"),
+        )
 
-    def on_own_grid(self, k: np.ndarray, delta: np.ndarray, cosmology: Mapping[str, Any] | None,
-                    dataset: str = "the dataset") -> tuple[np.ndarray, np.ndarray]:
+    def on_own_grid(
+        self,
+        k: np.ndarray,
+        delta: np.ndarray,
+        cosmology: Mapping[str, Any] | None,
+        dataset: str = "the dataset",
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(k, Δ²) on the observation's own k-bins [1/Mpc] (:func:`regrid_log_k`), or unchanged
         when it names none. ``cosmology`` is the simulations' ``cosmo_params``: its ``hlittle``
         converts h/Mpc bins."""
@@ -89,10 +108,12 @@ class Observation:
         if self.k_units == "h/Mpc":
             h = (cosmology or {}).get("hlittle")
             if not isinstance(h, (int, float)) or not h > 0:
-                raise ObservationError(f"{dataset} does not record its cosmology's hlittle, so "
-                                       "k-bins in h/Mpc cannot "
-                                       "be converted: give observation.k_bins in 1/Mpc "
-                                       "(observation.k_units=1/Mpc)")
+                raise ObservationError(
+                    f"{dataset} does not record its cosmology's hlittle, so "
+                    "k-bins in h/Mpc cannot "
+                    "be converted: give observation.k_bins in 1/Mpc "
+                    "(observation.k_units=1/Mpc)"
+                )
         k_new = self.k_bins * float(h)
         out = regrid_log_k(k, delta, k_new)
         outside = ~np.isfinite(out).reshape(-1, len(k_new)).any(axis=0)
@@ -100,11 +121,13 @@ class Observation:
         if outside.any():
             finite = k[np.isfinite(delta).reshape(-1, len(k)).all(axis=0)]
             span = f"{finite.min():.4g}-{finite.max():.4g} 1/Mpc" if len(finite) else "nothing"
-            raise ObservationError(f"observation.k_bins {self.k_bins[outside].tolist()} "
-                                   f"{self.k_units} lie outside the "
-                                   "simulated k-range "
-                                   f"({span}{f', h = {h:g}' if self.k_units == 'h/Mpc' else ''}): "
-                                   "drop them or check observation.k_units")
+            raise ObservationError(
+                f"observation.k_bins {self.k_bins[outside].tolist()} "
+                f"{self.k_units} lie outside the "
+                "simulated k-range "
+                f"({span}{f', h = {h:g}' if self.k_units == 'h/Mpc' else ''}): "
+                "drop them or check observation.k_units"
+            )
         return k_new, out
 
     def sigma(self, k: np.ndarray, redshifts: list[float]) -> np.ndarray:
@@ -115,7 +138,9 @@ class Observation:
         out = np.full((len(redshifts), len(k)), np.nan)
         for i, z in enumerate(redshifts):
             k_tab, errs = tables[float(z)]
-            inside = (k >= k_tab.min()) & (k <= k_tab.max()) & (k >= self.min_k) & (k <= self.max_k)
+            inside = (
+                (k >= k_tab.min()) & (k <= k_tab.max()) & (k >= self.min_k) & (k <= self.max_k)
+            )
             out[i, inside] = np.interp(k[inside], k_tab, errs)
         return out
 
@@ -130,9 +155,11 @@ class Observation:
         params); read once (the hash reads every table), and JSON-safe (an open k-range end is
         null, not infinity)."""
         if self._metadata is None:
-            self._metadata = {**observation_metadata(self.name, self.tables_dir),
-                              "min_k": self.min_k if np.isfinite(self.min_k) else None,
-                              "max_k": self.max_k if np.isfinite(self.max_k) else None,
-                              "k_bins": None if self.k_bins is None else self.k_bins.tolist(),
-                              "k_units": self.k_units}
+            self._metadata = {
+                **observation_metadata(self.name, self.tables_dir),
+                "min_k": self.min_k if np.isfinite(self.min_k) else None,
+                "max_k": self.max_k if np.isfinite(self.max_k) else None,
+                "k_bins": None if self.k_bins is None else self.k_bins.tolist(),
+                "k_units": self.k_units,
+            }
         return self._metadata

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from astrops.analysis.figures import plt
 from astrops.parameters import LABELS
+from astrops.plotting import plt
 
 
 def coverage_figure(curve: dict[str, np.ndarray], parameters: list[str]) -> Figure:

@@ -1,5 +1,5 @@
 """The calibration suite every probabilistic model gets on its test set — after training (logged to
-its MLflow run) and over any held-out store (``python -m astrops.diagnostics``): one function, one
+its MLflow run) and over any held-out store (``python -m astrops diagnostics``): one function, one
 output.
 
 What it returns (:class:`CalibrationReport`):
@@ -121,7 +121,7 @@ def _corners(
 ) -> dict[str, Any]:
     """Corner plots of the first ``corners`` spectra (a fixed choice: the split is seeded), truths
     marked."""
-    from astrops.analysis.corner_plots import corner_figure
+    from astrops.plotting import corner_figure
 
     prior_box = {p: (float(box[j, 0]), float(box[j, 1])) for j, p in enumerate(parameters)}
     return {

@@ -1,5 +1,5 @@
 """The entry layer: what ``simulate.py``, ``train.py``, ``baselines.py``, ``predict.py`` and
-``python -m astrops.store`` run, under one policy (:mod:`.policy`). It is the only layer that
+``python -m astrops store`` run, under one policy (:mod:`.policy`). It is the only layer that
 composes Hydra configs and joins the pipeline's parts; importing it stays light (the commands load
 on first use)."""
 

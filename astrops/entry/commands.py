@@ -13,51 +13,30 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from astrops import errors
 from astrops.entry.policy import entry_point
-from astrops.validation import PREDICT_RULES, SIMULATE_RULES, TRAIN_RULES
+from astrops.entry.rules import PREDICT_RULES, SIMULATE_RULES, TRAIN_RULES
 
 log = logging.getLogger("astrops")
 
 
-def _simulation_refusals() -> tuple[type[BaseException], ...]:
-    from astrops.simulation import SimulationConfigError
-    from astrops.store import StoreError
-
-    return SimulationConfigError, StoreError, ValueError
-
-
-def _training_refusals() -> tuple[type[BaseException], ...]:
-    from astrops.checkpoints import InputError
-    from astrops.data import DataConfigError, ObservationError
-    from astrops.store import StoreError
-    from astrops.tracking import TrackingError
-    from astrops.training.ensemble import EnsembleConfigError
-
-    return (
-        DataConfigError,
-        ObservationError,
-        EnsembleConfigError,
-        TrackingError,
-        InputError,
-        StoreError,
-        FileNotFoundError,
-    )
+# what each entry point refuses (one line, exit status 2): astrops' own refusals and missing files;
+# simulation and prediction also turn the libraries' ValueErrors about their inputs into that line
+_SIMULATION_REFUSALS = (errors.SimulationConfigError, errors.StoreError, ValueError)
+_TRAINING_REFUSALS = (
+    errors.DataConfigError,
+    errors.ObservationError,
+    errors.EnsembleConfigError,
+    errors.TrackingError,
+    errors.InputError,
+    errors.StoreError,
+    FileNotFoundError,
+)
+_BASELINE_REFUSALS = (*_TRAINING_REFUSALS, errors.BaselineConfigError)
+_PREDICTION_REFUSALS = (errors.InputError, FileNotFoundError, ValueError)
 
 
-def _baseline_refusals() -> tuple[type[BaseException], ...]:
-    # scikit-learn loads for baselines only
-    from astrops.training.baselines import BaselineConfigError
-
-    return (*_training_refusals(), BaselineConfigError)
-
-
-def _prediction_refusals() -> tuple[type[BaseException], ...]:
-    from astrops.checkpoints import InputError
-
-    return InputError, FileNotFoundError, ValueError
-
-
-@entry_point(SIMULATE_RULES, _simulation_refusals, objective=False)
+@entry_point(SIMULATE_RULES, _SIMULATION_REFUSALS, objective=False)
 def run_simulate(cfg: DictConfig) -> None:
     """Build simulator + design from the config and fill the store."""
     from astrops.simulation import simulate_into_store
@@ -80,13 +59,17 @@ def run_simulate(cfg: DictConfig) -> None:
     print(summary)  # the result of the command (stdout), like train.py's model path
 
 
-@entry_point(TRAIN_RULES, _training_refusals)
+@entry_point(TRAIN_RULES, _TRAINING_REFUSALS)
 def run_train(cfg: DictConfig) -> float | None:
     """Train a network (or an ensemble); print the best checkpoint (or the ensemble's directory) as
     the very last line; return ``optimized_metric`` for sweepers."""
     from lightning.pytorch.utilities import rank_zero_only
 
+    from astrops.analysis.run_report import report_run
+    from astrops.entry import console
     from astrops.training import train, train_ensemble
+
+    console.one_copy_of_lightning_lines()  # Lightning is loaded now
 
     ensemble = int((cfg.get("ensemble") or {}).get("members", 1)) > 1
     # task=emulator: the simulator's inverse direction, θ → Δ²
@@ -95,7 +78,8 @@ def run_train(cfg: DictConfig) -> float | None:
 
         metrics, best = train_emulator(cfg)
     else:
-        metrics, best = (train_ensemble if ensemble else train)(cfg)
+        train_run = train_ensemble if ensemble else train
+        metrics, best = train_run(cfg, reporter=report_run)
     if rank_zero_only.rank == 0:  # under DDP the other processes stay silent: one last line
         sys.stdout.flush()
         print(best, flush=True)
@@ -104,18 +88,22 @@ def run_train(cfg: DictConfig) -> float | None:
 
 
 # the keys baselines share with train.py (seed, data.*, cpu_threads)
-@entry_point(TRAIN_RULES, _baseline_refusals)
+@entry_point(TRAIN_RULES, _BASELINE_REFUSALS)
 def run_baselines(cfg: DictConfig) -> float | None:
     """Fit one scikit-learn baseline on the networks' data and split; return
     ``optimized_metric``."""
+    from astrops.analysis.run_report import report_run
+    from astrops.entry import console
     from astrops.training.baselines import run_baseline
 
-    results = run_baseline(cfg)
+    console.one_copy_of_lightning_lines()  # Lightning is loaded now
+
+    results = run_baseline(cfg, reporter=report_run)
     name = cfg.get("optimized_metric")
     return results.get(name) if name else None
 
 
-@entry_point(PREDICT_RULES, _prediction_refusals, objective=False)
+@entry_point(PREDICT_RULES, _PREDICTION_REFUSALS, objective=False)
 def run_predict(cfg: DictConfig) -> None:
     """Predict parameters for the spectra in ``cfg.input``: a plain CSV (header + rows) at
     ``cfg.output`` and its metadata (checkpoint, lineage, prior box, columns) beside it as
@@ -124,7 +112,9 @@ def run_predict(cfg: DictConfig) -> None:
     # (docs/benchmarks.md)
     import numpy as np
 
-    from astrops.inference import MAX_PLOTS, InputError, load_model, read_spectra_npz, write_csv
+    from astrops.errors import InputError
+    from astrops.inference import MAX_PLOTS, load_model
+    from astrops.spectra_files import read_spectra_npz, write_csv
 
     k, delta, redshifts, errs = read_spectra_npz(cfg.input, with_errs=True)
     predictor = load_model(cfg.ckpt_path)
@@ -165,7 +155,7 @@ def run_predict(cfg: DictConfig) -> None:
         np.savez(path, samples=samples[:, :n_samples], parameters=np.array(predictor.parameters))
         log.info("wrote %d posterior samples per spectrum to %s", n_samples, path)
     if plot:
-        from astrops.analysis.corner_plots import write_corner_plots
+        from astrops.plotting import write_corner_plots
 
         paths = write_corner_plots(samples, predictor, output.with_name(f"{output.stem}_corner"))
         log.info("wrote %d corner plots: %s ... %s", len(paths), paths[0], paths[-1])

@@ -51,12 +51,12 @@ def refuse(exc: BaseException, objective: bool = True) -> float:
 
 def entry_point(
     rules: tuple[Rule, ...],
-    refusals: Callable[[], tuple[type[BaseException], ...]],
+    refusals: tuple[type[BaseException], ...],
     objective: bool = True,
 ):
-    """Wrap ``fn(cfg)`` in the policy. ``refusals()`` (called after validation, so the heavy
-    modules that define the error types load only for valid configs) names the errors that are bad
-    input; errors raised inside Hydra's ``instantiate`` count by their cause. ``objective``: ``fn``
+    """Wrap ``fn(cfg)`` in the policy. ``refusals`` names the errors that are bad input (from
+    :mod:`astrops.errors`, which loads nothing heavy); errors raised inside Hydra's
+    ``instantiate`` count by their cause. ``objective``: ``fn``
     returns what a sweeper optimises, so a failing job of a multirun returns NaN instead of ending
     the sweep."""
 
@@ -72,8 +72,7 @@ def entry_point(
             from astrops.entry import console
 
             console.quiet_libraries()
-            bad_input = refusals()
-            console.one_copy_of_lightning_lines()
+            bad_input = refusals
             try:
                 return fn(cfg)
             # Ctrl-C or SIGTERM: say how to go on, not a traceback

@@ -1,4 +1,4 @@
-"""``python -m astrops.store info|verify|export|import|compact|provenance PATH``: look after a
+"""``python -m astrops store info|verify|export|import|compact|provenance PATH``: look after a
 store from the shell.
 
 ``info`` lists datasets, counts and configs; ``verify`` finds damaged files; ``export`` and
@@ -23,8 +23,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from astrops.errors import StoreError
 from astrops.store.dataset import Dataset
-from astrops.store.files import StoreError
 from astrops.store.seed_format import export_seed_format, read_seed_format, seed_records
 from astrops.store.store import Store
 
@@ -115,7 +115,8 @@ def _simulation_config(args: argparse.Namespace):
     from hydra.utils import instantiate
     from omegaconf.errors import OmegaConfBaseException
 
-    from astrops.validation import SIMULATE_RULES, validate
+    from astrops.entry.rules import SIMULATE_RULES
+    from astrops.validation import validate
 
     os.environ.setdefault("ASTROPS_ROOT", str(Path(__file__).resolve().parents[2]))
     conf_dir = str(Path(os.environ["ASTROPS_ROOT"]) / "conf")
@@ -218,7 +219,7 @@ def _compact(store: Store, args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m astrops.store", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m astrops store", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     for name, fn, hlp in (
         ("info", _info, "datasets, counts, configs"),
@@ -269,14 +270,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def cli() -> int:
+def cli(argv: list[str] | None = None) -> int:
     """``main`` for a process whose stdout may be a pipe closed early (``info ... | head -1``).
 
     Python's standard recipe: the pending output is flushed inside the guard, and stdout is pointed
     at /dev/null so that the interpreter's final flush cannot raise a second time.
     """
     try:
-        code = main()
+        code = main(argv)
         sys.stdout.flush()
         return code
     except BrokenPipeError:

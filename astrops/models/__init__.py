@@ -12,10 +12,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from astrops.models.backbones import CNNBackbone, DenseBackbone
+from astrops.models.classification import ClassificationTask
 from astrops.models.ensemble import Ensemble
 from astrops.models.flow import FlowTask
 from astrops.models.spectrum_model import SpectrumModel
-from astrops.models.tasks import ClassificationTask, GaussianTask, RegressionTask, Task
+from astrops.models.tasks import GaussianTask, RegressionTask, Task
 from astrops.models.transforms import SpectrumTransform, TargetCodec
 
 if TYPE_CHECKING:

@@ -19,10 +19,10 @@ import torch
 from torch import nn
 
 from astrops.metrics import ParameterMetrics
-from astrops.models.flow import pit as sample_pit
 from astrops.models.spectrum_model import SpectrumModel
 from astrops.models.tasks import Task
 from astrops.models.transforms import SpectrumTransform
+from astrops.scores import pit as sample_pit
 
 
 class ParameterEstimator(SpectrumModel, L.LightningModule):

@@ -40,8 +40,9 @@ import torch
 import zuko
 from torch import nn
 
-from astrops.models.tasks import QUANTILE_LEVELS, Task, quantile_columns
+from astrops.models.tasks import Task
 from astrops.models.transforms import TargetCodec
+from astrops.scores import QUANTILE_LEVELS, pit, quantile_columns, sample_crps, summarize
 
 N_LEVELS = 41  # knots of the quantile map: nominal levels 0, 0.025, ..., 1
 EPS = 1e-6  # truths on the prior's edge: the box is open for the logit
@@ -261,29 +262,8 @@ def posterior_samples(model: nn.Module, n: int) -> Iterator[None]:
 # -- sample-based posterior summaries (flows, flow ensembles) -------------------------------------
 
 
-def summarize(samples: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Decoded prediction from samples (B, S, P): mean, std, and the quantiles of
-    :data:`QUANTILE_LEVELS`."""
-    q = torch.quantile(
-        samples,
-        torch.tensor(list(QUANTILE_LEVELS.values()), dtype=samples.dtype, device=samples.device),
-        dim=1,
-    )
-    return {
-        "value": samples.mean(1),
-        "std": samples.std(1),
-        "samples": samples,
-        **{name: q[i] for i, name in enumerate(QUANTILE_LEVELS)},
-    }
-
-
 def identity_map(n_params: int) -> torch.Tensor:
     return torch.linspace(0.0, 1.0, N_LEVELS).repeat(n_params, 1)
-
-
-def pit(samples: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """F(θ_true) per spectrum and parameter (B, P): the fraction of samples below the truth."""
-    return (samples < y[:, None, :]).float().mean(1)
 
 
 def fit_quantile_map(samples: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -318,17 +298,3 @@ def recalibrate(samples: torch.Tensor, qmap: torch.Tensor) -> torch.Tensor:
     i1 = (i0 + 1).clamp(max=n - 1)
     frac = idx - i0.to(idx.dtype)
     return sorted_s.gather(1, i0) * (1 - frac) + sorted_s.gather(1, i1) * frac
-
-
-def sample_crps(samples: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """CRPS (B, P) of the samples' empirical distribution: E|X − y| − ½ E|X − X'| (Gneiting &
-    Raftery 2007), the second term exact over all pairs from the sorted samples, Σ (2i − S − 1)
-    x₍ᵢ₎ · 2/S² — also for a mixture whose samples come in member blocks, where pairing neighbours
-    would stay within one member."""
-    n = samples.shape[1]
-    first = (samples - y[:, None, :]).abs().mean(1)
-    weights = (
-        2 * torch.arange(1, n + 1, device=samples.device, dtype=samples.dtype) - n - 1
-    ).view(1, n, 1)
-    second = 2.0 / n**2 * (samples.sort(dim=1).values * weights).sum(1)
-    return first - 0.5 * second

@@ -19,6 +19,7 @@ from typing import Any
 
 from torch import nn
 
+from astrops.errors import ModelSpecError
 from astrops.models.backbones import CNNBackbone, DenseBackbone
 from astrops.models.tasks import Task
 
@@ -43,7 +44,15 @@ def task_classes() -> dict[str, type[Task]]:
         todo.extend(cls.__subclasses__())
         if cls.__module__.startswith("astrops.models.") and "<" not in cls.__qualname__:
             out[f"{cls.__module__}.{cls.__qualname__}"] = cls
+    # names checkpoints written before a class moved still carry (looked up, like every name)
+    out.update({old: out[new] for old, new in MOVED.items() if new in out})
     return out
+
+
+# old ``_target_`` -> where the class lives now
+MOVED = {
+    "astrops.models.tasks.ClassificationTask": "astrops.models.classification.ClassificationTask"
+}
 
 
 def _table(role: str) -> dict[str, type[nn.Module]]:
@@ -53,10 +62,6 @@ def _table(role: str) -> dict[str, type[nn.Module]]:
 # Sizes a file may ask for: far above any network here. (The loader also compares the total size,
 # built on PyTorch's meta device, with the stored weights before anything real is allocated.)
 MAX_WIDTH, MAX_LAYERS = 65_536, 64
-
-
-class ModelSpecError(ValueError):
-    """A stored model config that names something outside the table or carries unexpected keys."""
 
 
 def _plain(value: Any) -> bool:

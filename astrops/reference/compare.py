@@ -1,9 +1,9 @@
 """Network posteriors against the likelihood-based reference on mock observations:
 
-    python -m astrops.reference.compare --emulator EMU --flow FLOW_ENSEMBLE --gaussian
-    GAUSSIAN_ENSEMBLE
-        --test-store data/holdout [--store data/reference] [--n-mocks 100] [--out
-        reference_comparison] [--experiment NAME] [--tracking-uri URI] [--no-log]
+    python -m astrops reference --emulator EMU --flow FLOW_ENSEMBLE \
+        --gaussian GAUSSIAN_ENSEMBLE --test-store data/holdout [--store data/reference] \
+        [--n-mocks 100] [--out reference_comparison] [--experiment NAME] \
+        [--tracking-uri URI] [--no-log]
 
 A mock is a held-out simulation with one fixed realisation of the instrument's noise — exactly the
 test spectrum the networks are scored on (the flow's data module builds them; both networks must
@@ -21,9 +21,7 @@ ensemble (orange). Logged as one ``reference-comparison`` run in ``<experiment>-
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,34 +29,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from astrops.models.tasks import QUANTILE_LEVELS
+from astrops.reference.agreement import (
+    compare_one,
+    corner_overlays,
+    js_divergence,
+    markdown,
+    summary_table,
+)
+from astrops.scores import QUANTILE_LEVELS
 
 MODEL_ERRORS = (0.0, 0.15)
 LEVELS = {k: q for k, q in QUANTILE_LEVELS.items() if k != "median"}  # the 68 / 95 % interval ends
 REF_DRAWS = 4000  # reference samples per mock for the JS histograms and corner plots
-N_CORNERS = 6
-
-
-def js_divergence(a: np.ndarray, b: np.ndarray, bins: int = 40) -> float:
-    """Jensen–Shannon divergence (base 2, 0 … 1) of two 1-D sample sets on common bins."""
-    from scipy.spatial.distance import jensenshannon
-
-    lo, hi = (
-        min(np.quantile(a, 0.001), np.quantile(b, 0.001)),
-        max(np.quantile(a, 0.999), np.quantile(b, 0.999)),
-    )
-    edges = np.linspace(lo, hi if hi > lo else lo + 1e-9, bins + 1)
-    pa, pb = (np.histogram(np.clip(v, lo, hi), edges)[0] + 1e-12 for v in (a, b))
-    return float(jensenshannon(pa, pb, base=2) ** 2)
-
-
-def compare_one(ref: dict[str, np.ndarray], model: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per-parameter shift in reference σ, 68 % width ratio and 68 % overlap."""
-    return {
-        "shift": np.abs(model["mean"] - ref["mean"]) / ref["std"],
-        "width_ratio": (model["hi68"] - model["lo68"]) / (ref["hi68"] - ref["lo68"]),
-        "overlap68": (model["lo68"] <= ref["hi68"]) & (ref["lo68"] <= model["hi68"]),
-    }
 
 
 def check_inputs(emu, flow_pred, gauss_pred, flow: str) -> None:
@@ -121,7 +103,7 @@ def check_inputs(emu, flow_pred, gauss_pred, flow: str) -> None:
 def mocks(flow: str, test_store: str, store: str | None, n: int):
     """The flow's held-out data module and its first ``n`` test spectra (mocks) with their
     truths."""
-    from astrops.analysis.score import held_out
+    from astrops.evaluation import held_out
 
     _, dm = held_out(flow, test_store, None, store)
     x, y = dm.tensors["test"]
@@ -204,7 +186,7 @@ def network_posteriors(
     (exact intervals of its mean ± σ; 1 000 draws for the JS histograms and plots, seed 0)."""
     from scipy.stats import norm
 
-    from astrops.analysis.score import predict_test
+    from astrops.evaluation import predict_test
 
     f = {k: v.numpy().astype(np.float64) for k, v in predict_test(flow_pred.model, x).items()}
     flow = [
@@ -290,188 +272,7 @@ def run_comparison(
     summary["time/comparison_s"] = time.perf_counter() - t0
     (out / "comparison.md").write_text(markdown(table) + "\n")
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    from astrops.analysis.figures import save_figures
+    from astrops.plotting import save_figures
 
     save_figures(figures, out)
     return {"table": table, "summary": summary}
-
-
-def summary_table(df) -> Any:
-    """Per f, model and parameter: medians over mocks and coverage of the truths."""
-    g = df.groupby(["f", "model", "parameter"], sort=False)
-    return g.agg(
-        median_abs_shift=("shift_in_ref_sigma", "median"),
-        median_width_ratio=("width_ratio", "median"),
-        overlap68=("overlap68", "mean"),
-        median_js=("js", "median"),
-        coverage68=("in68", "mean"),
-        coverage95=("in95", "mean"),
-        n=("mock", "count"),
-    ).reset_index()
-
-
-def markdown(table) -> str:
-    cols = list(table.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, r in table.iterrows():
-        lines.append(
-            "| "
-            + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r.values)
-            + " |"
-        )
-    return "\n".join(lines)
-
-
-def corner_overlays(ref_s, flow_s, gauss_s, truth, params, box) -> dict[str, Any]:
-    import corner
-
-    from astrops.parameters import LABELS
-
-    figs = {}
-    for i in range(min(N_CORNERS, len(truth))):
-        both = np.concatenate([ref_s[i], flow_s[i], gauss_s[i]])
-        rng = [
-            (
-                max(box[j][0], np.quantile(both[:, j], 0.002)),
-                min(box[j][1], np.quantile(both[:, j], 0.998)),
-            )
-            for j in range(len(params))
-        ]
-        kw = {
-            "range": rng,
-            "bins": 30,
-            "smooth": 1.0,
-            "plot_datapoints": False,
-            "plot_density": False,
-            "levels": (0.68, 0.95),
-        }
-        fig = corner.corner(
-            ref_s[i],
-            color="k",
-            labels=[LABELS.get(p, p) for p in params],
-            truths=truth[i],
-            truth_color="C2",
-            hist_kwargs={"density": True, "color": "k"},
-            **kw,
-        )
-        for s, color in ((flow_s[i], "C0"), (gauss_s[i], "C1")):
-            corner.corner(
-                s, fig=fig, color=color, hist_kwargs={"density": True, "color": color}, **kw
-            )
-        k = len(params)
-        # each overlay resets the 1-D panels' height: fit the tallest of the three
-        for j in range(k):
-            ax = fig.axes[j * (k + 1)]
-            top = max((p.get_path().vertices[:, 1].max() for p in ax.patches), default=1.0)
-            ax.set_ylim(0, 1.1 * top)
-        fig.suptitle(
-            f"mock {i}: reference (black), flow ensemble (blue), Gaussian ensemble (orange)",
-            y=1.02,
-        )
-        figs[f"corner_mock_{i}"] = fig
-    return figs
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m astrops.reference.compare",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    ap.add_argument(
-        "--emulator", required=True, help="emulator.pt (python train.py experiment=emulator)"
-    )
-    ap.add_argument(
-        "--flow",
-        required=True,
-        help="flow ensemble directory (e.g. experiment=hera350_multiz_posterior)",
-    )
-    ap.add_argument("--gaussian", required=True, help="Gaussian ensemble of the same observation")
-    ap.add_argument(
-        "--test-store", required=True, help="held-out simulations (the mocks: the first --n-mocks)"
-    )
-    ap.add_argument(
-        "--store", default=None, help="the training store, when not where the checkpoints say"
-    )
-    ap.add_argument("--n-mocks", type=int, default=100)
-    ap.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        help="processes for the reference posteriors (2 on 2 cores)",
-    )
-    ap.add_argument("--out", default="reference_comparison")
-    ap.add_argument("--experiment", default="astrops")
-    ap.add_argument("--tracking-uri", default=None)
-    ap.add_argument("--no-log", action="store_true")
-    args = ap.parse_args(argv)
-    from astrops.store import StoreError
-
-    out = Path(args.out)
-    if args.n_mocks < 1 or args.workers < 1:
-        print(
-            "error: --n-mocks and --workers must be at least 1 (e.g. --n-mocks 100 --workers 2)",
-            file=sys.stderr,
-        )
-        return 2
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        print(f"error: --out {out}: give a new or empty directory", file=sys.stderr)
-        return 2
-    try:
-        result = run_comparison(
-            args.emulator,
-            args.flow,
-            args.gaussian,
-            args.test_store,
-            args.store,
-            args.n_mocks,
-            out,
-            args.workers,
-        )
-    except (ValueError, StoreError, FileNotFoundError) as exc:
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
-    print(markdown(result["table"]))
-    print(
-        f"{result['summary']['n_mocks']} mocks in {result['summary']['time/comparison_s']:.0f} s; "
-        f"files in {out}"
-    )
-    if not args.no_log:
-        from astrops.tracking import default_tracking_uri
-        from astrops.tracking.analysis_run import log_analysis_run
-
-        # ≤ 40 keys (astrops.tracking.summary): the target figures; every number is in
-        # comparison.csv
-        metrics = {
-            f"f{r.f:g}/{r.model}/{m}/{r.parameter}": float(getattr(r, m))
-            for r in result["table"].itertuples()
-            if r.model != "reference"
-            for m in ("median_abs_shift", "median_width_ratio")
-        }
-        metrics.update(
-            {
-                f"f{r.f:g}/reference/coverage68/{r.parameter}": float(r.coverage68)
-                for r in result["table"].itertuples()
-                if r.model == "reference"
-            }
-        )
-        metrics["time/comparison_s"] = result["summary"]["time/comparison_s"]
-        run_id = log_analysis_run(
-            metrics,
-            out,
-            args.experiment,
-            args.tracking_uri or default_tracking_uri(),
-            {
-                "kind": "reference-comparison",
-                "emulator": str(Path(args.emulator).resolve()),
-                "flow": str(Path(args.flow).resolve()),
-                "gaussian": str(Path(args.gaussian).resolve()),
-            },
-            "reference-comparison",
-        )
-        print(f"MLflow run {run_id} in experiment '{args.experiment}-analysis'")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

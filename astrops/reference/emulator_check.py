@@ -1,7 +1,7 @@
 """Is the emulator right where the likelihood looks? ``python -m
 astrops.reference.emulator_check``:
 
-    python -m astrops.reference.emulator_check EMULATOR --store data/seeds [--noise
+    python -m astrops emulator-check EMULATOR --store data/seeds [--noise
     data/noise/hera350_1000h]
                                                [--min-k 0.1] [--max-k 1.0] [--out emulator_check]
 
@@ -15,10 +15,6 @@ each miss as the floor of the check. Writes ``emulator_check.md`` (per point),
 """
 
 from __future__ import annotations
-
-import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -124,7 +120,7 @@ def figure(rows: list[dict]):
     point and z."""
     import pandas as pd
 
-    from astrops.analysis.figures import plt
+    from astrops.plotting import plt
 
     df = pd.DataFrame(rows)
     pts, zs = sorted(df["point"].unique()), sorted(df["z"].unique())
@@ -150,58 +146,3 @@ def figure(rows: list[dict]):
     fig.supylabel(r"$\Delta^2_{21}$ [mK$^2$]")
     fig.tight_layout()
     return fig
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m astrops.reference.emulator_check",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    ap.add_argument("emulator", help="emulator.pt written by python train.py experiment=emulator")
-    ap.add_argument(
-        "--store",
-        required=True,
-        help="a store holding a fixed-θ design (simulation.sampler=fixed)",
-    )
-    ap.add_argument(
-        "--noise", default="data/noise/hera350_1000h", help="21CMMC noise tables z<z>.npz"
-    )
-    ap.add_argument("--min-k", type=float, default=0.1)
-    ap.add_argument("--max-k", type=float, default=1.0)
-    ap.add_argument("--out", default="emulator_check")
-    args = ap.parse_args(argv)
-    from astrops.analysis.figures import save_figures
-    from astrops.store import StoreError
-
-    out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        print(f"error: --out {out}: give a new or empty directory", file=sys.stderr)
-        return 2
-    try:
-        rows = check(args.emulator, args.store, args.noise, args.min_k, args.max_k)
-    except (ValueError, StoreError, FileNotFoundError) as exc:
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
-    if not rows:
-        print(
-            "error: no measured bin: check --noise, --min-k and --max-k against the emulator's "
-            "k-range",
-            file=sys.stderr,
-        )
-        return 2
-    import pandas as pd
-
-    from astrops.models.emulator import load_emulator
-
-    out.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(out / "emulator_check.csv", index=False)
-    text = summary(rows, load_emulator(args.emulator).param_names)
-    (out / "emulator_check.md").write_text(text + "\n")
-    save_figures({"emulator_check": figure(rows)}, out)
-    print(text)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

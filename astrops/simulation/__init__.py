@@ -1,6 +1,7 @@
 """21cmFAST coeval simulations and 21CMMC power spectra (knows nothing of training)."""
 
-from astrops.simulation.coeval import VARIED, CoevalSimulator, SimulationConfigError
+from astrops.errors import SimulationConfigError
+from astrops.simulation.coeval import VARIED, CoevalSimulator
 from astrops.simulation.design import Design
 from astrops.simulation.runner import RunSummary, simulate_into_store
 

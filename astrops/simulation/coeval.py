@@ -20,13 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from astrops.errors import SimulationConfigError
 from astrops.parameters import NAMES
 
 VARIED = NAMES  # the parameters a design varies: the three of astrops.parameters
-
-
-class SimulationConfigError(ValueError):
-    """A simulation configuration that cannot run (one line, names the fix)."""
 
 
 def code_versions() -> dict[str, str]:

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from astrops.simulation.coeval import VARIED, SimulationConfigError
+from astrops.errors import SimulationConfigError
+from astrops.simulation.coeval import VARIED
 
 SAMPLERS = ("uniform", "lhs", "fixed")
 _PARAM_STREAM, _SEED_STREAM, _LHS_STREAM = 0, 1, 2

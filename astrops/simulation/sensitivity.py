@@ -19,17 +19,15 @@ Thermal part only (``calculate_sensitivity_1d(thermal=True, sample=False)``): ea
 spectrum comes from one 125 Mpc box, whose own cosmic variance (sample variance) is already in the
 data and is larger than a survey field's; adding 21cmSense's sample variance would count it twice.
 
-``python -m astrops.simulation.sensitivity <observation>|all [--out data/noise] [--force]`` writes
+``python -m astrops noise-tables <observation>|all [--out data/noise] [--force]`` writes
 ``<out>/<observation>/z<z>.npz`` (``make noise-tables``); existing tables are skipped, so it
 resumes.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -243,26 +241,3 @@ def observation_metadata(observation: str, tables_dir: str | os.PathLike | None 
     if tables_dir is not None:
         meta["tables_hash"] = tables_hash(tables_dir)
     return meta
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m astrops.simulation.sensitivity",
-        description="Write 21CMMC-format thermal-noise tables (21cmSense) to "
-        "OUT/<observation>/z<z>.npz.",
-    )
-    parser.add_argument("observation", choices=[*OBSERVATIONS, "all"])
-    parser.add_argument("--out", default="data/noise", help="root directory (default data/noise)")
-    parser.add_argument("--force", action="store_true", help="recompute tables that exist")
-    args = parser.parse_args(argv)
-    names = list(OBSERVATIONS) if args.observation == "all" else [args.observation]
-    for name in names:
-        write_tables(
-            name, Path(args.out) / name, force=args.force, log=lambda m: print(m, flush=True)
-        )
-        print(f"{name}: tables hash {tables_hash(Path(args.out) / name)[:16]}", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,15 +17,16 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
+from astrops.errors import StoreError
 from astrops.store.files import (
     RECORDS,
     TMP_PREFIX,
-    StoreError,
     atomic_write_bytes,
     canonical_json,
+    dedupe,
     record_key,
 )
-from astrops.store.records import Records
+from astrops.store.records import Records, list_column
 
 META_KEYS = frozenset({"hash", "spec", "parameters", "redshifts", "k"})
 
@@ -55,7 +56,7 @@ class Dataset:
             raise StoreError(
                 f"{meta_file} is damaged ({why}): restore it from a backup or a copy of the "
                 "store; "
-                f"python -m astrops.store verify {self.path.parent} lists every damaged file"
+                f"python -m astrops store verify {self.path.parent} lists every damaged file"
             )
 
     # -- metadata ---------------------------------------------------------------------------
@@ -186,7 +187,7 @@ class Dataset:
         if not tables:
             return self._schema().empty_table(), unreadable
         table = pa.concat_tables(tables)
-        table = _dedupe(table)
+        table = dedupe(table)
         if not include_failed:
             table = table.filter(pa.compute.equal(table["status"], "ok"))
         return table, unreadable
@@ -205,10 +206,9 @@ class Dataset:
         if unreadable and t.num_rows == 0:
             raise StoreError(
                 f"dataset {self.name} is damaged: none of its spectra can be read "
-                f"({len(unreadable)} "
-                f"unreadable record file(s), e.g. {unreadable[0][0].name}): run python -m "
-                "astrops.store "
-                f"verify {self.path.parent} and restore the files it names from a backup"
+                f"({len(unreadable)} unreadable record file(s), e.g. {unreadable[0][0].name}): "
+                f"run python -m astrops store verify {self.path.parent} and restore the files "
+                "it names from a backup"
             )
         for f, exc in unreadable:
             warnings.warn(f"skipping unreadable record file {f}: {exc}", stacklevel=2)
@@ -220,9 +220,9 @@ class Dataset:
             if n
             else np.empty((0, len(self.parameters))),
             seeds=np.asarray(seeds, dtype=np.int64),
-            delta=_list_column(t["delta"], (n, n_z, n_k)),
-            xH=_list_column(t["xH"], (n, n_z)),
-            Tb=_list_column(t["Tb"], (n, n_z)),
+            delta=list_column(t["delta"], (n, n_z, n_k)),
+            xH=list_column(t["xH"], (n, n_z)),
+            Tb=list_column(t["Tb"], (n, n_z)),
             table=t.drop_columns(["delta", "xH", "Tb"]),
         )
 
@@ -249,7 +249,7 @@ class Dataset:
                         tables.append(pq.read_table(f, schema=self._schema()))
                     except (pa.ArrowException, OSError):
                         files.remove(f)  # left in place for `verify` to report
-                merged = _dedupe(pa.concat_tables(tables))
+                merged = dedupe(pa.concat_tables(tables))
                 sink = pa.BufferOutputStream()
                 pq.write_table(merged, sink, compression="zstd")
                 out = (
@@ -291,28 +291,3 @@ class Dataset:
             except StoreError as exc:
                 problems.append(f"{self.name}: {exc}")
         return problems
-
-
-def _dedupe(table: pa.Table) -> pa.Table:
-    """Keep one row per key, preferring status 'ok', then the earliest written."""
-    if table.num_rows == 0:
-        return table
-    status_rank = pa.compute.not_equal(table["status"], "ok").cast(pa.int8())
-    order = pa.compute.sort_indices(
-        pa.table({"key": table["key"], "r": status_rank, "c": table["created"]}),
-        sort_keys=[("key", "ascending"), ("r", "ascending"), ("c", "ascending")],
-    )
-    table = table.take(order)
-    keys = table["key"].to_numpy(zero_copy_only=False)
-    first = np.ones(len(keys), dtype=bool)
-    first[1:] = keys[1:] != keys[:-1]
-    return table.filter(pa.array(first))
-
-
-def _list_column(col: pa.ChunkedArray, shape: tuple[int, ...]) -> np.ndarray:
-    """A list<float64> column of equal-length lists as one reshaped numpy array (no Python
-    loop)."""
-    if shape[0] == 0:
-        return np.empty(shape)
-    flat = pa.compute.list_flatten(col.combine_chunks() if col.num_chunks != 1 else col.chunk(0))
-    return flat.to_numpy(zero_copy_only=False).reshape(shape)

@@ -10,13 +10,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
+
 SCHEMA_VERSION = 1
 RECORDS = "records"
 TMP_PREFIX = ".tmp-"
-
-
-class StoreError(RuntimeError):
-    """A problem with a store that the user must fix (one line, names the fix)."""
 
 
 def canonical_json(obj: Any) -> str:
@@ -48,3 +48,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def dedupe(table: pa.Table) -> pa.Table:
+    """Keep one row per key, preferring status 'ok', then the earliest written."""
+    if table.num_rows == 0:
+        return table
+    status_rank = pa.compute.not_equal(table["status"], "ok").cast(pa.int8())
+    order = pa.compute.sort_indices(
+        pa.table({"key": table["key"], "r": status_rank, "c": table["created"]}),
+        sort_keys=[("key", "ascending"), ("r", "ascending"), ("c", "ascending")],
+    )
+    table = table.take(order)
+    keys = table["key"].to_numpy(zero_copy_only=False)
+    first = np.ones(len(keys), dtype=bool)
+    first[1:] = keys[1:] != keys[:-1]
+    return table.filter(pa.array(first))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from astrops.store.files import StoreError
+from astrops.errors import StoreError
 
 
 @dataclass
@@ -87,6 +87,15 @@ def _declared_priors(text: str) -> dict[str, tuple[float, float]]:
         raise StoreError(
             f"a record's design declares malformed priors ({text[:200]}): each must be [low, "
             "high] "
-            "with finite low < high; run `python -m astrops.store verify` and re-simulate or "
+            "with finite low < high; run `python -m astrops store verify` and re-simulate or "
             "re-import the damaged records"
         ) from None
+
+
+def list_column(col: pa.ChunkedArray, shape: tuple[int, ...]) -> np.ndarray:
+    """A list<float64> column of equal-length lists as one reshaped numpy array (no Python
+    loop)."""
+    if shape[0] == 0:
+        return np.empty(shape)
+    flat = pa.compute.list_flatten(col.combine_chunks() if col.num_chunks != 1 else col.chunk(0))
+    return flat.to_numpy(zero_copy_only=False).reshape(shape)

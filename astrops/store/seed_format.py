@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from astrops.errors import StoreError
 from astrops.store.dataset import Dataset
-from astrops.store.files import StoreError
 
 
 def export_seed_format(dataset: Dataset, out_dir: str | Path) -> Path:
@@ -31,7 +31,7 @@ def export_seed_format(dataset: Dataset, out_dir: str | Path) -> Path:
         raise StoreError(
             f"dataset {dataset.name} has {len(odd)} record keys that are not record hashes (e.g. "
             f"{odd[0]!r}): "
-            "the store is damaged; run python -m astrops.store verify"
+            "the store is damaged; run python -m astrops store verify"
         )
     (out / "spectra").mkdir(parents=True, exist_ok=True)
     multi = len(dataset.redshifts) > 1

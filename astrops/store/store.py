@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
+from astrops.errors import StoreError
 from astrops.store.dataset import Dataset
 from astrops.store.files import (
     RECORDS,
     SCHEMA_VERSION,
     TMP_PREFIX,
-    StoreError,
     atomic_write_bytes,
     canonical_json,
     spec_hash,

@@ -1,8 +1,8 @@
 """MLflow tracking: where runs go (:mod:`.backend`), one lifecycle for every run (:mod:`.run`), and
 the Hydra callbacks that make sweeps safe (:mod:`.sweeps`)."""
 
+from astrops.errors import TrackingError
 from astrops.tracking.backend import (
-    TrackingError,
     analysis_experiment,
     check_resumable,
     default_artifact_root,

@@ -15,15 +15,13 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from astrops.errors import TrackingError
+
 if TYPE_CHECKING:
     from lightning.pytorch.loggers import MLFlowLogger
 
 
 log = logging.getLogger(__name__)
-
-
-class TrackingError(RuntimeError):
-    """The tracking server or store cannot be used (one line, names the fix)."""
 
 
 def project_root() -> Path:

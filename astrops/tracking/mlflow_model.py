@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from astrops.checkpoints import InputError
+from astrops.errors import InputError
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig

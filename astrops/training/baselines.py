@@ -5,7 +5,7 @@ reaches on the same problem. So a baseline here sees exactly what the networks s
 :class:`SpectraDataModule`, the same train/val/test indices (it fits on the training split only, as
 the networks do), the same fitted input transform and the same standardised targets. Its MLflow run
 lands in the same store and experiment with the same metric keys and lineage tags (``test_hash``),
-so it sits beside neural runs in the MLflow UI and in ``python -m astrops.analysis.compare``.
+so it sits beside neural runs in the MLflow UI and in ``python -m astrops compare``.
 """
 
 from __future__ import annotations
@@ -25,14 +25,12 @@ from threadpoolctl import threadpool_limits
 
 from astrops import tracking
 from astrops.data import SpectraDataModule
+from astrops.errors import BaselineConfigError
 from astrops.metrics import ParameterMetrics
+from astrops.training.reporting import Reporter, TestReport, report
 
 log = logging.getLogger(__name__)
 STAGES = ("train", "val", "test")
-
-
-class BaselineConfigError(ValueError):
-    """A baseline estimator that cannot be built or fitted with the configured hyperparameters."""
 
 
 def features(dm: SpectraDataModule, idx: np.ndarray) -> np.ndarray:
@@ -117,15 +115,13 @@ def build_estimator(cfg: DictConfig) -> Any:
         ) from exc
 
 
-def run_baseline(cfg: DictConfig) -> dict[str, float]:
+def run_baseline(cfg: DictConfig, reporter: Reporter | None = None) -> dict[str, float]:
     """Fit one baseline, print its summary and metrics table, and leave a FINISHED (or FAILED)
     MLflow run.
 
     The data and the estimator are checked before the MLflow run exists (bad input leaves no run);
     the run's lifecycle is :func:`astrops.tracking.run_lifecycle`, like a network's.
     """
-    from astrops.analysis.report import metrics_table
-    from astrops.analysis.run_report import report_results
     from astrops.models.tasks import RegressionTask
 
     name = str(cfg.model_name)
@@ -156,11 +152,11 @@ def run_baseline(cfg: DictConfig) -> dict[str, float]:
         # artifacts a baseline predicts values, like a regression head
         columns = RegressionTask.table_columns
         outputs = {"pred": pred, "true": dm.params[dm.test_idx]}
-        report_results(dm, columns, results, outputs, Path(cfg.paths.output_dir), run)
-        print(
-            f"Informative test spectra (0.05 < x_H < 0.95 at a selected redshift; {n_inf}):\n"
-            f"{metrics_table(results, dm.parameters, columns, stage='test_informative')}\n"
+        out_dir = Path(cfg.paths.output_dir)
+        test = TestReport(
+            dm, columns, results, outputs, out_dir, run, stages=("test_informative",)
         )
+        report(reporter, test)
         if run is not None:
             timing["artifacts"] = time.perf_counter() - t0
             run.log_results({**results, **{f"time/{k}_s": v for k, v in timing.items()}})

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, TensorDataset
 
 from astrops import tracking
-from astrops.data import DataConfigError
+from astrops.errors import DataConfigError
 from astrops.models.emulator import SpectrumEmulator, emulator_scores, save_emulator
 from astrops.training.network import _trainer
 

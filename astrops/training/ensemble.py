@@ -21,16 +21,15 @@ from omegaconf import DictConfig, open_dict
 from astrops import tracking
 from astrops.checkpoints import MANIFEST, save_ensemble
 from astrops.data import SpectraDataModule
+from astrops.errors import EnsembleConfigError
 from astrops.metrics import ParameterMetrics, score
 from astrops.models.flow import TEST_SAMPLES, posterior_samples
+from astrops.scores import decoded_outputs
 from astrops.tracking import TrackedRun
 from astrops.training.network import train
+from astrops.training.reporting import Reporter, TestReport
 
 log = logging.getLogger(__name__)
-
-
-class EnsembleConfigError(ValueError):
-    """An ensemble configuration that cannot run (one line, names the fix)."""
 
 
 def check_ensemble_config(cfg: DictConfig) -> None:
@@ -72,9 +71,12 @@ def _member_cfg(cfg: DictConfig, i: int, out_dir: Path, parent_run: str | None) 
     return m
 
 
-def train_ensemble(cfg: DictConfig) -> tuple[dict[str, float], str]:
+def train_ensemble(
+    cfg: DictConfig, reporter: Reporter | None = None
+) -> tuple[dict[str, float], str]:
     """Train ``cfg.ensemble.members`` members and evaluate their combination; returns (metrics,
-    directory)."""
+    directory). ``reporter`` writes the ensemble run's report (the members report nothing of
+    their own: their numbers are in the ensemble's ``members_mean/*``)."""
     check_ensemble_config(cfg)
     k, out_dir = int(cfg.ensemble.members), Path(cfg.paths.output_dir)
     dm: SpectraDataModule = instantiate(cfg.data)
@@ -100,7 +102,7 @@ def train_ensemble(cfg: DictConfig) -> tuple[dict[str, float], str]:
     ):
         for i in range(k):
             done.append(train(_member_cfg(cfg, i, out_dir, run.run_id if run else None), dm))
-        return _combine_and_test(cfg, dm, done, out_dir, run)
+        return _combine_and_test(cfg, dm, done, out_dir, run, reporter)
 
 
 def _combine_and_test(
@@ -109,6 +111,7 @@ def _combine_and_test(
     members: list[tuple[dict[str, float], str]],
     out_dir: Path,
     run: TrackedRun | None,
+    reporter: Reporter | None,
 ) -> tuple[dict[str, float], str]:
     from astrops.checkpoints import load_estimator
     from astrops.models.ensemble import Ensemble
@@ -170,7 +173,7 @@ def _combine_and_test(
     directory = save_ensemble(
         out_dir / "ensemble", [best for _, best in members], ens.calibration, info
     )
-    results.update(_report(dm, ens, dec, y, results, out_dir, run))
+    results.update(_report(dm, ens, dec, y, results, out_dir, run, reporter))
     from astrops.tracking.mlflow_model import log_trained_model
 
     # one MLflow Model of the whole directory (log_model, register); before the results, which
@@ -196,15 +199,17 @@ def _report(
     results: dict[str, float],
     out_dir: Path,
     run: TrackedRun | None,
+    reporter: Reporter | None,
 ) -> dict[str, float]:
-    from astrops.analysis.run_report import report_outputs, report_results
-
+    if reporter is None:
+        return {}
     # a flow mixture's own samples and the truths' PIT under them too
-    outputs = report_outputs(dec, y)
+    outputs = decoded_outputs(dec, y)
     confusion, n_classes = None, ens.task.metric_options()["n_classes"]
     # the combined class probabilities: confusion matrices like a single classifier's
     if n_classes is not None:
         cm = ParameterMetrics(ens.param_names, n_classes, confusion=True)
         cm.update_decoded(dec, y, ens.task.codec)
         confusion = cm.confusion_matrices()
-    return report_results(dm, ens.task.table_columns, results, outputs, out_dir, run, confusion)
+    columns = ens.task.table_columns
+    return reporter(TestReport(dm, columns, results, outputs, out_dir, run, confusion=confusion))

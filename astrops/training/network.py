@@ -22,6 +22,7 @@ from astrops.data import SpectraDataModule
 from astrops.models.flow import TEST_SAMPLES, posterior_samples
 from astrops.models.registry import build
 from astrops.tracking import TrackedRun
+from astrops.training.reporting import Reporter, TestReport, report
 
 log = logging.getLogger(__name__)
 
@@ -129,14 +130,17 @@ def _resume_hint(cfg: DictConfig, last_ckpt: str | None = None) -> str:
     return f"resume with: python train.py {args}"
 
 
-def train(cfg: DictConfig, dm: SpectraDataModule | None = None) -> tuple[dict[str, float], str]:
+def train(
+    cfg: DictConfig, dm: SpectraDataModule | None = None, reporter: Reporter | None = None
+) -> tuple[dict[str, float], str]:
     """Fit and test one configuration; returns (metrics, best checkpoint path).
 
     The metrics hold the test results, the last validation values and ``best/val/*``. The data are
     read, checked and split before any MLflow run exists (bad data leaves no FAILED run); ``dm`` is
     a prepared data module to reuse (ensemble members share one). Under DDP every process runs this
     function; only rank 0 talks to MLflow (the other ranks keep the logger so Lightning sees one
-    set-up).
+    set-up). ``reporter`` writes the run's report (table, figures, calibration suite, model card,
+    saliency: :func:`astrops.analysis.run_report.report_run`, which the entry point passes).
     """
     t_start = time.perf_counter()
     if cfg.get("cpu_threads"):
@@ -158,7 +162,7 @@ def train(cfg: DictConfig, dm: SpectraDataModule | None = None) -> tuple[dict[st
     with tracking.run_lifecycle(run, cfg, tags, lambda: _resume_hint(cfg)):
         model = build_model(cfg, dm, checkpoint_meta(cfg, dm, run))
         timing = {"setup": time.perf_counter() - t_start}
-        return _fit_and_test(cfg, dm, trainer, model, run, timing)
+        return _fit_and_test(cfg, dm, trainer, model, run, timing, reporter)
 
 
 @contextmanager
@@ -175,6 +179,7 @@ def _fit_and_test(
     model,
     run: TrackedRun | None,
     timing: dict[str, float],
+    reporter: Reporter | None,
 ) -> tuple[dict[str, float], str]:
     with _timed(timing, "fit"):
         try:
@@ -222,7 +227,7 @@ def _fit_and_test(
             )
     if trainer.is_global_zero:
         with _timed(timing, "artifacts"):
-            results.update(_report(cfg, model, dm, run, results, best))
+            results.update(_artifacts(cfg, model, dm, run, results, best, reporter))
         log.debug("time (s): %s", ", ".join(f"{k} {v:.2f}" for k, v in timing.items()))
     # the model holds the best checkpoint's (calibrated) weights: its validation figures are what
     # sweeps optimise (best/val/loss, best/val/R2/overall, ...)
@@ -252,42 +257,36 @@ def _restore_best(cfg: DictConfig, trainer: L.Trainer, model) -> str:
     return best
 
 
-def _report(
+def _artifacts(
     cfg: DictConfig,
     model,
     dm: SpectraDataModule,
     run: TrackedRun | None,
     results: dict[str, float],
     best: str,
+    reporter: Reporter | None,
 ) -> dict[str, float]:
-    """Report (table, figures, calibration suite), model card, saliency and the best checkpoint as
-    artifacts; returns the calibration suite's metrics."""
-    from astrops.analysis.run_report import model_card, report_results
-
+    """The report (through ``reporter``), the best checkpoint as an artifact and the MLflow Model;
+    returns the report's metrics."""
     out_dir = Path(cfg.paths.output_dir)
     outputs = {k: torch.cat(v).numpy() for k, v in model.test_outputs.items()}
-    metrics = report_results(
+    test = TestReport(
         dm,
         model.task.table_columns,
         results,
         outputs,
         out_dir,
         run,
-        model.confusion,
-        model.history,
+        model=model,
+        confusion=model.confusion,
+        history=model.history,
+        saliency=bool(cfg.get("saliency", True)),
     )
+    metrics = report(reporter, test)
+    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "best_checkpoint.txt").write_text(best + "\n")
     if run is None:
         return metrics
-    run.log_dict(model_card(model), "model_card.json")
-    if cfg.get("saliency", True) and dm.tensors["test"][0].shape[0] > 1:
-        from astrops.analysis.saliency import compute_saliency
-
-        # which k-bins and redshifts each parameter relies on (input gradients, permutation
-        # importance)
-        fig, table = compute_saliency(model, *dm.tensors["test"])
-        run.log_figures({"saliency": fig})
-        run.log_dict(table, "saliency.json")
     run.set_tag("best_checkpoint", best)
     if best:
         run.log_file(best, "checkpoints")

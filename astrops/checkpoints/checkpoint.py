@@ -1,44 +1,28 @@
-"""Checkpoints and ensemble directories written by ``train.py``: the one door between models and
-files.
+"""One checkpoint file: read with every field of its ``astrops`` metadata checked, and rebuilt
+into a :class:`~astrops.models.SpectrumModel` only through the registry's allowlist.
 
-A checkpoint is data, never code. ``torch.load(weights_only=True)`` stops pickled code; the
-backbone and task are built only through :func:`astrops.models.registry.build`; and every field of
-the ``astrops`` metadata the loader relies on is checked for type, range and consistency first, so
-a damaged or crafted file is refused in one line instead of failing in a traceback, returning NaN,
-or allocating more memory than the machine has. Sizes are checked on PyTorch's ``meta`` device (no
-memory) against the stored weights before the real module is built.
-
-An ensemble on disk is a directory of member checkpoints (each read like any other) plus
-``manifest.json`` (format, member file names, ensemble-level calibration factors, provenance);
-:func:`save_ensemble` writes it, :func:`read_manifest` checks it, :func:`load_ensemble` rebuilds
-the :class:`astrops.models.Ensemble` from it.
+``torch.load(weights_only=True)`` stops pickled code; sizes are checked on PyTorch's ``meta``
+device (no memory) against the stored weights before the real module is built, so a damaged or
+crafted file is refused in one line instead of failing in a traceback, returning NaN, or
+allocating more memory than the machine has.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 from pathlib import Path
 
 import torch
 
-from astrops.models import Ensemble, SpectrumModel, SpectrumTransform, TargetCodec
-from astrops.models.registry import ModelSpecError, build, check_spec
+from astrops.errors import InputError, ModelSpecError
+from astrops.models import SpectrumModel, SpectrumTransform, TargetCodec
+from astrops.models.registry import build, check_spec
 from astrops.validation import finite_numbers
 
 MAX_WEIGHTS = 100_000_000  # far above any network here (the default has ~0.14 M)
 MAX_CLASSES = 10_000
-MANIFEST = "manifest.json"
-FORMAT = "astrops-ensemble/1"
-MAX_MEMBERS = 64
-CALIBRATIONS = ("var_scale", "temperature")  # the per-parameter factors Ensemble.calibrate writes
 # flows: per parameter, nondecreasing levels in [0, 1] (astrops.models.flow)
 QUANTILE_MAP = "quantile_map"
-
-
-class InputError(ValueError):
-    """A checkpoint or spectra that cannot be used (one line, names the fix)."""
 
 
 def _meta_problems(meta: dict) -> list[str]:
@@ -200,73 +184,6 @@ def load_estimator(path: str | Path) -> tuple[SpectrumModel, dict]:
     return model, meta
 
 
-def save_ensemble(
-    directory: str | Path, checkpoints: list[str], calibration: dict[str, torch.Tensor], info: dict
-) -> Path:
-    """Copy the member checkpoints into ``directory`` and write the manifest; returns the
-    directory."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    files = []
-    for i, ckpt in enumerate(checkpoints):
-        name = f"member_{i}.ckpt"
-        shutil.copyfile(ckpt, directory / name)
-        files.append(name)
-    manifest = {
-        "format": FORMAT,
-        "members": files,
-        "calibration": {k: torch.as_tensor(v).tolist() for k, v in calibration.items()},
-        **info,
-    }
-    tmp = directory / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, default=str))
-    # atomic: a reader sees the old manifest or the new one, never half
-    tmp.replace(directory / MANIFEST)
-    return directory
-
-
-def read_manifest(directory: str | Path) -> dict:
-    """The manifest after checking everything the loader uses; the members are checkpoints read by
-    :func:`load_estimator` like any other."""
-    path = Path(directory) / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{directory} is a directory without {MANIFEST}: pass a checkpoint file or an "
-            "ensemble directory written by train.py ensemble.members=K"
-        )
-    try:
-        manifest = json.loads(path.read_text())
-    except (ValueError, OSError) as exc:
-        raise ValueError(
-            f"{path} is not readable JSON ({exc}): the ensemble directory is damaged"
-        ) from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise ValueError(f"{path} has format {got!r}, expected {FORMAT!r}")
-    members, calibration = manifest.get("members"), manifest.get("calibration", {})
-    if not (
-        isinstance(members, list)
-        and 2 <= len(members) <= MAX_MEMBERS
-        and len(set(map(str, members))) == len(members)
-        and all(isinstance(m, str) and "/" not in m and m not in (".", "..") for m in members)
-    ):
-        raise ValueError(
-            f"{path}: 'members' must list 2 to {MAX_MEMBERS} distinct checkpoint file names in "
-            "the directory"
-        )
-    if not isinstance(calibration, dict) or not all(
-        (k in CALIBRATIONS and finite_numbers(v, positive=True))
-        or (k == QUANTILE_MAP and _quantile_map(v))
-        for k, v in calibration.items()
-    ):
-        raise ValueError(
-            f"{path}: 'calibration' may only map {list(CALIBRATIONS)} to lists of finite positive "
-            "numbers "
-            f"and {QUANTILE_MAP!r} to lists of nondecreasing levels in [0, 1]"
-        )
-    return manifest
-
-
 def _quantile_map(v: object) -> bool:
     return (
         isinstance(v, list)
@@ -280,21 +197,3 @@ def _quantile_map(v: object) -> bool:
             for row in v
         )
     )
-
-
-def load_ensemble(directory: str | Path) -> tuple[Ensemble, dict]:
-    """The ensemble in ``directory`` and its metadata: the first member's, plus the manifest under
-    ``ensemble`` and the ensemble's own MLflow run id."""
-    directory = Path(directory)
-    try:
-        manifest = read_manifest(directory)
-    except ValueError as exc:
-        raise InputError(str(exc)) from exc
-    members = [load_estimator(directory / name) for name in manifest["members"]]
-    try:
-        model = Ensemble([m for m, _ in members], manifest.get("calibration"))
-    except ValueError as exc:
-        raise InputError(f"{directory}: {exc}") from exc
-    meta = {**members[0][1], "ensemble": {k: v for k, v in manifest.items() if k != "format"}}
-    meta["mlflow_run_id"] = manifest.get("mlflow_run_id", meta.get("mlflow_run_id"))
-    return model, meta

@@ -1,23 +1,17 @@
-"""Score a trained model, once, on simulations it never saw: ``python -m astrops.analysis.score``.
+"""A trained model on simulations it never saw: the held-out data and the test predictions that
+``python -m astrops score``, the calibration suite's command and the reference comparison share.
 
-    python -m astrops.analysis.score MODEL --test-store DIR [--test-dataset NAME] [--json out.json]
-
-MODEL is what ``train.py`` printed (a checkpoint or an ensemble directory). The test spectra go
-through the data module the model was trained with — same redshifts, same observation (instrument
-noise and k-range, one fixed realisation per spectrum from the training ``data.split_seed``) —
-rebuilt from the plain values in the checkpoint's config, never from a ``_target_`` it names. The
-training store is read only to rebuild that module (its path from the checkpoint, or ``--store``).
-Prints R², and for probabilistic models the coverage of the 68 % / 95 % intervals, CRPS and
-(Gaussian heads) NLL, per parameter; posterior summaries use 1 000 samples per spectrum drawn with
-seed 0.
+The test spectra go through the data module the model was trained with — same redshifts, same
+observation (instrument noise and k-range, one fixed realisation per spectrum from the training
+``data.split_seed``) — rebuilt from the plain values in the checkpoint's config, never from a
+``_target_`` it names. The training store is read only to rebuild that module. Posterior summaries
+use :data:`~astrops.models.flow.TEST_SAMPLES` samples per spectrum drawn with a fixed seed, so
+every call gives the same numbers.
 """
 
 from __future__ import annotations
 
-import argparse
 import inspect
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -131,50 +125,3 @@ def table(results: dict[str, float]) -> str:
         for m in rows
     ]
     return "\n".join(lines)
-
-
-def held_out_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
-    """The arguments every command that applies a model to a held-out store takes (score,
-    diagnostics)."""
-    ap = argparse.ArgumentParser(
-        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("model", help="a checkpoint or ensemble directory written by train.py")
-    ap.add_argument(
-        "--test-store", required=True, help="store holding simulations the model never saw"
-    )
-    ap.add_argument(
-        "--test-dataset", default=None, help="dataset in that store (default: its only one)"
-    )
-    ap.add_argument(
-        "--store", default=None, help="the training store, when not where the checkpoint says"
-    )
-    return ap
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = held_out_parser("python -m astrops.analysis.score", __doc__)
-    ap.add_argument("--json", default=None, help="also write the results here")
-    args = ap.parse_args(argv)
-    from astrops.store import StoreError
-
-    if args.json and (Path(args.json).is_dir() or not Path(args.json).absolute().parent.is_dir()):
-        print(
-            f"error: --json {args.json}: give a file path in an existing directory",
-            file=sys.stderr,
-        )
-        return 2
-    # every refusal below (checkpoint, data, observation, store) is a ValueError or a missing file
-    try:
-        results = score_model(args.model, args.test_store, args.test_dataset, args.store)
-    except (ValueError, StoreError, FileNotFoundError) as exc:
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
-    print(f"{int(results['n_test'])} test spectra from {args.test_store}\n{table(results)}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1, allow_nan=False) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

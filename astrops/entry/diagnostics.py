@@ -1,13 +1,12 @@
 """The calibration suite for any trained probabilistic model over any held-out store:
 
-    python -m astrops.diagnostics MODEL --test-store DIR [--out DIR] [--test-dataset NAME] [--store
-    DIR]
-                                  [--experiment NAME] [--tracking-uri URI] [--no-log]
+    python -m astrops diagnostics MODEL --test-store DIR [--out DIR] [--test-dataset NAME]
+        [--store DIR] [--experiment NAME] [--tracking-uri URI] [--no-log]
 
 MODEL is what ``train.py`` printed (a checkpoint or an ensemble directory) of a Gaussian head, a
 flow, or an ensemble of either (or of regression heads, whose calibrated spread is a Gaussian too).
 The test spectra go through the data module the model was trained with (same redshifts, observation
-and noise realisation as ``python -m astrops.analysis.score``); posteriors are 1 000 samples per
+and noise realisation as ``python -m astrops score``); posteriors are 1 000 samples per
 spectrum drawn with seed 0. Writes to ``--out`` (default ``diagnostics``) the metrics table,
 ``metrics.json``, ``coverage_curve.json``, ``calibration.json``, ``coverage.md`` and the figures
 (coverage curve, SBC, TARP, six corner plots), and logs them as a ``calibration`` run in the MLflow
@@ -21,7 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from astrops.analysis.score import held_out, held_out_parser, predict_test, table
+from astrops.entry.arguments import held_out_parser
+from astrops.evaluation import held_out, predict_test, table
 
 
 def has_distribution(model: Any) -> bool:
@@ -42,9 +42,10 @@ def diagnose(
     """Every metric (``test/...``: R², coverage, CRPS, SBC p-values, TARP ATC) and the predictor;
     the files and figures are in ``out_dir``. Raises ValueError for a model without a predictive
     distribution."""
-    from astrops.analysis.run_report import report_outputs, report_results
+    from astrops.analysis.run_report import report_results
     from astrops.inference import load_model
     from astrops.metrics import score
+    from astrops.scores import decoded_outputs
 
     model = load_model(model_path).model
     if not has_distribution(model):  # before the data are read
@@ -67,7 +68,7 @@ def diagnose(
     )
     results.update(
         report_results(
-            dm, model.task.table_columns, results, report_outputs(dec, y), Path(out_dir)
+            dm, model.task.table_columns, results, decoded_outputs(dec, y), Path(out_dir)
         )
     )
     results["n_test"] = float(len(y))
@@ -77,8 +78,8 @@ def diagnose(
     return results, predictor
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = held_out_parser("python -m astrops.diagnostics", __doc__)
+def diagnostics_main(argv: list[str] | None = None) -> int:
+    ap = held_out_parser("python -m astrops diagnostics", __doc__)
     ap.add_argument("--out", default="diagnostics", help="directory for the files and figures")
     ap.add_argument(
         "--experiment", default=None, help="MLflow experiment (default: the model's own)"
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--no-log", action="store_true", help="do not log to MLflow")
     args = ap.parse_args(argv)
-    from astrops.store import StoreError
+    from astrops.errors import StoreError
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -112,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             out.rmdir()
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
-    print(f"{int(results['n_test'])} test spectra from {args.test_store}\n{table(results)}")
+    print(f"{int(results['n_test'])} test spectra from {args.test_store}")
+    print(table(results))
     sbc = ", ".join(
         f"{k.split('/')[-1]} {v:.3g}" for k, v in results.items() if k.startswith("test/sbc_p/")
     )
@@ -140,7 +142,3 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"MLflow run {run_id} in experiment '{experiment}-analysis'")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,24 @@
+"""Arguments several command lines share."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def held_out_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """The arguments every command that applies a model to a held-out store takes (score,
+    diagnostics)."""
+    ap = argparse.ArgumentParser(
+        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("model", help="a checkpoint or ensemble directory written by train.py")
+    ap.add_argument(
+        "--test-store", required=True, help="store holding simulations the model never saw"
+    )
+    ap.add_argument(
+        "--test-dataset", default=None, help="dataset in that store (default: its only one)"
+    )
+    ap.add_argument(
+        "--store", default=None, help="the training store, when not where the checkpoint says"
+    )
+    return ap
