@@ -9,8 +9,8 @@ compared).
 
 * bare: a Python loop over shuffled index slices of CPU/GPU tensors, Adam, MSE.
 * plain Lightning: DataLoader over a TensorDataset (batch_size, shuffle) and a default Trainer.
-* astrops: ParameterEstimator + DeviceBatches + the project's default trainer settings (metrics
-  on).
+* astrops: ParameterEstimator + DeviceBatches (grouped: ``STEPS_PER_CALL`` optimizer steps per
+  Lightning call, as ``train.py`` runs) + the project's default trainer settings (metrics on).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from astrops.data import DeviceBatches, SpectraDataModule  # noqa: E402
+from astrops.data.batches import STEPS_PER_CALL  # noqa: E402
 from astrops.models import CNNBackbone, DenseBackbone, ParameterEstimator, RegressionTask  # noqa: E402
 
 
@@ -115,7 +116,7 @@ def astrops_side(dm, kind, x, y, batch, epochs) -> float:
 
     class Data(L.LightningDataModule):
         def train_dataloader(self):
-            return DeviceBatches(x, y, batch, shuffle=True, seed=1)
+            return DeviceBatches(x, y, batch, shuffle=True, seed=1, group=STEPS_PER_CALL)
 
     trainer = L.Trainer(
         max_epochs=epochs,

@@ -12,8 +12,8 @@ import lightning as L
 import numpy as np
 import torch
 
+from astrops.data.batches import STEPS_PER_CALL, DeviceBatches
 from astrops.data.prepared import PreparedSpectra
-from astrops.data.splits import DeviceBatches
 
 
 class SpectraDataModule(PreparedSpectra, L.LightningDataModule):
@@ -58,7 +58,21 @@ class SpectraDataModule(PreparedSpectra, L.LightningDataModule):
             rank=self.rank,
             world_size=self.world_size,
             noise=noise,
+            **(self._grouping() if train else {}),
         )
+
+    def _grouping(self) -> dict[str, int | None]:
+        """Training batches grouped per Lightning call (:mod:`astrops.data.batches`), with an
+        integer ``trainer.limit_train_batches`` applied to mini-batches as before; a fractional
+        limit or ``overfit_batches``, which Lightning applies to what the loader yields, keeps
+        one mini-batch per call."""
+        trainer = self.trainer
+        limit = getattr(trainer, "limit_train_batches", None)
+        if trainer is not None and (
+            (isinstance(limit, float) and limit < 1.0) or getattr(trainer, "overfit_batches", 0)
+        ):
+            return {"group": 1, "limit": None}
+        return {"group": STEPS_PER_CALL, "limit": limit if isinstance(limit, int) else None}
 
     def train_dataloader(self) -> DeviceBatches:
         return self._batches("train", True)

@@ -15,7 +15,7 @@ one line); the error of that mapping on real boxes is measured by ``scripts/kgri
 stated in docs/observations.md. ``min_k`` and ``max_k`` are always 1/Mpc, as in 21CMMC.
 
 Training sees a fresh Gaussian realisation Δ²_obs = Δ² + σ·N(0, 1) every epoch (drawn on the device
-by :class:`astrops.data.splits.DeviceBatches`), so one noiseless store serves every instrument;
+by :class:`astrops.data.batches.DeviceBatches`), so one noiseless store serves every instrument;
 validation and test use one fixed realisation per spectrum derived from ``data.split_seed``, so
 runs compare on the same observations.
 """

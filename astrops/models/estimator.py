@@ -46,6 +46,9 @@ class ParameterEstimator(SpectrumModel, L.LightningModule):
         # SpectrumModel, then LightningModule
         super().__init__(backbone, task, transform, parameters, meta)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        # one training_step runs a group of optimizer steps (astrops.data.batches): Lightning's
+        # per-call cost is paid once per group, not once per step
+        self.automatic_optimization = False
         # Training metrics are computed once per epoch on the whole training split with the epoch's
         # final weights (one forward pass), not accumulated per step: cheaper, and a truer
         # train-set figure.
@@ -107,16 +110,25 @@ class ParameterEstimator(SpectrumModel, L.LightningModule):
         }
 
     # -- training loop ----------------------------------------------------------------------
+    def training_step(self, batch, batch_idx) -> None:
+        """One optimizer step per mini-batch of the group (a single ``(x, y)`` is a group of one):
+        forward, loss, backward, step, exactly as Lightning's automatic loop would, in order.
+
+        The loss is summed here and logged once per epoch: ``self.log`` on every step costs more
+        than a tiny step."""
+        opt = self.optimizers()
+        for x, y in batch if isinstance(batch, list) else [batch]:
+            loss = self.task.loss(self(x), y)
+            opt.zero_grad()
+            self.manual_backward(loss)
+            opt.step()
+            self._train_loss = self._train_loss + loss.detach() * len(x)
+            self._train_count += len(x)
+
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch
         out = self(x)
         loss = self.task.loss(out, y)
-        if stage == "train":
-            # summed here and logged once per epoch: self.log on every step costs more than a tiny
-            # step
-            self._train_loss = self._train_loss + loss.detach() * len(x)
-            self._train_count += len(x)
-            return loss
         self.log(
             f"{stage}/loss",
             loss,
@@ -143,9 +155,6 @@ class ParameterEstimator(SpectrumModel, L.LightningModule):
                     self.test_outputs.setdefault(name, []).append(t.cpu())
         return loss
 
-    def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
-
     def validation_step(self, batch, batch_idx):
         self._step(batch, "val")
 
@@ -164,6 +173,7 @@ class ParameterEstimator(SpectrumModel, L.LightningModule):
         self._train_loss, self._train_count = torch.zeros((), device=self.device), 0
 
     def on_train_epoch_end(self) -> None:
+        self._step_scheduler()
         if self._train_count:
             self.log("train/loss", self._train_loss / self._train_count, sync_dist=True)
         values: dict[str, float] = {}
@@ -198,18 +208,27 @@ class ParameterEstimator(SpectrumModel, L.LightningModule):
         self.confusion = [c.cpu() for c in self.metrics["test_metrics"].confusion_matrices()]
         self.test_results = self._epoch_end("test")
 
+    def _step_scheduler(self) -> None:
+        """The epoch's learning-rate step, where Lightning's automatic loop takes it (after
+        validation, at the training epoch's end): ``ReduceLROnPlateau`` on ``val/loss``."""
+        sched = self.lr_schedulers()
+        if sched is None:
+            return
+        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            monitored = self.trainer.callback_metrics.get("val/loss")
+            if monitored is not None:
+                sched.step(monitored)
+        else:
+            sched.step()
+
     def configure_optimizers(self):
         if self.optimizer_factory is None:
             raise RuntimeError("this model was loaded for inference: no optimizer configured")
         opt = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return opt
-        sched = self.scheduler_factory(optimizer=opt)
-        monitor = "val/loss"
-        return {
-            "optimizer": opt,
-            "lr_scheduler": {"scheduler": sched, "monitor": monitor, "interval": "epoch"},
-        }
+        # stepped by _step_scheduler at each epoch's end, on val/loss (manual optimization)
+        return {"optimizer": opt, "lr_scheduler": self.scheduler_factory(optimizer=opt)}
 
     # -- checkpoints ------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
