@@ -51,8 +51,15 @@ def tiled_data(n: int):
     )
 
 
+DENSE_HIDDEN = [64, 32]  # --dense-hidden: the seed's network by default
+
+
 def build(dm, kind: str) -> ParameterEstimator:
-    backbone = DenseBackbone(dm.input_shape) if kind == "dense" else CNNBackbone(dm.input_shape)
+    backbone = (
+        DenseBackbone(dm.input_shape, hidden=DENSE_HIDDEN)
+        if kind == "dense"
+        else CNNBackbone(dm.input_shape)
+    )
     task = RegressionTask(dm.codec, backbone.out_features)
     return ParameterEstimator(
         backbone,
@@ -147,13 +154,19 @@ def main() -> None:
         default=1,
         help="torch intra-op threads, all sides (astrops default: 1)",
     )
+    ap.add_argument(
+        "--dense-hidden",
+        default="64,32",
+        help="dense widths (train.py's default model: 256,256,256)",
+    )
     args = ap.parse_args()
+    DENSE_HIDDEN[:] = [int(w) for w in args.dense_hidden.split(",")]
     torch.set_num_threads(args.threads)
     dm, x, y = tiled_data(args.n)
     print(
         f"{args.n} spectra, {args.epochs} epochs, {args.reps} alternating repetitions, "
         f"{os.cpu_count()} cores, {args.threads} torch thread(s), torch {torch.__version__}, "
-        f"device {'cuda' if torch.cuda.is_available() else 'cpu'}"
+        f"device {'cuda' if torch.cuda.is_available() else 'cpu'}, dense {DENSE_HIDDEN}"
     )
     print(
         "| model | batch | bare samples/s | plain Lightning | astrops | plain/bare | astrops/bare "

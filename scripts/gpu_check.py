@@ -114,7 +114,9 @@ class FitTimer(Callback):
         self.samples, self.t0 = 0, time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.samples += int(batch[0].shape[0])
+        # a training call runs a group of mini-batches (astrops.data.batches)
+        group = batch if isinstance(batch, list) else [batch]
+        self.samples += sum(int(x.shape[0]) for x, _ in group)
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._sync(trainer)

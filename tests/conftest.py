@@ -55,6 +55,14 @@ def popen_entry(script: str, *overrides: str, **kw) -> subprocess.Popen:
     )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _logs_in_tmp(tmp_path_factory) -> None:
+    """Hydra's run folders of every entry point a test starts (and of configs composed here) go
+    under the session's tmp dir, never into the repository's logs/ (paths.log_dir reads
+    $ASTROPS_LOG_DIR)."""
+    os.environ["ASTROPS_LOG_DIR"] = str(tmp_path_factory.getbasetemp() / "logs")
+
+
 @pytest.fixture
 def small_sim_overrides(tmp_path: Path) -> list[str]:
     """Overrides for simulate.py writing a small-box dataset into a private store."""

@@ -328,3 +328,24 @@ def test_a_held_out_set_never_widens_the_training_priors(tmp_path):
         m.ranges[0].tolist() == RANGES["HII_EFF_FACTOR"]
         and m.edges[0][-1] == RANGES["HII_EFF_FACTOR"][1]
     )
+
+
+def test_grouped_training_batches_are_the_ungrouped_ones_in_order():
+    """A training call's group holds exactly the mini-batches (order, noise draws) one call per
+    mini-batch would see; an integer limit counts mini-batches, not groups."""
+    x, y = torch.randn(103, 2, 5), torch.randn(103, 3)
+    noise = torch.full((2, 5), 0.3)
+    one = DeviceBatches(x, y, 8, True, seed=4, noise=noise)
+    grouped = DeviceBatches(x, y, 8, True, seed=4, noise=noise, group=5)
+    for _ in range(2):  # two epochs: a new permutation and new noise each, identical on both
+        singles = list(one)
+        groups = list(grouped)
+        assert len(groups) == len(grouped) == 3 and [len(g) for g in groups] == [5, 5, 3]
+        flat = [b for g in groups for b in g]
+        assert len(flat) == len(singles) == len(one) == 13
+        for (xa, ya), (xb, yb) in zip(singles, flat, strict=True):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    limited = DeviceBatches(x, y, 8, True, group=5, limit=7)
+    assert len(limited) == 2 and sum(len(g) for g in limited) == 7
+    # evaluation is never grouped
+    assert all(isinstance(b, tuple) for b in DeviceBatches(x, y, 8, False, group=5))

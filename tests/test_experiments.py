@@ -3,6 +3,8 @@ keeps what a noisy measurement says below zero."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -65,3 +67,35 @@ def test_a_checkpoint_saved_before_asinh_existed_still_loads(dense_checkpoint, t
     torch.save(ckpt, old)
     model, _ = load_estimator(old)
     assert bool(model.transform.log10) and not bool(model.transform.asinh)
+
+
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_validates_and_builds_its_data_module(experiment):
+    """Each conf/experiment/*.yaml: composes with train.yaml, passes train.py's rule table, names
+    itself in run_name and tags, points at stores and noise tables that ship, and its data module
+    is built from it (Hydra's instantiate, as train.py does; nothing is read yet)."""
+    from hydra.utils import instantiate
+
+    from astrops.entry.rules import TRAIN_RULES
+    from astrops.validation import validate
+
+    cfg = compose_cfg("train", [f"experiment={experiment}"])
+    validate(cfg, TRAIN_RULES)
+    assert cfg.tags.experiment == experiment
+    # the seed's reproduction keeps train.py's <model>-<task> run names (four runs, one config)
+    assert cfg.run_name == (
+        experiment if experiment != "seed_reproduction" else f"{cfg.model_name}-{cfg.task_config}"
+    )
+    for key in ("store_dir", "test_store_dir"):
+        if cfg.data.get(key):
+            assert Path(cfg.data[key]).is_dir(), cfg.data[key]
+    dm = instantiate(cfg.data)
+    assert dm.redshifts == [float(z) for z in cfg.data.redshifts]
+    assert (dm.observation is None) == (cfg.observation.name == "none")
+    if dm.observation is not None:  # its noise tables ship with the project
+        assert Path(cfg.data.observation.tables_dir).is_dir()
+    # a head the registry builds, or the emulator's inverse direction (train.py dispatches on it)
+    assert cfg.task.get("emulates") or cfg.task._target_.startswith("astrops.models.")

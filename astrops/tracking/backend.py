@@ -51,11 +51,13 @@ def analysis_experiment(experiment_name: str) -> str:
 def artifact_location(
     tracking_uri: str, experiment_name: str, artifact_root: str | None
 ) -> str | None:
-    """Where a new experiment's artifacts go: beside a local sqlite store; a server chooses its
-    own."""
+    """Where a new experiment's artifacts go: ``artifact_root`` if given, else beside the local
+    sqlite store (``<db folder>/artifacts``: the project's ``tracking/artifacts`` for the default
+    store); a server chooses its own."""
     if not tracking_uri.startswith("sqlite:///"):
         return None
-    return str(Path(artifact_root or default_artifact_root()).absolute() / experiment_name)
+    beside = Path(tracking_uri[len("sqlite:///") :]).parent / "artifacts"
+    return str(Path(artifact_root or beside).absolute() / experiment_name)
 
 
 def prepare_experiment(
