@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -86,9 +87,22 @@ def compose_cfg(config_name: str, overrides: list[str]):
     return cfg
 
 
+@pytest.fixture(scope="session")
+def empty_mlflow_db(tmp_path_factory) -> Path:
+    """A real MLflow sqlite store with its schema migrated and nothing in it: creating one costs
+    ~2 s of MLflow's migrations, so tests that only need a fresh store start from a copy."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
-def train_cfg(tmp_path: Path):
-    """Compose train.yaml writing everything (MLflow db, artifacts, checkpoints) under tmp_path."""
+def train_cfg(tmp_path: Path, empty_mlflow_db: Path):
+    """Compose train.yaml writing everything (MLflow db, artifacts, checkpoints) under tmp_path;
+    the MLflow store starts as a copy of an empty, migrated one."""
+    shutil.copyfile(empty_mlflow_db, tmp_path / "mlflow.db")
 
     def make(*overrides: str):
         return compose_cfg(
@@ -143,3 +157,33 @@ def train_ensemble_reported(cfg):
     from astrops.training import train_ensemble
 
     return train_ensemble(cfg, reporter=report_run)
+
+
+ENTRY_FUNCTIONS = {
+    "train.py": "run_train",
+    "predict.py": "run_predict",
+    "simulate.py": "run_simulate",
+    "baselines.py": "run_baselines",
+}
+
+
+def run_in_process(script: str, *overrides: str, capfd) -> subprocess.CompletedProcess:
+    """What ``python <script> overrides...`` does for a refusal, without a new interpreter:
+    compose the script's config and call its entry function under the one entry policy (rules,
+    one-line refusal, exit status). Returns its exit status and output like :func:`run_entry`.
+    Used for tests that only check a refusal; each entry point keeps one real subprocess test of
+    its exit code."""
+    from astrops.entry import commands
+
+    config = {"train.py": "train", "predict.py": "predict", "simulate.py": "simulate"}.get(
+        script, "baselines"
+    )
+    cfg = compose_cfg(config, [o for o in overrides if not o.startswith("hydra.")])
+    capfd.readouterr()
+    try:
+        getattr(commands, ENTRY_FUNCTIONS[script])(cfg)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capfd.readouterr()
+    return subprocess.CompletedProcess([script, *overrides], code, out.out, out.err)

@@ -97,16 +97,16 @@ def test_resume_from_missing_checkpoint_is_refused(tmp_path):
         train(cfg)
 
 
-def test_ensemble_with_several_devices_is_refused_before_training(tmp_path):
-    from conftest import run_entry  # noqa: I001
+def test_ensemble_with_several_devices_is_refused_before_training(tmp_path, capfd):
+    from conftest import run_in_process  # noqa: I001
 
-    proc = run_entry(
+    proc = run_in_process(
         "train.py",
         "ensemble.members=3",
         "trainer=ddp",
         "logger=none",
-        f"hydra.run.dir={tmp_path}/run",
-        check=False,
+        f"paths.output_dir={tmp_path}/run",
+        capfd=capfd,
     )
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
@@ -140,17 +140,17 @@ def test_predict_refuses_a_directory_that_is_not_an_ensemble(tmp_path):
     ],
 )
 def test_ensemble_without_usable_checkpoints_is_refused_before_training(
-    tmp_path, override, message
+    tmp_path, override, message, capfd
 ):
-    from conftest import run_entry  # noqa: I001
+    from conftest import run_in_process  # noqa: I001
 
-    proc = run_entry(
+    proc = run_in_process(
         "train.py",
         "ensemble.members=2",
         override,
         "logger=none",
-        f"hydra.run.dir={tmp_path}/run",
-        check=False,
+        f"paths.output_dir={tmp_path}/run",
+        capfd=capfd,
     )
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, run_entry
+from conftest import ROOT, run_entry, run_in_process
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_data import toy_store
@@ -143,15 +143,14 @@ def mlflow_db(tmp_path_factory):
         ("observation.k_bins=[0.4,0.2]", "observation.k_bins=[0.4, 0.2]"),
     ],
 )
-def test_train_refuses_bad_values_and_touches_nothing(mlflow_db, tmp_path, override, key):
+def test_train_refuses_bad_values_and_touches_nothing(mlflow_db, tmp_path, override, key, capfd):
     before = snapshot(mlflow_db)
-    proc = run_entry(
+    proc = run_in_process(
         "train.py",
         override,
         f"logger.mlflow.tracking_uri=sqlite:///{mlflow_db}/mlflow.db",
         f"paths.output_dir={tmp_path}/run",
-        f"hydra.run.dir={tmp_path}/h",
-        check=False,
+        capfd=capfd,
     )
     one_line_refusal(proc, key, "must be")
     assert snapshot(mlflow_db) == before and not (tmp_path / "run").exists()
@@ -188,7 +187,7 @@ def test_simulate_refuses_zero_threads_before_touching_the_store(tmp_path, small
 
 
 @pytest.mark.parametrize("case", ["missing directory", "a directory", "json"])
-def test_predict_checks_the_output_path_before_any_work(tmp_path, case):
+def test_predict_checks_the_output_path_before_any_work(tmp_path, case, capfd):
     output = {
         "missing directory": tmp_path / "nowhere" / "p.csv",
         "a directory": tmp_path,
@@ -196,13 +195,12 @@ def test_predict_checks_the_output_path_before_any_work(tmp_path, case):
     }[case]
     np.savez(tmp_path / "in.npz", k=np.ones(3), delta=np.ones(3))
     before = snapshot(tmp_path)
-    proc = run_entry(
+    proc = run_in_process(
         "predict.py",
         f"ckpt_path={tmp_path}/none.ckpt",
         f"input={tmp_path}/in.npz",
         f"output={output}",
-        f"hydra.run.dir={tmp_path / 'h'}",
-        check=False,
+        capfd=capfd,
     )
     one_line_refusal(proc, "output=")
     assert {k: v for k, v in snapshot(tmp_path).items() if "/h/" not in k} == before

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import popen_entry, run_entry
+from conftest import popen_entry, run_entry, run_in_process
 
 from astrops.simulation import Design, runner, simulate_into_store
 from astrops.store import Store, record_key
@@ -139,8 +139,10 @@ def test_two_concurrent_writers(tmp_path, small_sim_overrides):
         ),
     ],
 )
-def test_bad_input_one_line_nothing_written(tmp_path, small_sim_overrides, override, needle):
-    proc = run_entry("simulate.py", *small_sim_overrides, override, check=False)
+def test_bad_input_one_line_nothing_written(
+    tmp_path, small_sim_overrides, override, needle, capfd
+):
+    proc = run_in_process("simulate.py", *small_sim_overrides, override, capfd=capfd)
     assert proc.returncode != 0
     err_lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
     assert any(needle in ln for ln in err_lines), proc.stderr
