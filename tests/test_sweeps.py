@@ -11,9 +11,12 @@ from conftest import run_entry
 
 from astrops.analysis.compare import compare
 
+# the sweep machinery is under test, not each job's report: no saliency or MLflow Model per job
 QUICK = [
     "debug=limit",
     "callbacks.progress_bar=null",
+    "saliency=false",
+    "log_model=false",
     "trainer.max_epochs=2",
     "trainer.limit_train_batches=3",
 ]

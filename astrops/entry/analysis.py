@@ -13,10 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from astrops import evaluation
-from astrops.analysis import compare, learning_curve, plots
-from astrops.entry.arguments import held_out_parser
-from astrops.plotting import plt
+from astrops.entry.arguments import doc_of, held_out_parser
 
 SCORE_DOC = """Score a trained model, once, on simulations it never saw.
 
@@ -34,7 +31,9 @@ seed 0.
 
 
 def compare_main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m astrops compare", description=compare.__doc__)
+    ap = argparse.ArgumentParser(
+        prog="python -m astrops compare", description=doc_of("astrops.analysis.compare")
+    )
     ap.add_argument("experiment", nargs="?", default="astrops")
     ap.add_argument(
         "--filter", default="", help="MLflow search filter, e.g. \"tags.task = 'regression'\""
@@ -47,6 +46,7 @@ def compare_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="comparison")
     ap.add_argument("--no-log", action="store_true", help="do not log the comparison to MLflow")
     args = ap.parse_args(argv)
+    from astrops.analysis import compare
     from astrops.tracking import default_tracking_uri
 
     try:
@@ -66,7 +66,7 @@ def compare_main(argv: list[str] | None = None) -> int:
 def learning_curve_main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m astrops learning-curve",
-        description=learning_curve.__doc__,
+        description=doc_of("astrops.analysis.learning_curve"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("--experiment", required=True)
@@ -79,6 +79,8 @@ def learning_curve_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help="model tag of the runs to use (default: all)")
     ap.add_argument("--out", default="learning_curve.png")
     args = ap.parse_args(argv)
+    from astrops.analysis import learning_curve
+    from astrops.plotting import plt
     from astrops.tracking import default_tracking_uri
 
     try:
@@ -106,7 +108,9 @@ def learning_curve_main(argv: list[str] | None = None) -> int:
 
 
 def plots_main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m astrops plots", description=plots.__doc__)
+    ap = argparse.ArgumentParser(
+        prog="python -m astrops plots", description=doc_of("astrops.analysis.plots")
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     sp = sub.add_parser(
         "spectra", help="spectra coloured by parameter, parameter and x_HI distributions"
@@ -129,6 +133,7 @@ def plots_main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     from astrops import tracking
+    from astrops.analysis import plots
     from astrops.errors import StoreError
 
     try:
@@ -164,6 +169,7 @@ def score_main(argv: list[str] | None = None) -> int:
     ap = held_out_parser("python -m astrops score", SCORE_DOC)
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args(argv)
+    from astrops import evaluation
     from astrops.errors import StoreError
 
     if args.json and (Path(args.json).is_dir() or not Path(args.json).absolute().parent.is_dir()):

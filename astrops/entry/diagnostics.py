@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from astrops.entry.arguments import held_out_parser
-from astrops.evaluation import held_out, predict_test, table
 
 
 def has_distribution(model: Any) -> bool:
@@ -43,6 +42,7 @@ def diagnose(
     the files and figures are in ``out_dir``. Raises ValueError for a model without a predictive
     distribution."""
     from astrops.analysis.run_report import report_results
+    from astrops.evaluation import held_out, predict_test
     from astrops.inference import load_model
     from astrops.metrics import score
     from astrops.scores import decoded_outputs
@@ -114,6 +114,8 @@ def diagnostics_main(argv: list[str] | None = None) -> int:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     print(f"{int(results['n_test'])} test spectra from {args.test_store}")
+    from astrops.evaluation import table
+
     print(table(results))
     sbc = ", ".join(
         f"{k.split('/')[-1]} {v:.3g}" for k, v in results.items() if k.startswith("test/sbc_p/")

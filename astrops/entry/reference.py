@@ -12,13 +12,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from astrops.reference import compare, emulator_check
+from astrops.entry.arguments import doc_of
 
 
 def reference_main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m astrops reference",
-        description=compare.__doc__,
+        description=doc_of("astrops.reference.compare"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument(
@@ -49,6 +49,7 @@ def reference_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-log", action="store_true")
     args = ap.parse_args(argv)
     from astrops.errors import StoreError
+    from astrops.reference import compare
 
     out = Path(args.out)
     if args.n_mocks < 1 or args.workers < 1:
@@ -119,7 +120,7 @@ def reference_main(argv: list[str] | None = None) -> int:
 def emulator_check_main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m astrops emulator-check",
-        description=emulator_check.__doc__,
+        description=doc_of("astrops.reference.emulator_check"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("emulator", help="emulator.pt written by python train.py experiment=emulator")
@@ -137,6 +138,7 @@ def emulator_check_main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from astrops.errors import StoreError
     from astrops.plotting import save_figures
+    from astrops.reference import emulator_check
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
