@@ -102,14 +102,16 @@ def test_informative_mask():
     assert informative_mask(np.array([0.2, 1.0])).tolist() == [True, False]  # one redshift, 1-D
 
 
-def test_too_few_training_spectra_for_knn_is_one_line(tmp_path):
-    proc = run_entry(
+def test_too_few_training_spectra_for_knn_is_one_line(tmp_path, capfd):
+    from conftest import run_in_process
+
+    proc = run_in_process(
         "baselines.py",
         "baseline=knn",
         "data.train_size=5",
         "logger=none",
-        f"hydra.run.dir={tmp_path}/run",
-        check=False,
+        f"paths.output_dir={tmp_path}/run",
+        capfd=capfd,
     )
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()

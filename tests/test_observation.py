@@ -246,37 +246,40 @@ def test_regridding_error_on_real_boxes_is_what_the_docs_say():
         )
 
 
-def test_predict_refuses_another_grid_naming_the_models_own_bins(tmp_path):
-    from conftest import run_entry
+def test_predict_refuses_another_grid_naming_the_models_own_bins(tmp_path, capfd):
+    from conftest import compose_cfg, run_in_process
+
+    from astrops.inference import load_model
+    from astrops.training import train
 
     bins = "[0.15,0.25,0.4,0.6]"
-    proc = run_entry(
-        "train.py",
-        "observation=hera350_1000h",
-        f"observation.k_bins={bins}",
-        "observation.k_units=h/Mpc",
-        "trainer.max_epochs=1",
-        "trainer.limit_train_batches=2",
-        "logger=none",
-        "saliency=false",
-        "callbacks.progress_bar=null",
-        f"hydra.run.dir={tmp_path}/run",
-        f"paths.output_dir={tmp_path}/run",
+    cfg = compose_cfg(
+        "train",
+        [
+            "observation=hera350_1000h",
+            f"observation.k_bins={bins}",
+            "observation.k_units=h/Mpc",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2",
+            "logger=none",
+            "saliency=false",
+            "callbacks.progress_bar=null",
+            f"paths.output_dir={tmp_path}/run",
+        ],
     )
-    ckpt = proc.stdout.strip().splitlines()[-1]
-    from astrops.inference import load_model
+    _, ckpt = train(cfg)
 
     model = load_model(ckpt)
     assert len(model.k) == 4 and model.meta["observation"]["k_units"] == "h/Mpc"
     stored = _dm().k  # the simulations' 22-bin grid: not what this model measures
     np.savez(tmp_path / "wrong.npz", k=stored, delta=np.ones((2, len(stored))))
     np.savez(tmp_path / "right.npz", k=model.k, delta=np.full((2, 4), 5.0))
-    bad = run_entry(
+    bad = run_in_process(
         "predict.py",
         f"ckpt_path={ckpt}",
         f"input={tmp_path}/wrong.npz",
         f"output={tmp_path}/w.csv",
-        check=False,
+        capfd=capfd,
     )
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
     assert (
@@ -284,11 +287,12 @@ def test_predict_refuses_another_grid_naming_the_models_own_bins(tmp_path):
         and "0.15, 0.25, 0.4, 0.6 h/Mpc" in bad.stderr
         and not (tmp_path / "w.csv").exists()
     )
-    good = run_entry(
+    good = run_in_process(
         "predict.py",
         f"ckpt_path={ckpt}",
         f"input={tmp_path}/right.npz",
         f"output={tmp_path}/r.csv",
+        capfd=capfd,
     )
     assert good.returncode == 0 and len((tmp_path / "r.csv").read_text().splitlines()) == 3
 
