@@ -167,3 +167,19 @@ def _probe_text(fake: Path, source: str):
 def test_modules_stay_small():
     long = {m: n for m, p in MODULES.items() if (n := len(p.read_text().splitlines())) > 300}
     assert not long, f"split by role (docs/design.md): {long}"
+
+
+def test_python_m_astrops_names_every_command_and_refuses_an_unknown_one(capsys):
+    from astrops.entry.cli import COMMANDS, main
+
+    assert main(["--help"]) == 0
+    listed = capsys.readouterr().out
+    assert all(f"python -m astrops {name}" in listed for name in COMMANDS)
+    assert main(["scroe", "model.ckpt"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "unknown command 'scroe'" in line and "score" in line
+    # every command's function exists, and its --help works without loading the work modules
+    for name in COMMANDS:
+        with pytest.raises(SystemExit) as exc:
+            main([name, "--help"])
+        assert exc.value.code == 0 and "usage: python -m astrops" in capsys.readouterr().out
