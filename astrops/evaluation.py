@@ -96,21 +96,26 @@ def score_model(
     store: str | Path | None = None,
 ) -> dict[str, float]:
     """``test/<metric>/<parameter>`` on every spectrum of the test store, plus ``n_test``."""
+    return scored_test(model_path, test_store, test_dataset, store)[-1]
+
+
+def scored_test(
+    model_path: str | Path,
+    test_store: str | Path,
+    test_dataset: str | None = None,
+    store: str | Path | None = None,
+) -> tuple[Any, Any, dict[str, torch.Tensor], torch.Tensor, dict[str, float]]:
+    """(predictor, data module, decoded test predictions, truths, ``test/...`` metrics with
+    ``n_test``) of the model on every spectrum of the test store."""
     from astrops.metrics import score
 
     predictor, dm = held_out(model_path, test_store, test_dataset, store)
     x, y = dm.tensors["test"]
     model = predictor.model
     dec = predict_test(model, x)
-    results = score(
-        dec,
-        y,
-        model.task.codec,
-        predictor.parameters,
-        "test",
-        model.task.metric_options()["n_classes"],
-    )
-    return {**results, "n_test": float(len(y))}
+    n_classes = model.task.metric_options()["n_classes"]
+    results = score(dec, y, model.task.codec, predictor.parameters, "test", n_classes)
+    return predictor, dm, dec, y, {**results, "n_test": float(len(y))}
 
 
 def table(results: dict[str, float]) -> str:

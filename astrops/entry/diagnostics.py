@@ -42,9 +42,8 @@ def diagnose(
     the files and figures are in ``out_dir``. Raises ValueError for a model without a predictive
     distribution."""
     from astrops.analysis.run_report import report_results
-    from astrops.evaluation import held_out, predict_test
+    from astrops.evaluation import scored_test
     from astrops.inference import load_model
-    from astrops.metrics import score
     from astrops.scores import decoded_outputs
 
     model = load_model(model_path).model
@@ -54,24 +53,9 @@ def diagnose(
             "calibrate: "
             "give a model trained with task=gaussian or task=flow (or an ensemble)"
         )
-    predictor, dm = held_out(model_path, test_store, test_dataset, store)
-    model = predictor.model
-    x, y = dm.tensors["test"]
-    dec = predict_test(model, x)
-    results = score(
-        dec,
-        y,
-        model.task.codec,
-        predictor.parameters,
-        "test",
-        model.task.metric_options()["n_classes"],
-    )
-    results.update(
-        report_results(
-            dm, model.task.table_columns, results, decoded_outputs(dec, y), Path(out_dir)
-        )
-    )
-    results["n_test"] = float(len(y))
+    predictor, dm, dec, y, results = scored_test(model_path, test_store, test_dataset, store)
+    columns = predictor.model.task.table_columns
+    results.update(report_results(dm, columns, results, decoded_outputs(dec, y), Path(out_dir)))
     (Path(out_dir) / "metrics.json").write_text(
         json.dumps(dict(sorted(results.items())), indent=1) + "\n"
     )
