@@ -117,15 +117,26 @@ class Predictor:
                 f"input redshifts {redshifts.tolist()} differ from the model's {self.redshifts}"
             )
         d = np.asarray(delta, dtype=np.float64)
+        shapes = (
+            "(n_k,), (N, n_k) for one redshift or (n_z, n_k), (N, n_z, n_k) = "
+            f"(N, {n_z}, {len(k)})"
+        )
         if d.shape[-1] != len(k):
-            raise InputError(f"delta has {d.shape[-1]} k-bins, k has {len(k)}")
+            raise InputError(
+                f"delta has shape {d.shape} and k has {len(k)} bins: the last axis of delta must "
+                f"be the k-bins, so give {shapes}"
+            )
+        if d.size == 0:
+            raise InputError(
+                f"delta holds no spectra (shape {d.shape}): give at least one, shaped {shapes}"
+            )
         d = d.reshape(-1, n_z, len(k)) if d.ndim == 1 or (d.ndim == 2 and n_z > 1) else d
         if d.ndim == 2:
             d = d[:, None, :]
         if d.ndim != 3 or d.shape[1] != n_z:
             raise InputError(
                 f"delta shape {np.shape(delta)} does not fit redshifts {self.redshifts}: "
-                f"use (n_k,), (N, n_k) for one redshift or (n_z, n_k), (N, n_z, n_k)"
+                f"use {shapes}"
             )
         bad = ~np.isfinite(d[:, :, self.kept_bins])
         if bad.any():

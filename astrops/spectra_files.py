@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,8 @@ def read_spectra_npz(path: str | Path, with_errs: bool = False) -> tuple:
         raise FileNotFoundError(f"input {path} does not exist: give an npz with 'k' and 'delta'")
     try:
         z = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:  # a pickle file, a truncated zip, anything else
+    # a pickle file, random bytes, a truncated or broken zip, anything else
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise InputError(
             f"{path} is not an npz file ({type(exc).__name__}): give an npz with 'k' and 'delta' "
             "as numpy.savez writes it"
@@ -59,6 +61,19 @@ def read_spectra_npz(path: str | Path, with_errs: bool = False) -> tuple:
         raise InputError(
             f"{path} is a single .npy array, not an npz: save k and delta with numpy.savez"
         )
+    try:
+        arrays = _numeric_arrays(z, path)
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:  # a zip broken inside
+        raise InputError(
+            f"{path} is a damaged npz ({type(exc).__name__}): write it again with numpy.savez"
+        ) from None
+    if with_errs:
+        return arrays["k"], arrays["delta"], arrays.get("redshifts"), arrays.get("errs")
+    return arrays["k"], arrays["delta"], arrays.get("redshifts")
+
+
+def _numeric_arrays(z: np.lib.npyio.NpzFile, path: Path) -> dict[str, np.ndarray]:
+    """The npz's ``k``, ``delta`` and (if present) ``redshifts`` and ``errs``, numbers only."""
     with z:
         missing = [key for key in ("k", "delta") if key not in z.files]
         if missing:
@@ -77,9 +92,7 @@ def read_spectra_npz(path: str | Path, with_errs: bool = False) -> tuple:
     for key, a in arrays.items():
         if not np.issubdtype(a.dtype, np.number):
             raise InputError(f"{path}: '{key}' has dtype {a.dtype}, not numbers")
-    if with_errs:
-        return arrays["k"], arrays["delta"], arrays.get("redshifts"), arrays.get("errs")
-    return arrays["k"], arrays["delta"], arrays.get("redshifts")
+    return arrays
 
 
 def grid_refusal(k: np.ndarray, model_k: np.ndarray, observation: object) -> str:

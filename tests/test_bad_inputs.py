@@ -166,3 +166,70 @@ def test_malformed_ensemble_manifest_is_refused(tmp_path):
         InputError, match="'members' must list 2 to 64 distinct checkpoint file names"
     ):
         load_model(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "case, needle",
+    [
+        ("random bytes", "is not an npz file"),
+        ("broken zip", "is a damaged npz (BadZipFile)"),
+        ("truncated zip", "is not an npz file (BadZipFile)"),
+        ("no spectra", "holds no spectra"),
+        ("k on the wrong axis", "the last axis of delta must be the k-bins"),
+    ],
+)
+def test_predict_refuses_damaged_or_empty_input_in_one_line(
+    dense_checkpoint, tmp_path, capfd, case, needle
+):
+    """predict.py: a file that is not a valid npz, an input with 0 spectra and delta with the
+    k-bins on another axis are refused in one line (exit 2) and nothing is written."""
+    from conftest import run_in_process
+
+    k = load_model(dense_checkpoint).k
+    path = tmp_path / "in.npz"
+    if case == "random bytes":
+        path.write_bytes(np.random.default_rng(0).bytes(2000))
+    elif case == "broken zip":
+        np.savez(path, k=k, delta=np.ones((2, len(k))))
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2] + b"\0" * 64 + data[len(data) // 2 + 64 :])
+    elif case == "truncated zip":
+        np.savez(path, k=k, delta=np.ones((2, len(k))))
+        path.write_bytes(path.read_bytes()[:300])
+    elif case == "no spectra":
+        np.savez(path, k=k, delta=np.ones((0, len(k))))
+    else:
+        np.savez(path, k=k, delta=np.ones((3, len(k), 1)))
+    proc = run_in_process(
+        "predict.py",
+        f"ckpt_path={dense_checkpoint}",
+        f"input={path}",
+        f"output={tmp_path}/out.csv",
+        capfd=capfd,
+    )
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert needle in line and "Traceback" not in proc.stderr
+    if case == "k on the wrong axis":  # names the shape that was expected
+        assert f"(N, 1, {len(k)})" in line
+    assert not (tmp_path / "out.csv").exists() and not (tmp_path / "out.json").exists()
+
+
+def test_more_ensemble_members_than_a_manifest_may_hold_is_refused_before_work(tmp_path, capfd):
+    """train.py ensemble.members beyond the limit every ensemble loader applies (one home:
+    astrops.limits) is refused by the rule table, before any data are read or run is made."""
+    from conftest import run_in_process
+
+    from astrops.limits import MAX_MEMBERS
+
+    proc = run_in_process(
+        "train.py",
+        f"ensemble.members={MAX_MEMBERS + 1}",
+        "logger=none",
+        f"paths.output_dir={tmp_path}/run",
+        capfd=capfd,
+    )
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert f"ensemble.members={MAX_MEMBERS + 1}" in line and f"<= {MAX_MEMBERS}" in line
+    assert not (tmp_path / "run").exists()

@@ -14,12 +14,12 @@ import torch
 
 from astrops.checkpoints.checkpoint import QUANTILE_MAP, _quantile_map, load_estimator
 from astrops.errors import InputError
+from astrops.limits import MAX_MEMBERS
 from astrops.models import Ensemble
 from astrops.validation import finite_numbers
 
 MANIFEST = "manifest.json"
 FORMAT = "astrops-ensemble/1"
-MAX_MEMBERS = 64
 CALIBRATIONS = ("var_scale", "temperature")  # the per-parameter factors Ensemble.calibrate writes
 
 

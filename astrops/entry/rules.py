@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from astrops.limits import MAX_MEMBERS
 from astrops.validation import (
     Rule,
     finite_numbers,
@@ -51,7 +52,9 @@ TRAIN_RULES: tuple[Rule, ...] = (
         "give a count of spectra (e.g. 400) or a fraction (e.g. 0.5)",
     ),
     positive_int(
-        "ensemble.members", "1 trains one model, K > 1 a deep ensemble (e.g. ensemble.members=5)"
+        "ensemble.members",
+        "1 trains one model, K > 1 a deep ensemble (e.g. ensemble.members=5)",
+        hi=MAX_MEMBERS,
     ),
     Rule(
         "cpu_threads",
