@@ -89,7 +89,8 @@ def test_each_combination_trains_and_logs(tmp_path, train_cfg, model, task):
         "figures/saliency.png",
         "saliency.json",
     } <= arts
-    if task == "classification":
+    if task == "classification":  # per-parameter F1 in MLflow, not only in metrics.json
+        assert {f"test/F1/{p}" for p in [*PARAMS, "overall"]} <= logged
         assert "figures/confusion_matrices.png" in arts
         assert 0 <= results["test/acc_pm1/ION_Tvir_MIN"] <= 1
     if task == "gaussian":

@@ -36,8 +36,8 @@ SUMMARY = re.compile(
             r"test/coverage(68|95)/(?!overall)[^/]+",
             # ... SBC rank uniformity, TARP (astrops.diagnostics)
             r"test/sbc_p/[^/]+|test/tarp_atc",
-            r"test/(NLL|CRPS|ECE|F1|acc_pm1)/overall",  # proper scores, class calibration
-            r"test/acc/[^/]+",  # classification accuracy
+            r"test/(NLL|CRPS|ECE|acc_pm1)/overall",  # proper scores, class calibration
+            r"test/(acc|F1)/[^/]+",  # classification accuracy and F1, per parameter and overall
             r"best/val/loss",  # what sweeps minimise
             # emulators (θ → Δ²): mean and scatter per redshift
             r"test/(R2_mean|within1sigma|within2sigma)/z[^/]+",
