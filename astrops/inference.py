@@ -189,8 +189,9 @@ class Predictor:
         redshifts: np.ndarray | None = None,
         seed: int = 0,
     ) -> np.ndarray:
-        """Samples of each spectrum's posterior (probabilistic models: Gaussian heads and their
-        ensembles, flows and flow ensembles).
+        """Samples of each spectrum's posterior (models with ``has_distribution``: Gaussian heads
+        and their ensembles, flows and flow ensembles — the models the calibration suite
+        checks).
 
         Args:
             k, delta, redshifts: as :meth:`check`.
@@ -201,11 +202,10 @@ class Predictor:
             (N, n, P) float64 samples in physical units, parameters in ``self.parameters``
             order.
         """
-        if not getattr(self.model.task, "probabilistic", False):
+        if not self.model.has_distribution:
             raise InputError(
                 f"this {self.model.task.kind} model has no posterior to sample (its spread, if "
-                "any, is "
-                "not an error bar): use a model trained with task=gaussian or task=flow"
+                "any, is not an error bar): use a model trained with task=gaussian or task=flow"
             )
         d = self.check(k, delta, redshifts)
         if len(d) * int(n) > MAX_SAMPLES:

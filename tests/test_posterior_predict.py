@@ -285,3 +285,35 @@ def test_the_diagnostics_command_logs_the_suite_of_any_model_and_refuses_in_one_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "empty directory" in err[0] and "no predictive distribution" in err[1]
     assert sorted(p.name for p in out.iterdir()) == before and not (tmp_path / "d2").exists()
+
+
+def test_a_regression_ensemble_is_neither_sampled_nor_calibration_checked(
+    dense_checkpoint, tmp_path, capsys
+):
+    """One answer for a regression ensemble's spread: it is not an error bar (docs/accuracy.md),
+    so predict refuses to sample it and the calibration suite refuses it, each in one line,
+    before any data are read; predict still writes its ``<p>_std``."""
+    import torch
+
+    from astrops.checkpoints import save_ensemble
+    from astrops.entry.diagnostics import diagnostics_main
+
+    ens = save_ensemble(
+        tmp_path / "ens",
+        [dense_checkpoint, dense_checkpoint],
+        {"var_scale": torch.tensor([1.5, 2.0, 0.5])},
+        {"kind": "regression", "seeds": [1, 2]},
+    )
+    model = load_model(ens)
+    k, delta, _ = read_spectra_npz(EXAMPLES)
+    assert not model.model.has_distribution and "HII_EFF_FACTOR_std" in model.predict(k, delta)
+    with pytest.raises(InputError, match="no posterior to sample.*not an error bar"):
+        model.sample(k, delta, 10)
+    out = tmp_path / "diag"
+    assert (
+        diagnostics_main([str(ens), "--test-store", str(tmp_path / "none"), "--out", str(out)])
+        == 2
+    )
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "no predictive distribution to calibrate" in line and "not an error bar" in line
+    assert not out.exists()

@@ -4,7 +4,8 @@
         [--store DIR] [--experiment NAME] [--tracking-uri URI] [--no-log]
 
 MODEL is what ``train.py`` printed (a checkpoint or an ensemble directory) of a Gaussian head, a
-flow, or an ensemble of either (or of regression heads, whose calibrated spread is a Gaussian too).
+flow, or an ensemble of either (the models ``predict.py samples=`` samples; a regression
+ensemble's spread is not an error bar and is refused by both).
 The test spectra go through the data module the model was trained with (same redshifts, observation
 and noise realisation as ``python -m astrops score``); posteriors are 1 000 samples per
 spectrum drawn with seed 0. Writes to ``--out`` (default ``diagnostics``) the metrics table,
@@ -23,14 +24,6 @@ from typing import Any
 from astrops.entry.arguments import held_out_parser
 
 
-def has_distribution(model: Any) -> bool:
-    """A Gaussian head, a flow, or an ensemble of continuous heads (its calibrated mixture
-    spread)."""
-    return bool(getattr(model.task, "probabilistic", False)) or (
-        hasattr(model, "members") and model.kind == "regression"
-    )
-
-
 def diagnose(
     model_path: str | Path,
     test_store: str | Path,
@@ -47,11 +40,11 @@ def diagnose(
     from astrops.scores import decoded_outputs
 
     model = load_model(model_path).model
-    if not has_distribution(model):  # before the data are read
+    if not model.has_distribution:  # before the data are read
         raise ValueError(
             f"{model_path}: this {model.task.kind} model has no predictive distribution to "
-            "calibrate: "
-            "give a model trained with task=gaussian or task=flow (or an ensemble)"
+            "calibrate (a regression ensemble's spread is not an error bar): give a model "
+            "trained with task=gaussian or task=flow, or an ensemble of them"
         )
     predictor, dm, dec, y, results = scored_test(model_path, test_store, test_dataset, store)
     columns = predictor.model.task.table_columns

@@ -38,6 +38,12 @@ class SpectrumModel(nn.Module):
         # plain-typed description saved in checkpoints (configs, lineage, k grid)
         self.meta = meta or {}
 
+    @property
+    def has_distribution(self) -> bool:
+        """Whether the prediction is a distribution one may sample and calibrate-check (a
+        Gaussian head, a flow); a single regression or classification head is not."""
+        return self.task.probabilistic
+
     def forward(self, delta: torch.Tensor) -> torch.Tensor:
         """The task head's raw output (B, ...) for spectra (B, n_z, n_k)."""
         return self.task(self.backbone(self.transform(delta)))

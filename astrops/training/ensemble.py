@@ -205,6 +205,8 @@ def _report(
         return {}
     # a flow mixture's own samples and the truths' PIT under them too
     outputs = decoded_outputs(dec, y)
+    if not ens.has_distribution:  # a regression ensemble's spread: no calibration suite
+        outputs.pop("std", None)
     confusion, n_classes = None, ens.task.metric_options()["n_classes"]
     # the combined class probabilities: confusion matrices like a single classifier's
     if n_classes is not None:
