@@ -156,17 +156,16 @@ def test_train_refuses_bad_values_and_touches_nothing(mlflow_db, tmp_path, overr
     assert snapshot(mlflow_db) == before and not (tmp_path / "run").exists()
 
 
-def test_a_store_too_small_to_split_is_refused_before_any_run(mlflow_db, tmp_path):
+def test_a_store_too_small_to_split_is_refused_before_any_run(mlflow_db, tmp_path, capfd):
     toy_store(tmp_path / "store", n=4, redshifts=(8.0,))
     before = snapshot(mlflow_db, tmp_path / "store")
-    proc = run_entry(
+    proc = run_in_process(
         "train.py",
         "data=store",
         f"paths.store_dir={tmp_path}/store",
         f"logger.mlflow.tracking_uri=sqlite:///{mlflow_db}/mlflow.db",
         f"paths.output_dir={tmp_path}/run",
-        f"hydra.run.dir={tmp_path}/h",
-        check=False,
+        capfd=capfd,
     )
     one_line_refusal(proc, "4 spectra split into", "at least 2", "simulate more")
     assert snapshot(mlflow_db, tmp_path / "store") == before

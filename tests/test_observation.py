@@ -105,24 +105,26 @@ def test_an_observation_model_takes_noisy_spectra_and_checks_their_errs(
     kept bins is fine, and an 'errs' more than 10 % from the model's noise is refused in one line
     (another instrument)."""
     import mlflow
-    from conftest import run_entry
+    from conftest import compose_cfg, train_reported
 
     from astrops.errors import InputError
     from astrops.inference import load_model
 
-    proc = run_entry(
-        "train.py",
-        "observation=hera350_1000h",
-        "trainer.max_epochs=1",
-        "trainer.limit_train_batches=3",
-        "log_model=false",
-        "saliency=false",
-        "callbacks.progress_bar=null",
-        f"hydra.run.dir={tmp_path}/run",
-        f"logger.mlflow.tracking_uri=sqlite:///{tmp_path}/m.db",
-        f"logger.mlflow.artifact_root={tmp_path}/a",
+    cfg = compose_cfg(
+        "train",
+        [
+            "observation=hera350_1000h",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=3",
+            "log_model=false",
+            "saliency=false",
+            "callbacks.progress_bar=null",
+            f"paths.output_dir={tmp_path}/run",
+            f"logger.mlflow.tracking_uri=sqlite:///{tmp_path}/m.db",
+            f"logger.mlflow.artifact_root={tmp_path}/a",
+        ],
     )
-    model = load_model(proc.stdout.strip().splitlines()[-1])
+    model = load_model(train_reported(cfg)[1])
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/m.db")
     (run,) = client.search_runs([client.get_experiment_by_name("astrops").experiment_id])
     assert (
