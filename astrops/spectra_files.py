@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,8 @@ def read_spectra_npz(path: str | Path, with_errs: bool = False) -> tuple:
         )
     try:
         arrays = _numeric_arrays(z, path)
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:  # a zip broken inside
+    # a zip broken inside, a damaged compressed member
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, KeyError) as exc:
         raise InputError(
             f"{path} is a damaged npz ({type(exc).__name__}): write it again with numpy.savez"
         ) from None

@@ -203,6 +203,7 @@ def train_side(model: str, accelerator: str, out_dir: Path, args) -> tuple[SideR
     """One ``astrops.training.train`` run; returns its result and the best checkpoint."""
     from omegaconf import open_dict
 
+    from astrops.analysis.run_report import report_run
     from astrops.training import train
 
     overrides = [
@@ -228,7 +229,7 @@ def train_side(model: str, accelerator: str, out_dir: Path, args) -> tuple[SideR
     captured = io.StringIO()
     try:
         with contextlib.redirect_stdout(sys.stdout if args.verbose else captured):
-            results, best = train(cfg)
+            results, best = train(cfg, reporter=report_run)  # as train.py runs it
     except BaseException:
         print(captured.getvalue(), file=sys.stderr)
         raise

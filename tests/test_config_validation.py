@@ -21,6 +21,7 @@ from test_data import toy_store
 
 from astrops.entry.rules import PREDICT_RULES, SIMULATE_RULES, TRAIN_RULES
 from astrops.errors import ConfigValueError, InputError
+from astrops.limits import MAX_MEMBERS
 from astrops.spectra_files import read_spectra_npz
 from astrops.validation import validate
 
@@ -35,7 +36,7 @@ CONTRACT = {
     "data.split_seed": lambda v: _int(v, 0, 2**32 - 1),
     "data.batch_size": lambda v: _int(v, 1),
     "data.eval_batch_size": lambda v: _int(v, 1),
-    "ensemble.members": lambda v: _int(v, 1),
+    "ensemble.members": lambda v: _int(v, 1, MAX_MEMBERS),
     "data.n_classes": lambda v: _int(v, 2, 10_000),
     "data.test_fraction": lambda v: type(v) in (int, float) and 0 < v < 1,
     "data.val_fraction": lambda v: type(v) in (int, float) and 0 < v < 1,

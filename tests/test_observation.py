@@ -83,10 +83,9 @@ def test_training_sees_a_fresh_seeded_realisation_every_epoch(pair):
     noisy.setup()
     loader = noisy.train_dataloader()
     x_clean = noisy.tensors["train"][0]
-    # one training call runs a group of mini-batches (astrops.data.batches)
-    epochs = [torch.cat([x for group in loader for x, _ in group]) for _ in range(2)]
+    epochs = [torch.cat([x for x, _ in loader]) for _ in range(2)]
     second = noisy.train_dataloader()
-    again = [torch.cat([x for group in second for x, _ in group]) for _ in range(2)]
+    again = [torch.cat([x for x, _ in second]) for _ in range(2)]
     assert not torch.equal(epochs[0], epochs[1]) and all(
         torch.equal(a, b) for a, b in zip(epochs, again, strict=True)
     )

@@ -63,14 +63,14 @@ class SpectraDataModule(PreparedSpectra, L.LightningDataModule):
 
     def _grouping(self) -> dict[str, int | None]:
         """Training batches grouped per Lightning call (:mod:`astrops.data.batches`), with an
-        integer ``trainer.limit_train_batches`` applied to mini-batches as before; a fractional
-        limit or ``overfit_batches``, which Lightning applies to what the loader yields, keeps
-        one mini-batch per call."""
+        integer ``trainer.limit_train_batches`` applied to mini-batches as before; without a
+        trainer (a loader used directly), a fractional limit or ``overfit_batches`` (which
+        Lightning applies to what the loader yields), one mini-batch per item."""
         trainer = self.trainer
         limit = getattr(trainer, "limit_train_batches", None)
-        if trainer is not None and (
+        if trainer is None or (
             (isinstance(limit, float) and limit < 1.0) or getattr(trainer, "overfit_batches", 0)
-        ):
+        ):  # no Lightning call to amortise, or a limit Lightning applies to what is yielded
             return {"group": 1, "limit": None}
         return {"group": STEPS_PER_CALL, "limit": limit if isinstance(limit, int) else None}
 

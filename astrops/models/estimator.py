@@ -124,6 +124,10 @@ class ParameterEstimator(SpectrumModel, L.LightningModule):
             opt.step()
             self._train_loss = self._train_loss + loss.detach() * len(x)
             self._train_count += len(x)
+        # Lightning logs per-epoch metrics at its count of stepped batches, which it raises by
+        # one after this call: keep that count equal to the optimizer steps, as in its
+        # automatic loop, so MLflow's step axis is unchanged by grouping
+        self.trainer.fit_loop.epoch_loop._batches_that_stepped = self.trainer.global_step - 1
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch

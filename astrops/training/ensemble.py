@@ -101,7 +101,8 @@ def train_ensemble(
         run, cfg, tracking.run_tags(cfg, dm.lineage(), ensemble_members=k), resume_hint
     ):
         for i in range(k):
-            done.append(train(_member_cfg(cfg, i, out_dir, run.run_id if run else None), dm))
+            member = _member_cfg(cfg, i, out_dir, run.run_id if run else None)
+            done.append(train(member, dm, reporter))
         return _combine_and_test(cfg, dm, done, out_dir, run, reporter)
 
 
