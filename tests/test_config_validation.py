@@ -172,15 +172,17 @@ def test_a_store_too_small_to_split_is_refused_before_any_run(mlflow_db, tmp_pat
     assert snapshot(mlflow_db, tmp_path / "store") == before
 
 
-def test_simulate_refuses_zero_threads_before_touching_the_store(tmp_path, small_sim_overrides):
+def test_simulate_refuses_zero_threads_before_touching_the_store(
+    tmp_path, small_sim_overrides, capfd
+):
     toy_store(tmp_path / "store", n=3, redshifts=(8.0,))
     before = snapshot(tmp_path / "store")
-    proc = run_entry(
+    proc = run_in_process(
         "simulate.py",
         *small_sim_overrides,
         "simulation.n_threads=0",
         "simulation.n=2",
-        check=False,
+        capfd=capfd,
     )
     one_line_refusal(proc, "simulation.n_threads=0", "simulation.n_threads=1")
     assert snapshot(tmp_path / "store") == before
@@ -287,29 +289,30 @@ def test_export_refuses_record_keys_that_are_paths(tmp_path):
     assert not (tmp_path / "out").exists() and not list(tmp_path.rglob("escaped*"))
 
 
-def test_simulate_checks_the_key_the_simulator_reads(tmp_path, small_sim_overrides):
-    proc = run_entry(
+def test_simulate_checks_the_key_the_simulator_reads(tmp_path, small_sim_overrides, capfd):
+    proc = run_in_process(
         "simulate.py",
         *small_sim_overrides,
         "simulation.simulator.n_threads=0",
         "simulation.n=1",
-        check=False,
+        capfd=capfd,
     )
     one_line_refusal(proc, "simulation.simulator.n_threads=0")
     assert not (tmp_path / "store").exists()
 
 
-def test_predict_never_overwrites_a_json_it_did_not_write_nor_crashes_on_long_names(tmp_path):
+def test_predict_never_overwrites_a_json_it_did_not_write_nor_crashes_on_long_names(
+    tmp_path, capfd
+):
     (tmp_path / "manifest.json").write_text('{"format": "astrops-ensemble/1"}')
     np.savez(tmp_path / "in.npz", k=np.ones(3), delta=np.ones(3))
     for output in (tmp_path / "manifest.csv", tmp_path / ("x" * 300 + ".csv")):
-        proc = run_entry(
+        proc = run_in_process(
             "predict.py",
             f"ckpt_path={tmp_path}/none.ckpt",
             f"input={tmp_path}/in.npz",
             f"output={output}",
-            f"hydra.run.dir={tmp_path / 'h'}",
-            check=False,
+            capfd=capfd,
         )
         one_line_refusal(proc, "output=")
     assert (tmp_path / "manifest.json").read_text() == '{"format": "astrops-ensemble/1"}'

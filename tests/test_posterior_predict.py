@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import ROOT, compose_cfg, run_entry
+from conftest import ROOT, compose_cfg, run_entry, run_in_process
 
 from astrops.errors import InputError
 from astrops.inference import load_model
@@ -143,7 +143,7 @@ def test_a_flow_ensemble_is_a_mixture_with_its_quantile_map_in_the_manifest(flow
     assert len(tarp["ecp"]) == len(tarp["alpha"]) == 101 and tarp["ecp"][-1] == 1.0
 
 
-def test_point_models_refuse_to_sample_in_one_line(dense_checkpoint, tmp_path):
+def test_point_models_refuse_to_sample_in_one_line(dense_checkpoint, tmp_path, capfd):
     model = load_model(dense_checkpoint)
     k, delta, _ = read_spectra_npz(EXAMPLES)
     with pytest.raises(InputError, match="no posterior to sample.*task=gaussian or task=flow"):
@@ -151,14 +151,13 @@ def test_point_models_refuse_to_sample_in_one_line(dense_checkpoint, tmp_path):
     # no intervals for point estimates
     assert "HII_EFF_FACTOR_lo68" not in model.predict(k, delta).columns
     out = tmp_path / "p.csv"
-    proc = run_entry(
+    proc = run_in_process(
         "predict.py",
         f"ckpt_path={dense_checkpoint}",
         f"input={EXAMPLES}",
         f"output={out}",
         "samples=10",
-        f"hydra.run.dir={tmp_path}/h",
-        check=False,
+        capfd=capfd,
     )
     assert (
         proc.returncode == 2
@@ -168,7 +167,7 @@ def test_point_models_refuse_to_sample_in_one_line(dense_checkpoint, tmp_path):
     assert not out.exists()  # refused before anything was written
 
 
-def test_too_many_samples_or_plots_are_refused_before_any_work(flow_checkpoint, tmp_path):
+def test_too_many_samples_or_plots_are_refused_before_any_work(flow_checkpoint, tmp_path, capfd):
     model = load_model(flow_checkpoint)
     k, delta, _ = read_spectra_npz(EXAMPLES)
     with pytest.raises(InputError, match="more than 5e\\+07 samples"):
@@ -176,14 +175,13 @@ def test_too_many_samples_or_plots_are_refused_before_any_work(flow_checkpoint, 
     many = tmp_path / "many.npz"
     np.savez(many, k=k, delta=np.repeat(delta, 25, axis=0))  # 250 spectra
     out = tmp_path / "p.csv"
-    proc = run_entry(
+    proc = run_in_process(
         "predict.py",
         f"ckpt_path={flow_checkpoint}",
         f"input={many}",
         f"output={out}",
         "plot=true",
-        f"hydra.run.dir={tmp_path}/h",
-        check=False,
+        capfd=capfd,
     )
     assert (
         proc.returncode == 2

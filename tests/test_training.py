@@ -129,7 +129,7 @@ def test_each_combination_trains_and_logs(tmp_path, train_cfg, model, task):
 def test_real_training_predicts_and_round_trips(tmp_path, train_cfg):
     """A short real dense regression: Tvir is well constrained; the checkpoint reproduces the
     model."""
-    cfg = train_cfg("trainer.max_epochs=60", "callbacks.early_stopping.patience=10")
+    cfg = train_cfg("trainer.max_epochs=20", "callbacks.early_stopping.patience=10")
     results, best = train(cfg)
     assert results["test/R2/ION_Tvir_MIN"] > 0.8, results
     dm = SpectraDataModule(**{k: v for k, v in cfg.data.items() if k != "_target_"})
