@@ -159,11 +159,12 @@ def train_ensemble_reported(cfg):
     return train_ensemble(cfg, reporter=report_run)
 
 
+# script -> (its config, its entry function in astrops.entry.commands)
 ENTRY_FUNCTIONS = {
-    "train.py": "run_train",
-    "predict.py": "run_predict",
-    "simulate.py": "run_simulate",
-    "baselines.py": "run_baselines",
+    "train.py": ("train", "run_train"),
+    "predict.py": ("predict", "run_predict"),
+    "simulate.py": ("simulate", "run_simulate"),
+    "baselines.py": ("baselines", "run_baselines"),
 }
 
 
@@ -175,13 +176,11 @@ def run_in_process(script: str, *overrides: str, capfd) -> subprocess.CompletedP
     its exit code."""
     from astrops.entry import commands
 
-    config = {"train.py": "train", "predict.py": "predict", "simulate.py": "simulate"}.get(
-        script, "baselines"
-    )
+    config, function = ENTRY_FUNCTIONS[script]
     cfg = compose_cfg(config, [o for o in overrides if not o.startswith("hydra.")])
     capfd.readouterr()
     try:
-        getattr(commands, ENTRY_FUNCTIONS[script])(cfg)
+        getattr(commands, function)(cfg)
         code = 0
     except SystemExit as exc:
         code = int(exc.code or 0)
