@@ -26,24 +26,18 @@ import torch
 
 from astrops.checkpoints import load_ensemble, load_estimator, mlflow_model_data, read_checkpoint
 from astrops.errors import InputError
+from astrops.limits import MAX_SAMPLES
 from astrops.models import Ensemble, SpectrumModel
 from astrops.models.flow import CHUNK_SAMPLES, TEST_SAMPLES, predict_in_chunks
+from astrops.models.novelty import NoveltyScore
 from astrops.spectra_files import check_errs, grid_refusal
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = [
-    "InputError",
-    "Predictor",
-    "load_model",
-    "read_checkpoint",
-]
+__all__ = ["InputError", "Predictor", "load_model", "read_checkpoint"]
 
 log = logging.getLogger(__name__)
-# posterior samples one call may return (1.2 GB of float64 parameter triples)
-MAX_SAMPLES = 50_000_000
-MAX_PLOTS = 200  # corner plots one predict.py call may draw (one figure per spectrum)
 
 
 class Predictor:
@@ -77,6 +71,9 @@ class Predictor:
         # negative
         sigma = meta.get("noise_sigma")
         self.noise_sigma = None if sigma is None else np.asarray(sigma, dtype=np.float64)
+        # the OOD score fitted at training (astrops.models.novelty); None in older checkpoints
+        n_feat = len(self.redshifts) * len(self.kept_bins)
+        self.novelty = None if "ood" not in meta else NoveltyScore.from_meta(meta["ood"], n_feat)
 
     def check(
         self,
@@ -107,8 +104,7 @@ class Predictor:
             if n_z > 1:
                 raise InputError(
                     f"this model was trained on redshifts {self.redshifts}: the input needs a "
-                    "'redshifts' "
-                    f"key and delta of shape (N, {n_z}, {len(k)})"
+                    f"'redshifts' key and delta of shape (N, {n_z}, {len(k)})"
                 )
             redshifts = np.asarray(self.redshifts)
         redshifts = np.atleast_1d(np.asarray(redshifts, dtype=np.float64))
@@ -118,8 +114,7 @@ class Predictor:
             )
         d = np.asarray(delta, dtype=np.float64)
         shapes = (
-            "(n_k,), (N, n_k) for one redshift or (n_z, n_k), (N, n_z, n_k) = "
-            f"(N, {n_z}, {len(k)})"
+            f"(n_k,), (N, n_k) for one redshift or (n_z, n_k), (N, n_z, n_k) = {(n_z, len(k))}"
         )
         if d.shape[-1] != len(k):
             raise InputError(
@@ -147,13 +142,30 @@ class Predictor:
         if self.noise_sigma is None and (d[:, :, self.kept_bins] < 0).any():
             raise InputError(
                 "delta has negative values: Δ² is a power and must be >= 0 (mK²) for a model "
-                "trained "
-                "on noiseless spectra (a noise-subtracted measurement needs an observation= model)"
+                "trained on noiseless spectra (a noise-subtracted measurement needs an "
+                "observation= model)"
             )
         if errs is not None:
             errs = np.asarray(errs, dtype=np.float64)
             check_errs(errs, len(k), self.redshifts, self.kept_bins, self.noise_sigma, self.meta)
         return d
+
+    @torch.no_grad()
+    def ood(self, d: np.ndarray, x: torch.Tensor) -> tuple[np.ndarray, list[list[str]]]:
+        """(N,) the OOD p-value of each checked spectrum ``d`` (``x``: as a tensor) and its reason,
+        if flagged (:mod:`astrops.models.novelty`); NaN and no reason without a fitted score."""
+        if self.novelty is None:
+            log.warning("this checkpoint predates the OOD score: ood_score is NaN")
+            return np.full(len(d), np.nan), [[] for _ in range(len(d))]
+        delta_space = self.novelty.space == "delta"
+        g = d[:, :, self.kept_bins] if delta_space else self.model.transform(x).double().numpy()
+        p, share = self.novelty.p_values(g)
+        phrases = self.novelty.reasons(p, share, self.redshifts, self.k[self.kept_bins])
+        if (n_far := int((p < self.novelty.alpha).sum())) > 0:
+            log.warning(
+                "%d of %d spectra are unlike the training ones: extrapolations", n_far, len(d)
+            )
+        return p, [[r] if r else [] for r in phrases]
 
     def predict(
         self,
@@ -167,14 +179,15 @@ class Predictor:
 
         Values never leave the prior box the model was trained on: they are clipped to it, and the
         row is flagged (``out_of_distribution``) with the reason (``ood_reason``), as is a spectrum
-        whose standardised features lie more than 6 training standard deviations out.
+        unlike the training spectra, noise included: ``ood_score``, a conformal p-value
+        (:mod:`astrops.models.novelty`), below the model's false-alarm rate (default 0.01).
 
         Args: as :meth:`check`.
 
         Returns:
             A DataFrame with one column per parameter, the head's extra columns (``<p>_std``,
             quantiles ``<p>_median|lo68|hi68|lo95|hi95``, class probabilities) and
-            ``out_of_distribution``, ``ood_reason``.
+            ``ood_score``, ``out_of_distribution``, ``ood_reason``.
         """
         import pandas as pd  # on first use: applying a model does not need it (see columns)
 
@@ -211,8 +224,7 @@ class Predictor:
         if len(d) * int(n) > MAX_SAMPLES:
             raise InputError(
                 f"{len(d)} spectra x {int(n)} samples is more than {MAX_SAMPLES:.0e} samples "
-                "(each 3 "
-                "float64): ask for fewer samples or split the input"
+                "(each 3 float64): ask for fewer samples or split the input"
             )
         x = torch.as_tensor(np.nan_to_num(d, nan=0.0), dtype=torch.float32)
         out = []
@@ -235,16 +247,7 @@ class Predictor:
         n_k), the measurement's 1σ, is optional and checked against the model's noise."""
         d = self.check(k, delta, redshifts, errs)
         x = torch.as_tensor(np.nan_to_num(d, nan=0.0), dtype=torch.float32)
-        feats = self.model.transform(x)
-        far = (feats.abs() > 6).any(dim=(1, 2)).numpy()
-        if far.any():
-            log.warning(
-                "%d of %d spectra lie far outside the training distribution (|standardised "
-                "feature| > 6): "
-                "their predictions are extrapolations",
-                int(far.sum()),
-                len(x),
-            )
+        p_ood, reasons = self.ood(d, x)
         with torch.random.fork_rng(devices=[]):
             # a flow's Monte-Carlo summaries: the same input gives the same table
             torch.manual_seed(0)
@@ -258,20 +261,18 @@ class Predictor:
         if broken.any():  # a diverged or damaged model: no number is better than a made-up one
             raise InputError(
                 f"the model returns NaN/inf for {int(broken.sum())} of {len(values)} spectra: its "
-                "weights "
-                "are damaged or training diverged; use another checkpoint (e.g. the best, not "
-                "last.ckpt)"
+                "weights are damaged or training diverged; use another checkpoint (e.g. the "
+                "best, not last.ckpt)"
             )
-        reasons: list[list[str]] = [["features beyond 6 training sd"] if f else [] for f in far]
         for j, p in enumerate(self.parameters):
             lo, hi = self.prior_box[p]
             for i in np.flatnonzero((values[:, j] < lo) | (values[:, j] > hi)):
-                reasons[i].append(
-                    f"{p} {values[i, j]:.4g} outside prior [{lo:g}, {hi:g}], clipped"
-                )
+                v = values[i, j]
+                reasons[i].append(f"{p} {v:.4g} outside prior [{lo:g}, {hi:g}], clipped")
             values[:, j] = np.clip(values[:, j], lo, hi)
         columns = {p: values[:, j] for j, p in enumerate(self.parameters)}
         columns.update(extra)
+        columns["ood_score"] = p_ood
         columns["out_of_distribution"] = np.array([bool(r) for r in reasons], dtype=bool)
         columns["ood_reason"] = np.array(["; ".join(r) for r in reasons], dtype=object)
         return columns

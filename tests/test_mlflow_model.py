@@ -128,6 +128,7 @@ def test_pyfunc_predicts_exactly_what_load_model_predicts(gaussian, spectra):
             *params,
             *(f"{p}_std" for p in params),
             *quantiles,
+            "ood_score",
             "out_of_distribution",
             "ood_reason",
         ]

@@ -69,6 +69,7 @@ def test_predict_writes_quantiles_samples_and_corner_plots(flow_checkpoint, tmp_
         *params,
         *(f"{p}_std" for p in params),
         *(f"{p}_{q}" for p in params for q in QUANTILES),
+        "ood_score",
         "out_of_distribution",
         "ood_reason",
     ]

@@ -30,7 +30,7 @@ def test_plain_csv_with_json_sidecar_and_prior_box_clipping(dense_checkpoint, tm
     k, delta = holdout_spectra()
     np.savez(tmp_path / "spectra.npz", k=k, delta=delta)
     plain = load_model(dense_checkpoint).predict(k, delta)
-    assert list(plain.columns) == [*PARAMS, "out_of_distribution", "ood_reason"]
+    assert list(plain.columns) == [*PARAMS, "ood_score", "out_of_distribution", "ood_reason"]
 
     # the same model with a prior box for ζ far narrower than its predictions: every row must be
     # clipped
@@ -50,9 +50,9 @@ def test_plain_csv_with_json_sidecar_and_prior_box_clipping(dense_checkpoint, tm
     assert proc.stdout.strip().splitlines()[-1] == str(out)
     assert not out.read_text().startswith("#")
     df = pd.read_csv(out)
-    assert list(df.columns) == [*PARAMS, "out_of_distribution", "ood_reason"] and len(df) == len(
-        delta
-    )
+    assert list(df.columns) == [*PARAMS, "ood_score", "out_of_distribution", "ood_reason"] and len(
+        df
+    ) == len(delta)
     assert (df["HII_EFF_FACTOR"] == lo).all() and df["out_of_distribution"].all()
     assert (
         df["ood_reason"].str.contains(r"HII_EFF_FACTOR [\d.]+ outside prior \[.*\], clipped").all()
@@ -110,6 +110,7 @@ def test_ensemble_of_regression_members_writes_its_calibrated_spread(dense_check
     assert list(df.columns) == [
         *PARAMS,
         *(f"{p}_std" for p in PARAMS),
+        "ood_score",
         "out_of_distribution",
         "ood_reason",
     ]

@@ -16,6 +16,7 @@ import torch
 
 from astrops.errors import InputError, ModelSpecError
 from astrops.models import SpectrumModel, SpectrumTransform, TargetCodec
+from astrops.models.novelty import NoveltyScore
 from astrops.models.registry import build, check_spec
 from astrops.validation import finite_numbers
 
@@ -82,6 +83,11 @@ def _meta_problems(meta: dict) -> list[str]:
         )
     ):
         problems.append("prior_box")
+    if "ood" in meta and not {"redshifts", "kept_bins"} & set(problems):
+        try:  # older checkpoints have none: their inputs get no OOD score
+            NoveltyScore.from_meta(meta["ood"], len(z) * len(bins))
+        except ValueError:
+            problems.append("ood")
     return problems
 
 

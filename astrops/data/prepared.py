@@ -31,10 +31,12 @@ from astrops.data.splits import (
     split_records,
 )
 from astrops.errors import DataConfigError
+from astrops.models.novelty import NoveltyScore, fit_novelty
 from astrops.models.transforms import SpectrumTransform, TargetCodec
 from astrops.store import Dataset
 
 log = logging.getLogger(__name__)
+NOVELTY_STREAM = 0x00D  # the OOD score's noise draws, apart from training's and the fixed ones
 
 
 class PreparedSpectra:
@@ -129,6 +131,7 @@ class PreparedSpectra:
         self.test_idx: np.ndarray | None = None
         self.transform: SpectrumTransform | None = None  # fitted on the training split
         self.codec: TargetCodec | None = None  # fitted on the training split
+        self.novelty: NoveltyScore | None = None  # the OOD score, fitted on training + validation
         # filled by setup(): where the tensors live and how batches are dealt
         self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.rank, self.world_size, self.seed = 0, 1, 0
@@ -162,11 +165,6 @@ class PreparedSpectra:
         )
         self.kept_bins = kept_bins(self.delta)
         self._split(recs.seeds, loaded.n_own)
-        if self.observation is not None:  # validation and test: one fixed observation per spectrum
-            held = np.concatenate([self.val_idx, self.test_idx])
-            self.delta[held] = self.observation.fixed_realisation(
-                self.delta[held], self.sigma, self.split_seed
-            )
         self.transform = SpectrumTransform.fit(
             self.delta[self.train_idx],
             self.kept_bins,
@@ -178,6 +176,19 @@ class PreparedSpectra:
         self.codec = TargetCodec.fit(
             self.params[self.train_idx], self.edges, self.standardize_targets
         )
+        self.novelty = fit_novelty(  # on noiseless spectra: it draws its own noise
+            self.delta[self.train_idx],
+            self.delta[self.val_idx],
+            self.kept_bins,
+            self.sigma,
+            self.transform,
+            np.random.default_rng([self.split_seed, NOVELTY_STREAM]),
+        )
+        if self.observation is not None:  # validation and test: one fixed observation per spectrum
+            held = np.concatenate([self.val_idx, self.test_idx])
+            self.delta[held] = self.observation.fixed_realisation(
+                self.delta[held], self.sigma, self.split_seed
+            )
         self._prepared = True
         log.info(
             "dataset %s: %d spectra, redshifts %s, %d of %d k-bins kept; split %d/%d/%d "

@@ -113,7 +113,8 @@ def run_predict(cfg: DictConfig) -> None:
     import numpy as np
 
     from astrops.errors import InputError
-    from astrops.inference import MAX_PLOTS, load_model
+    from astrops.inference import load_model
+    from astrops.limits import MAX_PLOTS
     from astrops.spectra_files import read_spectra_npz, write_csv
 
     k, delta, redshifts, errs = read_spectra_npz(cfg.input, with_errs=True)

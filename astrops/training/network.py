@@ -69,6 +69,7 @@ def checkpoint_meta(
         "config": OmegaConf.to_container(cfg, resolve=True),
         "observation": dm.observation.metadata() if dm.observation is not None else "none",
         "noise_sigma": None if dm.sigma is None else dm.sigma[:, dm.kept_bins].tolist(),
+        "ood": dm.novelty.to_meta(),
     }
     if run is not None:
         meta.update(
