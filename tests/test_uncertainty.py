@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import ROOT, run_entry
 
-from astrops.inference import load_model
+from astrops.inference import load_model, read_checkpoint
 from astrops.metrics import DISTRIBUTION_METRICS, score
 from astrops.models import (
     ClassificationTask,
@@ -395,6 +395,9 @@ def test_gaussian_ensemble_end_to_end(tmp_path):
         and manifest["kind"] == "gaussian"
     )
     assert len(manifest["calibration"]["var_scale"]) == 3 and manifest["seeds"] == [12345, 12346]
+    # the OOD score depends on the split alone: every member (each its own seed) carries the same
+    oods = [read_checkpoint(Path(directory, m))["astrops"]["ood"] for m in manifest["members"]]
+    assert oods[0] == oods[1] and len(oods[0]["calibration"]) > 1000
     assert manifest["lineage"]["n_test"] == 1000 and manifest["lineage"][
         "test_dataset"
     ].startswith("holdout-")

@@ -191,3 +191,29 @@ def score_main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, allow_nan=False) + "\n")
     return 0
+
+
+def ood_check_main(argv: list[str] | None = None) -> int:
+    ap = held_out_parser("python -m astrops ood-check", doc_of("astrops.analysis.ood_check"))
+    ap.add_argument("--json", default=None, help="also write the rates here")
+    args = ap.parse_args(argv)
+    from astrops.errors import StoreError
+
+    if args.json and (Path(args.json).is_dir() or not Path(args.json).absolute().parent.is_dir()):
+        print(
+            f"error: --json {args.json}: give a file path in an existing directory",
+            file=sys.stderr,
+        )
+        return 2
+    from astrops.analysis import ood_check
+
+    try:
+        results = ood_check.check(args.model, args.test_store, args.test_dataset, args.store)
+    except (ValueError, StoreError, FileNotFoundError) as exc:
+        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(f"OOD flag (p < {results['alpha']:g}) on {args.test_store}")
+    print(ood_check.table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1, allow_nan=False) + "\n")
+    return 0

@@ -3,6 +3,7 @@
     python -m astrops store info|verify|export|import|compact|provenance PATH
     python -m astrops score MODEL --test-store DIR          (a model on unseen simulations)
     python -m astrops diagnostics MODEL --test-store DIR    (its calibration suite)
+    python -m astrops ood-check MODEL --test-store DIR      (its out-of-distribution flag)
     python -m astrops compare [EXPERIMENT]                  (runs of an MLflow experiment)
     python -m astrops learning-curve --experiment NAME
     python -m astrops plots spectra [DATASET]
@@ -26,6 +27,7 @@ COMMANDS = {
     "store": ("store", "cli"),
     "score": ("analysis", "score_main"),
     "diagnostics": ("diagnostics", "diagnostics_main"),
+    "ood-check": ("analysis", "ood_check_main"),
     "compare": ("analysis", "compare_main"),
     "learning-curve": ("analysis", "learning_curve_main"),
     "plots": ("analysis", "plots_main"),

@@ -48,6 +48,26 @@ MIN_DRAWS = 2000  # noisy calibration scores aimed for (validation spectra × no
 SHARE = 0.5  # ood_reason names the (z, k) cells holding this share of the χ²
 
 
+def _neighbour_spread(
+    residual: np.ndarray, near: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """τ and f per feature from each simulation's difference to its nearest neighbour,
+    residual² ≈ τ² + (f·neighbour)² by least squares (f = 0 without ``near``: features)."""
+    e2 = residual**2
+    if near is None:
+        return np.sqrt(e2.mean(0)), np.zeros(residual.shape[1])
+    tau2, rel2 = np.empty(e2.shape[1]), np.empty(e2.shape[1])
+    for i in range(e2.shape[1]):
+        m2 = near[:, i] ** 2
+        (a, b), *_ = np.linalg.lstsq(np.stack([np.ones(len(m2)), m2], 1), e2[:, i], rcond=None)
+        if b < 0:  # no growth with power: τ alone
+            a, b = e2[:, i].mean(), 0.0
+        elif a < 0:  # all of it in proportion: f alone
+            a, b = 0.0, (e2[:, i] * m2).sum() / max((m2**2).sum(), 1e-300)
+        tau2[i], rel2[i] = a, b
+    return np.sqrt(tau2), np.sqrt(rel2)
+
+
 def _sq_distances(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """(N, n_ref) squared Euclidean distances, in float64."""
     d2 = (x**2).sum(1)[:, None] + (ref**2).sum(1)[None, :] - 2.0 * x @ ref.T
@@ -56,21 +76,30 @@ def _sq_distances(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 @dataclass
 class NoveltyScore:
-    """A fitted score: the reference simulations, the per-(z, k) scale, the calibration scores.
+    """A fitted score: the reference simulations, the per-(z, k) spread, the calibration scores.
 
     Attributes:
         space: ``delta`` or ``features`` (what :meth:`p_values` is given).
         reference: (n_ref, n_z·n_kept) noiseless training spectra in that space.
-        scale: (n_z·n_kept,) √(σ² + τ²).
+        noise: (n_z·n_kept,) the observation's 1σ (0: noiseless).
+        tau, rel: (n_z·n_kept,) the neighbour spread's floor τ and its share f of the power.
         calibration: sorted scores of in-distribution spectra.
         alpha: the false-alarm rate the flag is set for.
     """
 
     space: str
     reference: np.ndarray
-    scale: np.ndarray
+    noise: np.ndarray
+    tau: np.ndarray
+    rel: np.ndarray
     calibration: np.ndarray
     alpha: float = ALPHA
+
+    def variance(self, rows: slice | np.ndarray = slice(None)) -> np.ndarray:
+        """(n_ref, D) σ² + τ² + (f·r)² of the reference rows: noise, then how far a simulation
+        lies from its neighbours, in part in proportion to its power (cosmic variance)."""
+        r = self.reference[rows]
+        return self.noise**2 + self.tau**2 + (self.rel * r) ** 2
 
     @classmethod
     def fit(
@@ -98,10 +127,10 @@ class NoveltyScore:
         spread = ref.std(0) + 1e-12
         d2 = _sq_distances(ref / spread, ref / spread)
         np.fill_diagonal(d2, np.inf)
-        tau = np.sqrt(((ref - ref[d2.argmin(1)]) ** 2).mean(0))
-        scale = np.sqrt(sigma**2 + tau**2)
-        scale = np.where(scale > 0, scale, spread)  # a constant feature: any scale will do
-        score = cls(space, ref, scale, np.zeros(0), float(alpha))
+        near = ref[d2.argmin(1)]
+        tau, rel = _neighbour_spread(ref - near, near if space == "delta" else None)
+        tau = np.where(sigma**2 + tau**2 > 0, tau, spread)  # a constant feature: any scale
+        score = cls(space, ref, sigma, tau, rel, np.zeros(0), float(alpha))
         draws = (
             int(np.clip(np.ceil(MIN_DRAWS / max(len(val), 1)), 10, 200))
             if noise is not None
@@ -124,10 +153,13 @@ class NoveltyScore:
         """(N,) χ² to the nearest reference simulation and (N,) its index; ``exclude`` (N,): a
         reference row each input may not use (-1: none), for leave-one-out scores."""
         x = x.reshape(len(x), -1).astype(np.float64)
-        ref = self.reference / self.scale
+        inv = 1.0 / self.variance()
+        const = (self.reference**2 * inv).sum(1)
+        weighted = self.reference * inv
         best, where = np.empty(len(x)), np.empty(len(x), dtype=int)
         for start in range(0, len(x), chunk):
-            d2 = _sq_distances(x[start : start + chunk] / self.scale, ref)
+            xs = x[start : start + chunk]
+            d2 = np.maximum((xs**2) @ inv.T - 2.0 * xs @ weighted.T + const[None, :], 0.0)
             if exclude is not None:
                 rows = np.flatnonzero(exclude[start : start + chunk] >= 0)
                 d2[rows, exclude[start : start + chunk][rows]] = np.inf
@@ -140,7 +172,7 @@ class NoveltyScore:
         s, j = self.distances(x)
         n = len(self.calibration)
         above = n - np.searchsorted(self.calibration, s, side="left")
-        cells = ((x.reshape(len(x), -1) - self.reference[j]) / self.scale) ** 2
+        cells = (x.reshape(len(x), -1) - self.reference[j]) ** 2 / self.variance(j)
         share = cells / np.maximum(cells.sum(1, keepdims=True), 1e-300)
         return (1.0 + above) / (n + 1.0), share.reshape(x.shape)
 
@@ -176,7 +208,9 @@ class NoveltyScore:
             "kind": "nearest_simulation_chi2",
             "space": self.space,
             "alpha": self.alpha,
-            "scale": self.scale.tolist(),
+            "noise": self.noise.tolist(),
+            "tau": self.tau.tolist(),
+            "rel": self.rel.tolist(),
             "reference": self.reference.astype(np.float32).tolist(),
             "calibration": self.calibration.tolist(),
         }
@@ -193,13 +227,16 @@ class NoveltyScore:
         if not isinstance(alpha, float) or not 0.0 < alpha < 0.5:
             raise ValueError("its ood alpha is not a rate in (0, 0.5)")
         try:
-            scale = np.asarray(meta["scale"], dtype=np.float64)
+            noise, tau, rel = (np.asarray(meta[f], dtype=float) for f in ("noise", "tau", "rel"))
             ref = np.asarray(meta["reference"], dtype=np.float64)
             cal = np.asarray(meta["calibration"], dtype=np.float64)
         except (KeyError, TypeError, ValueError):
             raise ValueError("its ood arrays are missing or not numbers") from None
-        if scale.shape != (n_features,) or not (np.isfinite(scale).all() and (scale > 0).all()):
-            raise ValueError(f"its ood scale is not {n_features} positive numbers")
+        for name, v in (("noise", noise), ("tau", tau), ("rel", rel)):
+            if v.shape != (n_features,) or not (np.isfinite(v).all() and (v >= 0).all()):
+                raise ValueError(f"its ood {name} is not {n_features} numbers >= 0")
+        if not (noise**2 + tau**2 > 0).all():
+            raise ValueError("its ood noise and tau are both 0 somewhere")
         if ref.ndim != 2 or ref.shape[1] != n_features or not 1 <= len(ref) <= MAX_REFERENCE:
             raise ValueError(f"its ood reference is not (≤ {MAX_REFERENCE}, {n_features})")
         if not np.isfinite(ref).all():
@@ -208,7 +245,7 @@ class NoveltyScore:
             raise ValueError("its ood calibration is not a sorted list of scores")
         if not np.isfinite(cal).all():
             raise ValueError("its ood calibration holds NaN/inf")
-        return cls(str(meta["space"]), ref, scale, cal, alpha)
+        return cls(str(meta["space"]), ref, noise, tau, rel, cal, alpha)
 
 
 def fit_novelty(
