@@ -186,6 +186,8 @@ def prediction_metadata(predictor, cfg: DictConfig, n: int, columns: list[str]) 
         "ensemble": meta.get("ensemble"),
         "observation": meta.get("observation", "none"),
         "lineage": meta.get("lineage"),
-        "notes": "values are clipped to the prior box; out_of_distribution/ood_reason say which "
-        "rows and why",
+        "notes": "values are clipped to the prior box; ood_score is the conformal p-value of "
+        "the input against the training spectra, noise included (flagged below "
+        f"{predictor.novelty.alpha if predictor.novelty else 'n/a'}); out_of_distribution/"
+        "ood_reason say which rows and why",
     }
