@@ -113,9 +113,8 @@ class Predictor:
                 f"input redshifts {redshifts.tolist()} differ from the model's {self.redshifts}"
             )
         d = np.asarray(delta, dtype=np.float64)
-        shapes = (
-            f"(n_k,), (N, n_k) for one redshift or (n_z, n_k), (N, n_z, n_k) = {(n_z, len(k))}"
-        )
+        shapes = "(n_k,), (N, n_k) for one redshift or (n_z, n_k), (N, n_z, n_k) = "
+        shapes += f"(N, {n_z}, {len(k)})"
         if d.shape[-1] != len(k):
             raise InputError(
                 f"delta has shape {d.shape} and k has {len(k)} bins: the last axis of delta must "
