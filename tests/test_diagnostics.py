@@ -84,6 +84,18 @@ def test_sbc_flags_what_tarp_averages_away():
     )
 
 
+def test_sbc_breaks_ties_at_random_so_a_clamped_calibrated_posterior_passes():
+    rng = np.random.default_rng(1)
+    # truths and posterior from one distribution clamped at a prior edge (0): half the draws tie
+    truth = np.clip(rng.normal(size=(2000, 1)), 0, None)
+    samples = np.clip(rng.normal(size=(2000, 200, 1)), 0, None)
+    ranks = cal.sbc_ranks(samples, truth)
+    assert cal.sbc_uniformity(ranks, 200)[0] > 0.01
+    assert np.array_equal(ranks, cal.sbc_ranks(samples, truth))  # seeded
+    # counting every tie as above the truth: ranks pile up at 0
+    assert cal.sbc_uniformity((samples < truth[:, None, :]).sum(1), 200)[0] < 1e-10
+
+
 def test_ranks_bins_and_bands_are_exact():
     truth = np.array([[0.5], [2.0]])
     samples = np.array([[[0.0], [1.0], [3.0]], [[0.0], [1.0], [3.0]]])

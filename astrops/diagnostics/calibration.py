@@ -42,9 +42,17 @@ def coverage_curve(pit: np.ndarray, levels: np.ndarray = LEVELS) -> dict[str, np
     return {"levels": levels, "coverage": covered, "band": band}
 
 
-def sbc_ranks(samples: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """(N, P) integer ranks of the truths among their L posterior samples, in {0, …, L}."""
-    return (samples < truth[:, None, :]).sum(1)
+def sbc_ranks(samples: np.ndarray, truth: np.ndarray, seed: int = 0) -> np.ndarray:
+    """(N, P) integer ranks of the truths among their L posterior samples, in {0, …, L}.
+
+    Samples equal to θ* (a flow's samples clamped at a prior edge where θ* also sits) are ties:
+    each tie is broken at random (seeded), so the rank is uniform over the tied positions, as
+    Talts et al. (2018, §4.1) prescribe for discrete draws; counting them all as above would pile
+    ranks at 0 and fail a calibrated posterior."""
+    below = (samples < truth[:, None, :]).sum(1)
+    ties = (samples == truth[:, None, :]).sum(1)
+    u = np.random.default_rng(seed).uniform(size=below.shape)
+    return below + np.floor(u * (ties + 1)).astype(below.dtype)
 
 
 def rank_bins(n: int, n_ranks: int, bins: int = 20) -> tuple[int, np.ndarray]:
