@@ -13,7 +13,8 @@ input are made from the same spectra:
 - ``reversed_z``: the redshift slices in reverse order, so z = 10 is given as z = 7 (multi-z).
 
 Each rate comes with its binomial standard error √(p(1 − p)/n), and again on the informative
-subset (0.05 < x̄_HI < 0.95 at one or more redshifts): a fully ionized box has Δ² ≈ 0 in every
+subset (0.05 < x̄_HI < 0.95 at one or more redshifts) and per x̄_HI bin of the middle redshift
+(``by_xH`` in the JSON): a fully ionized box has Δ² ≈ 0 in every
 bin, and × 10 or a reversed k-axis of nothing is still nothing, so no score can see those. A
 spectrum the model refuses outright (predict's one-line refusal) counts as detected.
 """
@@ -81,9 +82,17 @@ def check(
         "n_calibration": len(predictor.novelty.calibration),
         "redshifts": predictor.redshifts,
     }
+    xh = dm.xH[dm.test_idx][:, len(predictor.redshifts) // 2]  # the middle redshift's
+    bins = {
+        "xH=0": xh == 0,
+        "0<xH<=0.05": (xh > 0) & (xh <= 0.05),
+        "0.05<xH<0.95": (xh > 0.05) & (xh < 0.95),
+        "xH>=0.95": xh >= 0.95,
+    }
     for kind, x in wrong_inputs(delta, predictor.kept_bins).items():
         flags = flagged(predictor, predictor.k, x, predictor.redshifts)
         results[kind] = {"all": rate(flags), "informative": rate(flags[informative])}
+        results[kind]["by_xH"] = {name: rate(flags[sel]) for name, sel in bins.items()}
     return results
 
 
