@@ -381,7 +381,7 @@ def test_gaussian_ensemble_end_to_end(tmp_path):
         "task=gaussian",
         "ensemble.members=2",
         "data=reference_holdout",
-        "trainer.max_epochs=4",
+        "trainer.max_epochs=2",
         "saliency=false",  # the members' saliency is not what this test checks
         "callbacks.progress_bar=null",
         f"logger.mlflow.tracking_uri={db}",
