@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from astrops.entry.arguments import doc_of, held_out_parser
@@ -165,11 +166,12 @@ def plots_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def score_main(argv: list[str] | None = None) -> int:
-    ap = held_out_parser("python -m astrops score", SCORE_DOC)
-    ap.add_argument("--json", default=None, help="also write the results here")
-    args = ap.parse_args(argv)
-    from astrops import evaluation
+def _held_out_command(
+    args: argparse.Namespace, work: Callable[[], dict], show: Callable[[dict], str]
+) -> int:
+    """score and ood-check: refuse a bad ``--json`` path before any work, run ``work()`` (every
+    refusal in it — checkpoint, data, observation, store — is a ValueError or a missing file: one
+    line, exit 2), print ``show(results)``, write the JSON."""
     from astrops.errors import StoreError
 
     if args.json and (Path(args.json).is_dir() or not Path(args.json).absolute().parent.is_dir()):
@@ -178,42 +180,38 @@ def score_main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    # every refusal below (checkpoint, data, observation, store) is a ValueError or a missing file
     try:
-        results = evaluation.score_model(
-            args.model, args.test_store, args.test_dataset, args.store
-        )
+        results = work()
     except (ValueError, StoreError, FileNotFoundError) as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
-    print(f"{int(results['n_test'])} test spectra from {args.test_store}")
-    print(evaluation.table(results))
+    print(show(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, allow_nan=False) + "\n")
     return 0
+
+
+def score_main(argv: list[str] | None = None) -> int:
+    ap = held_out_parser("python -m astrops score", SCORE_DOC)
+    ap.add_argument("--json", default=None, help="also write the results here")
+    args = ap.parse_args(argv)
+    from astrops import evaluation
+
+    return _held_out_command(
+        args,
+        lambda: evaluation.score_model(args.model, args.test_store, args.test_dataset, args.store),
+        lambda r: f"{int(r['n_test'])} test spectra from {args.test_store}\n{evaluation.table(r)}",
+    )
 
 
 def ood_check_main(argv: list[str] | None = None) -> int:
     ap = held_out_parser("python -m astrops ood-check", doc_of("astrops.analysis.ood_check"))
     ap.add_argument("--json", default=None, help="also write the rates here")
     args = ap.parse_args(argv)
-    from astrops.errors import StoreError
-
-    if args.json and (Path(args.json).is_dir() or not Path(args.json).absolute().parent.is_dir()):
-        print(
-            f"error: --json {args.json}: give a file path in an existing directory",
-            file=sys.stderr,
-        )
-        return 2
     from astrops.analysis import ood_check
 
-    try:
-        results = ood_check.check(args.model, args.test_store, args.test_dataset, args.store)
-    except (ValueError, StoreError, FileNotFoundError) as exc:
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
-    print(f"OOD flag (p < {results['alpha']:g}) on {args.test_store}")
-    print(ood_check.table(results))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1, allow_nan=False) + "\n")
-    return 0
+    return _held_out_command(
+        args,
+        lambda: ood_check.check(args.model, args.test_store, args.test_dataset, args.store),
+        lambda r: f"OOD flag (p < {r['alpha']:g}) on {args.test_store}\n{ood_check.table(r)}",
+    )
