@@ -116,15 +116,15 @@ def test_samples_are_reproducible_and_match_the_table(flow_checkpoint):
     assert table.equals(model.predict(k, delta))  # the table's own samples are seeded
 
 
-def test_a_flow_ensemble_is_a_mixture_with_its_quantile_map_in_the_manifest(flow_ensemble):
+def test_a_flow_ensemble_is_a_mixture_with_its_base_recalibration_in_the_manifest(flow_ensemble):
     manifest = json.loads((ROOT / flow_ensemble / "manifest.json").read_text())
-    qmap = np.asarray(manifest["calibration"]["quantile_map"])
-    assert (
-        qmap.shape == (3, 41)
-        and (np.diff(qmap, axis=1) >= 0).all()
-        and qmap[:, 0].max() == 0
-        and qmap[:, -1].min() == 1
-    )
+    loc, scale = (np.asarray(manifest["calibration"][k]) for k in ("base_loc", "base_scale"))
+    assert loc.shape == scale.shape == (3,) and (scale > 0).all() and np.isfinite(loc).all()
+    # one shared base, installed in every member on load (their own fits set aside)
+    members = load_model(flow_ensemble).model.members
+    for m in members:
+        np.testing.assert_allclose(m.task.flow.base.scale.numpy(), scale, rtol=1e-6)
+        np.testing.assert_allclose(m.task.flow.base.loc.numpy(), loc, atol=1e-6)
     model = load_model(flow_ensemble)
     k, delta, _ = read_spectra_npz(EXAMPLES)
     s = model.sample(k, delta, 1000)
@@ -212,14 +212,24 @@ def test_score_rebuilds_the_models_data_and_refuses_in_one_line(
     assert len(err) == 1 and err[0].startswith("error:")
 
 
-def test_a_tampered_quantile_map_is_refused_as_damage(flow_checkpoint, tmp_path):
+@pytest.mark.parametrize(
+    ("key", "index", "value", "says"),
+    [
+        ("task.quantile_map", (0, 5), float("nan"), "quantile_map"),
+        ("task.flow.base.scale", (1,), -0.5, "base location or scale"),
+        ("task.flow.base.loc", (0,), float("inf"), "base location or scale"),
+    ],
+)
+def test_a_tampered_calibration_is_refused_as_damage(
+    flow_checkpoint, tmp_path, key, index, value, says
+):
     import torch
 
     ckpt = torch.load(flow_checkpoint, weights_only=True)
-    ckpt["state_dict"]["task.quantile_map"][0, 5] = float("nan")
+    ckpt["state_dict"][key][index] = value
     bad = tmp_path / "bad.ckpt"
     torch.save(ckpt, bad)
-    with pytest.raises(InputError, match="quantile_map.*damaged"):
+    with pytest.raises(InputError, match=f"{says}.*damaged"):
         load_model(bad)
 
 

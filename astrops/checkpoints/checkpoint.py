@@ -178,6 +178,11 @@ def load_estimator(path: str | Path) -> tuple[SpectrumModel, dict]:
         qmap = state.get("task.quantile_map")
         if qmap is not None and not _quantile_map(qmap.tolist()):
             raise ValueError("its quantile_map is not nondecreasing levels in [0, 1]")
+        base = [state.get(f"task.flow.base.{b}") for b in ("loc", "scale")]
+        if base[0] is not None and not (
+            finite_numbers(base[0].tolist()) and finite_numbers(base[1].tolist(), positive=True)
+        ):
+            raise ValueError("its flow's base location or scale is not finite and positive")
         model = _assemble(meta)
         model.load_state_dict(state, strict=False)
         if model.transform.kept_bins.tolist() != meta["kept_bins"]:

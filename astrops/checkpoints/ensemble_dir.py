@@ -20,7 +20,9 @@ from astrops.validation import finite_numbers
 
 MANIFEST = "manifest.json"
 FORMAT = "astrops-ensemble/1"
-CALIBRATIONS = ("var_scale", "temperature")  # the per-parameter factors Ensemble.calibrate writes
+# the per-parameter factors Ensemble.calibrate writes: positive, or (a flow base location) signed
+CALIBRATIONS = ("var_scale", "temperature", "base_scale")
+SIGNED = ("base_loc",)
 
 
 def save_ensemble(
@@ -77,14 +79,19 @@ def read_manifest(directory: str | Path) -> dict:
             f"{path}: 'members' must list 2 to {MAX_MEMBERS} distinct checkpoint file names in "
             "the directory"
         )
-    if not isinstance(calibration, dict) or not all(
-        (k in CALIBRATIONS and finite_numbers(v, positive=True))
-        or (k == QUANTILE_MAP and _quantile_map(v))
-        for k, v in calibration.items()
+    if (
+        not isinstance(calibration, dict)
+        or not all(
+            (k in CALIBRATIONS and finite_numbers(v, positive=True))
+            or (k in SIGNED and finite_numbers(v))
+            or (k == QUANTILE_MAP and _quantile_map(v))
+            for k, v in calibration.items()
+        )
+        or ("base_loc" in calibration) != ("base_scale" in calibration)
     ):
         raise ValueError(
             f"{path}: 'calibration' may only map {list(CALIBRATIONS)} to lists of finite positive "
-            "numbers "
+            f"numbers, {list(SIGNED)} to finite numbers (with base_scale) "
             f"and {QUANTILE_MAP!r} to lists of nondecreasing levels in [0, 1]"
         )
     return manifest

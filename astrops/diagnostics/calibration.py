@@ -15,7 +15,8 @@ show both failure kinds).
   fractional ranks drawn with simultaneous 95 % bands (Säilynoja, Bürkner & Vehtari 2022, Stat.
   Comput. 32, 32: the band by simulation, their §2.2).
 * TARP (Lemos, Coogan, Hezaveh & Perreault-Levasseur 2023, ICML, arXiv:2302.03026): expected
-  coverage of balls around random reference points; the area to curve (ATC) as sbi computes it.
+  coverage of balls around random reference points, on standardised parameters, references drawn
+  near each posterior; the area to curve (ATC) as sbi computes it, mean and sd over 5 draws.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ ECDF_POINTS = 100  # where the ECDF bands are evaluated
 BAND_SIMULATIONS = 2000  # uniform samples behind a simultaneous band or a null interval
 # credibility levels α of the TARP curve (sbi's num_bins = 100)
 TARP_GRID = np.linspace(0.0, 1.0, 101)
+TARP_SEEDS = 5  # reference draws behind every reported ATC (mean and sd over them)
 
 
 def coverage_curve(pit: np.ndarray, levels: np.ndarray = LEVELS) -> dict[str, np.ndarray]:
@@ -108,21 +110,44 @@ def ecdf(values: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 
 def tarp_credibility(
-    samples: np.ndarray, truth: np.ndarray, low: np.ndarray, high: np.ndarray, seed: int = 0
+    samples: np.ndarray, truth: np.ndarray, seed: int = 0, references: str = "local"
 ) -> np.ndarray:
     """(N,) TARP credibility of each truth: how many of the L samples lie nearer than θ* to a
-    reference point drawn uniformly in the prior box (coordinates scaled to the unit box, Euclidean
-    distance), spread within its cell like :func:`fractional_ranks` — (k + U) / (L + 1) is exactly
-    uniform for a calibrated posterior, where k / L would bias the curve by up to 1 / L at small
-    α."""
+    reference point, spread within its cell like :func:`fractional_ranks` — (k + U) / (L + 1) is
+    exactly uniform for a calibrated posterior, where k / L would bias the curve by up to 1 / L.
+
+    Coordinates are standardised by the truths' mean and sd over the set (sbi z-scores θ), so no
+    parameter's units dominate the distance. ``references``: ``"local"`` — per spectrum, the
+    posterior's own mean plus its sd times a standard normal draw: it depends on x only, which
+    Lemos et al. (2023, §3) allow, and puts the balls where a tight posterior's errors show (drawn
+    across the prior box they enclose all or none of a tight posterior, and a parameter known to
+    2 % of its range adds nothing); ``"box"`` — uniform in the truths' bounding box (sbi's
+    default)."""
     rng = np.random.default_rng(seed)
-    scale = np.where(high > low, high - low, 1.0)
-    s, t = (samples - low) / scale, (truth - low) / scale
-    ref = rng.uniform(size=truth.shape)
+    mu, sd = truth.mean(0), truth.std(0)
+    sd = np.where(sd > 0, sd, 1.0)
+    s, t = (samples - mu) / sd, (truth - mu) / sd
+    if references == "local":
+        ref = s.mean(1) + s.std(1) * rng.standard_normal(t.shape)
+    elif references == "box":
+        ref = rng.uniform(t.min(0), t.max(0), size=t.shape)
+    else:
+        raise ValueError(f"TARP references are 'local' or 'box', not {references!r}")
     d_samples = np.linalg.norm(s - ref[:, None, :], axis=-1)
     d_truth = np.linalg.norm(t - ref, axis=-1)
     return ((d_samples < d_truth[:, None]).sum(1) + rng.uniform(size=len(truth))) / (
         samples.shape[1] + 1
+    )
+
+
+def tarp_atcs(
+    samples: np.ndarray, truth: np.ndarray, seeds: int = TARP_SEEDS, references: str = "local"
+) -> np.ndarray:
+    """ATC for each of ``seeds`` draws of the references (seeds 0 … seeds − 1): one draw is a
+    Monte-Carlo number whose spread over draws is as large as its signal for a few hundred
+    spectra."""
+    return np.array(
+        [tarp_curve(tarp_credibility(samples, truth, s, references))[1] for s in range(seeds)]
     )
 
 

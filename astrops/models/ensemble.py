@@ -65,6 +65,7 @@ class Ensemble(nn.Module):
             raise ValueError(
                 f"calibration factors must have one entry per parameter ({len(self.param_names)})"
             )
+        self.task.install_ensemble_calibration(list(self.members), self.calibration)
 
     @property
     def has_distribution(self) -> bool:
@@ -92,7 +93,11 @@ class Ensemble(nn.Module):
         to calibrate."""
         if not self.task.calibrates_ensemble:
             return {}
-        self.calibration = self.task.fit_ensemble_calibration(self.raw(x_val), y_val)
+        factors = self.task.fit_members_calibration(list(self.members), x_val, y_val)
+        if factors is None:
+            factors = self.task.fit_ensemble_calibration(self.raw(x_val), y_val)
+        self.calibration = factors
+        self.task.install_ensemble_calibration(list(self.members), factors)
         return {
             f"calibration/{name}/{p}": float(v)
             for name, t in self.task.calibration_summary(self.calibration).items()

@@ -9,24 +9,18 @@ https://github.com/probabilists/zuko).
 
 **Support = the prior box.** θ ∈ [lo, hi] (the class edges' outer ends, which span the training
 priors) is mapped to z = logit((θ − lo) / (hi − lo)) ∈ ℝ³ and the flow models z | x; every sample
-maps back inside the box, so no probability falls outside the priors. The training loss is the NLL
-of z (it differs from the NLL of θ by the log-Jacobian of the fixed map, which does not depend on
-the network).
+maps back inside the box, so no probability falls outside the priors. The loss is the NLL of z.
 
 **Summaries are Monte Carlo**: ``decode`` draws ``n_samples`` posterior samples per spectrum and
 reports their mean and standard deviation; ``quantiles`` their empirical quantiles. Samples, not
 moments, are what an ensemble combines (an equal-weight mixture is the union of equal numbers of
 each member's samples).
 
-**Calibration** (optional, on the validation split; Kuleshov, Fenner & Ermon 2018,
-arXiv:1807.00263): the probability integral transform of each truth under its marginal posterior,
-PIT = F(θ_true), is uniform for a calibrated model. ``quantile_map`` (P, L) holds the empirical
-quantiles of the validation PITs at L nominal levels: the model's own level that is exceeded as
-often as the nominal one. Samples are then recalibrated marginal by marginal through their ranks (a
-sample at rank level τ moves to the model's quantile at level map(τ)), which keeps the joint rank
-structure and the box. It can only move samples within the range the flow sampled: it corrects a
-flow that is mildly over- or under-confident, not one whose truths fall outside its samples
-altogether.
+**Calibration** (on the validation split): a location and scale per dimension of the base noise,
+fitted by likelihood (:mod:`astrops.models.flow_calibration`; the legacy quantile map with
+``recalibration: quantile_map``). **Balanced NPE** (``balance`` = λ > 0; Delaunoy et al. 2022,
+arXiv:2208.13624) adds λ (E_joint σ(log q − log p) + E_marginal σ(log q − log p) − 1)² to the loss
+(marginal pairs: x shuffled within the batch; p the uniform prior on the box).
 """
 
 from __future__ import annotations
@@ -37,21 +31,32 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import zuko
 from torch import nn
 
 from astrops.models import flow_sampling
+from astrops.models.flow_calibration import (
+    fit_base,
+    fit_quantile_map,
+    identity_map,
+    latent_terms,
+    quantile_map_widths,
+    recalibrate,
+    reset_base,
+    set_base,
+)
 from astrops.models.tasks import Task
 from astrops.models.transforms import TargetCodec
-from astrops.scores import QUANTILE_LEVELS, pit, quantile_columns, sample_crps, summarize
+from astrops.scores import quantile_columns, sample_crps, summarize
 
-N_LEVELS = 41  # knots of the quantile map: nominal levels 0, 0.025, ..., 1
 EPS = 1e-6  # truths on the prior's edge: the box is open for the logit
 # samples per spectrum behind test metrics, calibration fits and predict's table
 TEST_SAMPLES = 1000
 # posterior samples alive at once when predicting (~0.5 GB of a flow's intermediates)
 CHUNK_SAMPLES = 500_000
 MAX_FLOW_WEIGHTS = 50_000_000  # far above any flow here (the default has 41 071 weights)
+RECALIBRATIONS = ("base", "quantile_map")
 
 
 class FlowTask(Task):
@@ -70,16 +75,20 @@ class FlowTask(Task):
         n_samples: int = 32,
         calibrate: bool = True,
         context_features: int = 32,
+        recalibration: str = "base",
+        balance: float = 0.0,
     ):
         super().__init__()
         self.codec, self.calibrate, self.n_samples = codec, calibrate, int(n_samples)
+        if recalibration not in RECALIBRATIONS or not (0.0 <= float(balance) < 1e6):
+            raise ValueError(
+                f"flow recalibration must be one of {list(RECALIBRATIONS)} and balance a number "
+                f">= 0: got {recalibration!r}, {balance!r}"
+            )
+        self.recalibration, self.balance = recalibration, float(balance)
         self.n_params = codec.mean.numel()
-        sizes = {
-            "transforms": transforms,
-            "bins": bins,
-            "context_features": context_features,
-            "n_samples": n_samples - 1,
-        }
+        sizes = dict(transforms=transforms, bins=bins, context_features=context_features)
+        sizes["n_samples"] = n_samples - 1
         bad = {k: v for k, v in sizes.items() if not (isinstance(v, int) and v >= 1)}
         if (
             bad
@@ -137,7 +146,15 @@ class FlowTask(Task):
         return self.context(h)  # the flow's context: the backbone's embedding, projected
 
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return -self.flow(out).log_prob(self.to_latent(y)).mean()
+        z = self.to_latent(y)
+        log_q = self.flow(out).log_prob(z)
+        if not self.balance or len(z) < 2:
+            return -log_q.mean()
+        log_prior = (F.logsigmoid(z) + F.logsigmoid(-z)).sum(-1)  # uniform box, in logit space
+        shuffled = self.flow(out.roll(1, 0)).log_prob(z)  # (θ_i, x_{i-1}): the marginal pairs
+        balance = torch.sigmoid(log_q - log_prior).mean()
+        balance = balance + torch.sigmoid(shuffled - log_prior).mean() - 1
+        return -log_q.mean() + self.balance * balance**2
 
     def log_prob(self, out: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         """log q(θ | x) in physical units (B,) — the latent density plus the log-Jacobian of the
@@ -162,9 +179,14 @@ class FlowTask(Task):
         return {"n_classes": None, "distribution": "samples"}
 
     def fit_calibration(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``quantile_map`` from the validation PITs of the uncalibrated flow (1 000 samples
-        each)."""
+        """The base recalibration (or the legacy quantile map) fitted on validation outputs."""
+        reset_base(self.flow)
         self.quantile_map.copy_(identity_map(self.n_params).to(self.quantile_map))
+        if self.recalibration == "base":
+            eps, ladj = latent_terms(self.flow, out, self.to_latent(y))
+            loc, scale = fit_base(eps[None], ladj[None])
+            set_base(self.flow, loc, scale)
+            return {"base_loc": loc, "base_scale": scale}
         with torch.no_grad():
             samples = torch.cat([self.sample(chunk, TEST_SAMPLES) for chunk in out.split(512)])
         qmap = fit_quantile_map(samples, y)
@@ -172,23 +194,40 @@ class FlowTask(Task):
         return {"quantile_map": qmap}
 
     def calibration_summary(self, factors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """What the quantile map does to the nominal 68 % / 95 % central intervals: the model's own
-        probability between the mapped levels (1 = no change; < 1 = the flow was too wide)."""
-        out = {}
-        for name, qmap in factors.items():
-            knots = torch.linspace(0.0, 1.0, qmap.shape[1])
-            q = QUANTILE_LEVELS
-            for tag, (lo, hi) in (
-                ("width68", (q["lo68"], q["hi68"])),
-                ("width95", (q["lo95"], q["hi95"])),
-            ):
-                level = [np.interp([lo, hi], knots.numpy(), row.cpu().numpy()) for row in qmap]
-                out[f"{name}_{tag}"] = torch.tensor([(b - a) / (hi - lo) for a, b in level])
+        """The base's location and scale (> 1: the flow was too narrow); for a quantile map, its
+        change of the 68 / 95 % intervals' probability."""
+        out = {k: v for k, v in factors.items() if k != "quantile_map"}
+        if "quantile_map" in factors:
+            out.update(quantile_map_widths(factors["quantile_map"]))
         return out
 
     # -- ensembles: an equal-weight mixture of the members' samples ------------------------------
     def combine(self, decs: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         return summarize(torch.cat([d["samples"] for d in decs], dim=1))
+
+    def fit_members_calibration(
+        self, members: list[nn.Module], x: torch.Tensor, y: torch.Tensor
+    ) -> dict[str, torch.Tensor] | None:
+        """One base recalibration for the mixture, fitted on the members' raw densities (their
+        own fits set aside: the split is used once)."""
+        if self.recalibration != "base":
+            return None
+        terms = []
+        for m in members:
+            reset_base(m.task.flow)
+            m.task.quantile_map.copy_(identity_map(self.n_params).to(m.task.quantile_map))
+            with torch.no_grad():
+                terms.append(latent_terms(m.task.flow, m(x), m.task.to_latent(y)))
+        eps, ladj = (torch.stack(t) for t in zip(*terms, strict=True))
+        loc, scale = fit_base(eps, ladj)
+        return {"base_loc": loc, "base_scale": scale}
+
+    def install_ensemble_calibration(
+        self, members: list[nn.Module], factors: dict[str, torch.Tensor]
+    ) -> None:
+        if "base_loc" in factors:
+            for m in members:
+                set_base(m.task.flow, factors["base_loc"], factors["base_scale"])
 
     def fit_ensemble_calibration(
         self, dec: dict[str, torch.Tensor], y: torch.Tensor
@@ -199,7 +238,7 @@ class FlowTask(Task):
         self, dec: dict[str, torch.Tensor], factors: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
         if "quantile_map" not in factors:
-            return dict(dec)
+            return dict(dec)  # a base recalibration lives in the members
         return summarize(recalibrate(dec["samples"], factors["quantile_map"].to(dec["samples"])))
 
     def ensemble_loss(self, dec: dict[str, torch.Tensor], y: torch.Tensor) -> float:
@@ -257,44 +296,3 @@ def posterior_samples(model: nn.Module, n: int) -> Iterator[None]:
     finally:
         for h, b in zip(heads, before, strict=True):
             h.n_samples = b
-
-
-# -- sample-based posterior summaries (flows, flow ensembles) -------------------------------------
-
-
-def identity_map(n_params: int) -> torch.Tensor:
-    return torch.linspace(0.0, 1.0, N_LEVELS).repeat(n_params, 1)
-
-
-def fit_quantile_map(samples: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """(P, L): the empirical quantiles of the PITs at the nominal levels (identity when
-    calibrated)."""
-    levels = torch.linspace(0.0, 1.0, N_LEVELS, dtype=torch.float64)
-    p = pit(samples, y).double().cpu()
-    qmap = torch.quantile(p, levels, dim=0).T.contiguous()  # (P, L)
-    qmap[:, 0], qmap[:, -1] = 0.0, 1.0
-    return torch.cummax(qmap, dim=1).values.float()
-
-
-def recalibrate(samples: torch.Tensor, qmap: torch.Tensor) -> torch.Tensor:
-    """Samples (B, S, P) moved marginal by marginal: the sample at rank level τ becomes the
-    marginal's quantile at level ``qmap(τ)`` (linear between knots); the identity map returns the
-    samples unchanged."""
-    if torch.equal(qmap, identity_map(qmap.shape[0]).to(qmap)):
-        return samples
-    n = samples.shape[1]
-    sorted_s, order = samples.sort(dim=1)
-    ranks = torch.empty_like(order)
-    ranks.scatter_(1, order, torch.arange(n, device=samples.device).view(1, n, 1).expand_as(order))
-    tau = (ranks.to(samples.dtype) + 0.5) / n  # (B, S, P) each sample's own level
-    knots = torch.linspace(0.0, 1.0, qmap.shape[1], device=samples.device, dtype=samples.dtype)
-    pos = torch.bucketize(tau.contiguous(), knots).clamp(1, len(knots) - 1)
-    w = (tau - knots[pos - 1]) / (knots[pos] - knots[pos - 1])
-    qm = qmap.to(samples.dtype).T  # (L, P)
-    p_idx = torch.arange(qmap.shape[0], device=samples.device).expand_as(pos)
-    level = qm[pos - 1, p_idx] * (1 - w) + qm[pos, p_idx] * w  # the model's level for each sample
-    idx = (level * n - 0.5).clamp(0, n - 1)
-    i0 = idx.floor().long()
-    i1 = (i0 + 1).clamp(max=n - 1)
-    frac = idx - i0.to(idx.dtype)
-    return sorted_s.gather(1, i0) * (1 - frac) + sorted_s.gather(1, i1) * frac

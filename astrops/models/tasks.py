@@ -101,6 +101,18 @@ class Task(nn.Module):
         std."""
         return mixture(decs, within=None)
 
+    def fit_members_calibration(
+        self, members: list[nn.Module], x: torch.Tensor, y: torch.Tensor
+    ) -> dict[str, torch.Tensor] | None:
+        """Ensemble-level factors fitted on the members themselves (a flow's base, shared); None:
+        fitted on the combined prediction instead (:meth:`fit_ensemble_calibration`)."""
+        return None
+
+    def install_ensemble_calibration(
+        self, members: list[nn.Module], factors: dict[str, torch.Tensor]
+    ) -> None:
+        """Put ensemble-level factors that live in the members into them (none by default)."""
+
     def fit_ensemble_calibration(
         self, dec: dict[str, torch.Tensor], y: torch.Tensor
     ) -> dict[str, torch.Tensor]:
