@@ -82,7 +82,7 @@ def relocated_observation(obs: dict[str, Any], recorded: Any) -> dict[str, Any]:
 def predict_test(model, x: torch.Tensor, seed: int = 0) -> dict[str, torch.Tensor]:
     """The decoded test predictions, posterior summaries from :data:`TEST_SAMPLES` samples per
     spectrum drawn with ``seed`` (the same numbers on every call)."""
-    from astrops.models.flow import TEST_SAMPLES, predict_in_chunks
+    from astrops.models.flow_predict import TEST_SAMPLES, predict_in_chunks
 
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -28,7 +28,7 @@ from astrops.checkpoints import load_ensemble, load_estimator, mlflow_model_data
 from astrops.errors import InputError
 from astrops.limits import MAX_SAMPLES
 from astrops.models import Ensemble, SpectrumModel
-from astrops.models.flow import CHUNK_SAMPLES, TEST_SAMPLES, predict_in_chunks
+from astrops.models.flow_predict import CHUNK_SAMPLES, TEST_SAMPLES, predict_in_chunks
 from astrops.models.novelty import NoveltyScore
 from astrops.spectra_files import check_errs, grid_refusal
 

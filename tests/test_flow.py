@@ -52,7 +52,9 @@ def toy():
     g = torch.Generator().manual_seed(1)
     x, th = _simulate(6000, g)
     x_test, th_test = _simulate(1000, g)
-    flow = _fit(FlowTask, x, th, hidden_features=[32, 32], transforms=2, n_samples=1000)
+    flow = _fit(
+        FlowTask, x, th, hidden_features=[32, 32], transforms=2, n_samples=1000, latent="probit"
+    )
     gauss = _fit(GaussianTask, x, th)
     return x_test, th_test, flow, gauss
 

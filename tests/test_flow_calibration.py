@@ -78,39 +78,58 @@ def test_the_base_fitted_on_199_spectra_covers_fresh_ones_at_every_level():
     assert sbc_uniformity(sbc_ranks(raw, y.numpy()), 400).min() < 1e-6
 
 
-def test_samples_and_log_prob_describe_one_recalibrated_distribution():
+@pytest.mark.parametrize("latent", ["logit", "probit"])
+def test_samples_and_log_prob_describe_one_recalibrated_distribution(latent):
     """A histogram of 400 000 samples of a recalibrated flow against exp(log_prob) integrated over
-    the same 4 × 4 × 4 cells (midpoint rule, 6³ points a cell)."""
-    task = _flow()
+    the same 4 × 4 × 4 cells of the box, in either latent space. The integral substitutes θ(z)
+    (the box map's derivative by autograd, not the code under test): a base wider than the prior
+    piles probit density up at the box's edges, where a midpoint rule in θ fails."""
+    task = _flow(latent=latent)
     set_base(task.flow, TRUE_LOC, TRUE_SCALE)
+    edges = torch.linspace(0, 1, 5)
+    z_edges = task.to_latent(edges[:, None].expand(-1, 3))[:, 0].clone()
+    z_edges[0], z_edges[-1] = (-8.0, 8.0) if latent == "logit" else (-6.0, 6.0)
+    steps = 16  # midpoints a cell, per dimension
+    width = (z_edges[1:] - z_edges[:-1]) / steps
+    mids = (z_edges[:-1, None] + width[:, None] * (torch.arange(steps) + 0.5)).reshape(-1)
+    z = torch.stack(torch.meshgrid(mids, mids, mids, indexing="ij"), -1).reshape(-1, 3)
+    z.requires_grad_(True)
+    theta = task.from_latent(z)
+    (jac,) = torch.autograd.grad(theta.sum(), z)  # dθ/dz per dimension: the map is elementwise
+    dz = width.repeat_interleave(steps)
+    volume = torch.stack(torch.meshgrid(dz, dz, dz, indexing="ij"), -1).reshape(-1, 3).prod(-1)
     with torch.no_grad():
         out = task(torch.randn(1, 4, generator=torch.Generator().manual_seed(5)))
         torch.manual_seed(6)
         s = task.sample(out, 400_000)[0].numpy()
-        hist = np.histogramdd(s, bins=[np.linspace(0, 1, 5)] * 3)[0] / len(s)
-        fine = (np.arange(24) + 0.5) / 24
-        grid = torch.tensor(np.stack(np.meshgrid(fine, fine, fine, indexing="ij"), -1))
-        theta = grid.reshape(-1, 3).float()
-        dens = task.log_prob(out.expand(len(theta), -1), theta).exp().numpy()
-    cells = dens.reshape(4, 6, 4, 6, 4, 6).mean((1, 3, 5)) / 64  # ∫ over each cell
+        hist = np.histogramdd(s, bins=[edges.numpy()] * 3)[0] / len(s)
+        dens = task.log_prob(out.expand(len(z), -1), theta.detach()).exp()
+        mass = (dens * jac.prod(-1) * volume).numpy()
+        reset_base(task.flow)
+        raw = task.log_prob(out.expand(len(z), -1), theta.detach()).exp() * jac.prod(-1)
+        raw_mass = (raw * volume).numpy()
+    n = steps
+    cells = mass.reshape(4, n, 4, n, 4, n).sum((1, 3, 5))
     se = np.sqrt(cells * (1 - cells) / len(s))
     assert np.abs(hist - cells).max() < 5 * se.max() + 2e-3, np.abs(hist - cells).max()
-    assert abs(cells.sum() - 1) < 0.02  # the midpoint rule near the box edges
+    assert abs(cells.sum() - 1) < 0.015  # the quadrature, and the mass beyond its ends
     # the recalibration changed the density: the same check against the raw flow fails
-    reset_base(task.flow)
-    with torch.no_grad():
-        raw = task.log_prob(out.expand(len(theta), -1), theta).exp().numpy()
-    assert np.abs(hist - raw.reshape(4, 6, 4, 6, 4, 6).mean((1, 3, 5)) / 64).max() > 0.01
+    assert np.abs(hist - raw_mass.reshape(4, n, 4, n, 4, n).sum((1, 3, 5))).max() > 0.01
 
 
-def test_balanced_npe_adds_the_balance_penalty_to_the_nll():
-    plain, balanced = _flow(), _flow(balance=100.0)
+@pytest.mark.parametrize("latent", ["logit", "probit"])
+def test_balanced_npe_adds_the_balance_penalty_to_the_nll(latent):
+    """The prior's latent density is the logistic (logit) or the standard normal (probit)."""
+    plain, balanced = _flow(latent=latent), _flow(balance=100.0, latent=latent)
     out, y = _truths(plain, 256, seed=7)
     with torch.no_grad():
         nll = float(plain.loss(out, y))
         z = plain.to_latent(y)
-        logsig = torch.nn.functional.logsigmoid
-        log_prior = (logsig(z) + logsig(-z)).sum(-1)
+        u = (y - 0.0) / 1.0  # the unit box
+        if latent == "logit":
+            log_prior = torch.log(u * (1 - u)).sum(-1)  # d logit⁻¹ / dz = u (1 − u)
+        else:
+            log_prior = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
         joint = torch.sigmoid(plain.flow(out).log_prob(z) - log_prior).mean()
         marginal = torch.sigmoid(plain.flow(out.roll(1, 0)).log_prob(z) - log_prior).mean()
         expected = nll + 100.0 * float(joint + marginal - 1) ** 2
@@ -118,3 +137,5 @@ def test_balanced_npe_adds_the_balance_penalty_to_the_nll():
     assert float(balanced.loss(out, y)) > nll
     with pytest.raises(ValueError, match="recalibration must be one of"):
         _flow("isotonic")
+    with pytest.raises(ValueError, match="latent one of"):
+        _flow(latent="tanh")

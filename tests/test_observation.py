@@ -78,6 +78,29 @@ def test_validation_and_test_see_one_fixed_realisation(pair):
     )
 
 
+def test_recalibration_sees_the_validation_split_and_fresh_observations_of_it(pair):
+    """~2 000 pairs: the validation spectra as they are, then new seeded noise draws of each; the
+    noiseless data module recalibrates on its validation split unchanged."""
+    clean, noisy = pair
+    clean.setup(), noisy.setup()
+    x, y = noisy.calibration_tensors()
+    x_val, y_val = noisy.tensors["val"]
+    n, draws = len(y_val), -(-2000 // len(y_val))
+    assert len(y) == n * draws >= 2000 and torch.equal(x[:n], x_val)
+    assert torch.equal(y, y_val.repeat(draws, 1))
+    again = _dm(HERA)
+    again.setup()
+    assert torch.equal(again.calibration_tensors()[0], x)  # seeded by split_seed
+    b = noisy.kept_bins
+    sigma = torch.as_tensor(noisy.sigma[:, b], dtype=torch.float32)
+    clean_val = torch.as_tensor(noisy.val_clean[:, :, b], dtype=torch.float32)
+    pulls = (x[n:, :, b].reshape(draws - 1, n, *clean_val.shape[1:]) - clean_val) / sigma
+    assert abs(float(pulls.mean())) < 0.02 and abs(float(pulls.std()) - 1) < 0.02
+    assert not torch.equal(x[n : 2 * n], x_val)  # new draws, not copies
+    cx, cy = clean.calibration_tensors()
+    assert torch.equal(cx, clean.tensors["val"][0]) and torch.equal(cy, clean.tensors["val"][1])
+
+
 def test_training_sees_a_fresh_seeded_realisation_every_epoch(pair):
     _, noisy = pair
     noisy.setup()

@@ -184,6 +184,7 @@ class PreparedSpectra:
             self.transform,
             np.random.default_rng([self.split_seed, NOVELTY_STREAM]),
         )
+        self.val_clean = self.delta[self.val_idx].copy()  # recalibration draws more observations
         if self.observation is not None:  # validation and test: one fixed observation per spectrum
             held = np.concatenate([self.val_idx, self.test_idx])
             self.delta[held] = self.observation.fixed_realisation(

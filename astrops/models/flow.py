@@ -8,8 +8,10 @@ The density is a neural spline flow (Durkan et al. 2019, arXiv:1906.04032) from 
 https://github.com/probabilists/zuko).
 
 **Support = the prior box.** θ ∈ [lo, hi] (the class edges' outer ends, which span the training
-priors) is mapped to z = logit((θ − lo) / (hi − lo)) ∈ ℝ³ and the flow models z | x; every sample
-maps back inside the box, so no probability falls outside the priors. The loss is the NLL of z.
+priors) is mapped to z = Φ⁻¹((θ − lo) / (hi − lo)) ∈ ℝ³ (``latent: probit``; ``logit`` before,
+whose tails a spline flow cannot follow: :mod:`astrops.models.flow_latent`) and the flow models
+z | x; every sample maps back inside the box, so no probability falls outside the priors. The loss
+is the NLL of z.
 
 **Summaries are Monte Carlo**: ``decode`` draws ``n_samples`` posterior samples per spectrum and
 reports their mean and standard deviation; ``quantiles`` their empirical quantiles. Samples, not
@@ -21,21 +23,23 @@ fitted by likelihood (:mod:`astrops.models.flow_calibration`; the legacy quantil
 ``recalibration: quantile_map``). **Balanced NPE** (``balance`` = λ > 0; Delaunoy et al. 2022,
 arXiv:2208.13624) adds λ (E_joint σ(log q − log p) + E_marginal σ(log q − log p) − 1)² to the loss
 (marginal pairs: x shuffled within the batch; p the uniform prior on the box).
+
+References:
+    Rozet et al., zuko (https://github.com/probabilists/zuko); Talts et al. (2018), SBC,
+    arXiv:1804.06788.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import zuko
 from torch import nn
 
-from astrops.models import flow_sampling
+from astrops.models import flow_latent, flow_sampling
 from astrops.models.flow_calibration import (
     fit_base,
     fit_quantile_map,
@@ -50,17 +54,17 @@ from astrops.models.tasks import Task
 from astrops.models.transforms import TargetCodec
 from astrops.scores import quantile_columns, sample_crps, summarize
 
-EPS = 1e-6  # truths on the prior's edge: the box is open for the logit
 # samples per spectrum behind test metrics, calibration fits and predict's table
 TEST_SAMPLES = 1000
-# posterior samples alive at once when predicting (~0.5 GB of a flow's intermediates)
-CHUNK_SAMPLES = 500_000
 MAX_FLOW_WEIGHTS = 50_000_000  # far above any flow here (the default has 41 071 weights)
 RECALIBRATIONS = ("base", "quantile_map")
 
 
 class FlowTask(Task):
-    """Conditional neural spline flow over the parameters in logit space of the prior box."""
+    """Conditional neural spline flow over the parameters in latent space of the prior box.
+
+    ``latent`` defaults to ``logit`` here because checkpoints saved before the choice existed
+    record no value and were trained in it; configs choose ``probit``."""
 
     kind = "flow"
     probabilistic = True
@@ -77,15 +81,22 @@ class FlowTask(Task):
         context_features: int = 32,
         recalibration: str = "base",
         balance: float = 0.0,
+        latent: str = "logit",
     ):
         super().__init__()
         self.codec, self.calibrate, self.n_samples = codec, calibrate, int(n_samples)
-        if recalibration not in RECALIBRATIONS or not (0.0 <= float(balance) < 1e6):
+        if (
+            recalibration not in RECALIBRATIONS
+            or latent not in flow_latent.LATENTS
+            or not (0.0 <= float(balance) < 1e6)
+        ):
             raise ValueError(
-                f"flow recalibration must be one of {list(RECALIBRATIONS)} and balance a number "
-                f">= 0: got {recalibration!r}, {balance!r}"
+                f"flow recalibration must be one of {list(RECALIBRATIONS)}, latent one of "
+                f"{list(flow_latent.LATENTS)} and balance a number >= 0: got {recalibration!r}, "
+                f"{latent!r}, {balance!r}"
             )
         self.recalibration, self.balance = recalibration, float(balance)
+        self.latent = latent
         self.n_params = codec.mean.numel()
         sizes = dict(transforms=transforms, bins=bins, context_features=context_features)
         sizes["n_samples"] = n_samples - 1
@@ -134,12 +145,12 @@ class FlowTask(Task):
 
     def to_latent(self, theta: torch.Tensor) -> torch.Tensor:
         lo, hi = self._box()
-        return torch.logit(((theta - lo) / (hi - lo)).clamp(EPS, 1 - EPS))
+        return flow_latent.to_latent((theta - lo) / (hi - lo), self.latent)
 
     def from_latent(self, z: torch.Tensor) -> torch.Tensor:
         lo, hi = self._box()
         # float32 rounding never leaves the box
-        return (lo + (hi - lo) * torch.sigmoid(z)).clamp(lo, hi)
+        return (lo + (hi - lo) * flow_latent.from_latent(z, self.latent)).clamp(lo, hi)
 
     # -- training and density --------------------------------------------------------------
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -150,7 +161,7 @@ class FlowTask(Task):
         log_q = self.flow(out).log_prob(z)
         if not self.balance or len(z) < 2:
             return -log_q.mean()
-        log_prior = (F.logsigmoid(z) + F.logsigmoid(-z)).sum(-1)  # uniform box, in logit space
+        log_prior = flow_latent.log_prior(z, self.latent)  # the uniform box, in latent space
         shuffled = self.flow(out.roll(1, 0)).log_prob(z)  # (θ_i, x_{i-1}): the marginal pairs
         balance = torch.sigmoid(log_q - log_prior).mean()
         balance = balance + torch.sigmoid(shuffled - log_prior).mean() - 1
@@ -160,8 +171,9 @@ class FlowTask(Task):
         """log q(θ | x) in physical units (B,) — the latent density plus the log-Jacobian of the
         box map."""
         lo, hi = self._box()
-        u = ((theta - lo) / (hi - lo)).clamp(EPS, 1 - EPS)
-        return self.flow(out).log_prob(torch.logit(u)) - torch.log((hi - lo) * u * (1 - u)).sum(-1)
+        z = self.to_latent(theta)
+        volume = torch.log(hi - lo).sum()
+        return self.flow(out).log_prob(z) - flow_latent.log_prior(z, self.latent) - volume
 
     # -- samples and summaries -------------------------------------------------------------
     def sample(self, out: torch.Tensor, n: int) -> torch.Tensor:
@@ -178,10 +190,14 @@ class FlowTask(Task):
     def metric_options(self) -> dict[str, Any]:
         return {"n_classes": None, "distribution": "samples"}
 
-    def fit_calibration(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The base recalibration (or the legacy quantile map) fitted on validation outputs."""
+    def reset_calibration(self) -> None:
+        """The raw flow: base N(0, 1), quantile map the identity."""
         reset_base(self.flow)
         self.quantile_map.copy_(identity_map(self.n_params).to(self.quantile_map))
+
+    def fit_calibration(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The base recalibration (or the legacy quantile map) fitted on validation outputs."""
+        self.reset_calibration()
         if self.recalibration == "base":
             eps, ladj = latent_terms(self.flow, out, self.to_latent(y))
             loc, scale = fit_base(eps[None], ladj[None])
@@ -214,8 +230,7 @@ class FlowTask(Task):
             return None
         terms = []
         for m in members:
-            reset_base(m.task.flow)
-            m.task.quantile_map.copy_(identity_map(self.n_params).to(m.task.quantile_map))
+            m.task.reset_calibration()
             with torch.no_grad():
                 terms.append(latent_terms(m.task.flow, m(x), m.task.to_latent(y)))
         eps, ladj = (torch.stack(t) for t in zip(*terms, strict=True))
@@ -262,37 +277,3 @@ class FlowTask(Task):
                 "posterior_samples(model, n)"
             )
         return samples[:, torch.randperm(samples.shape[1], device=samples.device)[:n]]
-
-
-def predict_in_chunks(
-    model: nn.Module, x: torch.Tensor, n: int = TEST_SAMPLES
-) -> dict[str, torch.Tensor]:
-    """``model.predict_physical(x)`` with ``n`` posterior samples per spectrum for its flow heads,
-    over chunks of spectra so that at most ``CHUNK_SAMPLES`` samples are alive at once (a model
-    without a flow head: one chunk, exactly ``predict_physical``)."""
-    flows = any(isinstance(m, FlowTask) for m in model.modules())
-    size = max(1, CHUNK_SAMPLES // max(int(n), 1)) if flows else max(len(x), 1)
-    with posterior_samples(model, n):
-        parts = [model.predict_physical(chunk) for chunk in x.split(size)]
-    return (
-        parts[0]
-        if len(parts) == 1
-        else {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
-    )
-
-
-@contextmanager
-def posterior_samples(model: nn.Module, n: int) -> Iterator[None]:
-    """Within the block, every flow head in ``model`` decodes enough samples that the model's
-    prediction holds at least ``n`` (each of an ensemble's K members ⌈n / K⌉); restored
-    afterwards."""
-    heads = [m for m in model.modules() if isinstance(m, FlowTask)]
-    members = len(getattr(model, "members", [])) or 1
-    before = [h.n_samples for h in heads]
-    for h in heads:
-        h.n_samples = -(-int(n) // members)
-    try:
-        yield
-    finally:
-        for h, b in zip(heads, before, strict=True):
-            h.n_samples = b

@@ -23,7 +23,7 @@ from astrops.checkpoints import MANIFEST, save_ensemble
 from astrops.data import SpectraDataModule
 from astrops.errors import EnsembleConfigError
 from astrops.metrics import ParameterMetrics, score
-from astrops.models.flow import TEST_SAMPLES, posterior_samples
+from astrops.models.flow_predict import TEST_SAMPLES, posterior_samples
 from astrops.scores import decoded_outputs
 from astrops.tracking import TrackedRun
 from astrops.training.network import train
@@ -129,7 +129,7 @@ def _combine_and_test(
     # a flow mixture's calibration and test: 1 000 samples
     with posterior_samples(ens, TEST_SAMPLES):
         # the task decides (a regression ensemble's spread needs it most)
-        results = ens.calibrate(*dm.tensors["val"])
+        results = ens.calibrate(*dm.calibration_tensors())
         x, y = dm.tensors["test"]
         dec = ens.predict_physical(x)
     results.update(score(dec, y, codec, params, "test", n_classes))

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from astrops import __version__, tracking
 from astrops.checkpoints import read_checkpoint
 from astrops.data import SpectraDataModule
-from astrops.models.flow import TEST_SAMPLES, posterior_samples
+from astrops.models.flow_predict import TEST_SAMPLES, posterior_samples
 from astrops.models.registry import build
 from astrops.tracking import TrackedRun
 from astrops.training.reporting import Reporter, TestReport, report
@@ -203,7 +203,7 @@ def _fit_and_test(
                 _resume_hint(cfg, ckpt_cb.last_model_path if ckpt_cb else None)
             ) from None
     best = _restore_best(cfg, trainer, model)
-    calibration = model.calibrate(*dm.tensors["val"])
+    calibration = model.calibrate(*dm.calibration_tensors())
     # the calibrated model is one checkpoint: the factors are buffers of the task head
     if calibration and best:
         best = str(Path(best).with_name(Path(best).stem + "-calibrated.ckpt"))
