@@ -9,7 +9,8 @@ each member's and the mixture's, fitted on the validation split), ``base/val`` (
 scale of the flow's base noise, fitted by likelihood on the validation split) and ``base/val×obs``
 (the same on the validation spectra with fresh noise draws, what training does now). Per Gaussian
 ensemble: ``raw``, ``var_scale/val`` and ``var_scale/val×obs``. Each row: per parameter the SBC
-χ² p-value (median and range over 3 posterior-sampling seeds, 1 000 samples per spectrum), the
+χ² p-value (median and range over 3 posterior-sampling seeds, 1 000 samples per spectrum) and
+whether its ECDF stays inside the simultaneous 95 % band (Säilynoja et al. 2022; seed 0), the
 coverage of the equal-tailed 50/68/90/95/99 % intervals (mean over the sampling seeds) against its
 binomial 3σ at n, TARP's ATC (mean ± sd over 5 reference seeds, and a calibrated posterior's 95 %
 range at n) and R² of the posterior mean. Writes ``<out>.json`` and ``<out>.md``.
@@ -97,6 +98,12 @@ def coverage(samples: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.array(rows)
 
 
+def r_squared(ens, x: torch.Tensor, y: torch.Tensor) -> list[float]:
+    """R² of the posterior mean (sampling seed 0), per parameter."""
+    truth, mean = y.numpy().astype(float), samples_of(ens, x, 0).mean(1)
+    return (1 - ((mean - truth) ** 2).sum(0) / ((truth - truth.mean(0)) ** 2).sum(0)).tolist()
+
+
 def score_row(ens, x: torch.Tensor, y: torch.Tensor) -> dict:
     truth = y.numpy().astype(float)
     p_values, covers = [], []
@@ -105,19 +112,23 @@ def score_row(ens, x: torch.Tensor, y: torch.Tensor) -> dict:
         p_values.append(cal.sbc_uniformity(cal.sbc_ranks(s, truth, seed), N_SAMPLES))
         covers.append(coverage(s, truth))
         if seed == SAMPLING_SEEDS[0]:
+            ranks = cal.sbc_ranks(s, truth, seed)
+            points = np.linspace(0, 1, cal.ECDF_POINTS + 1)[1:-1]
+            band = cal.ecdf_band(len(truth), points)
+            ecdfs = cal.ecdf(cal.fractional_ranks(ranks, N_SAMPLES), points)
+            inside = [bool(np.all((c >= band[0]) & (c <= band[1]))) for c in ecdfs]
             atcs = cal.tarp_atcs(s, truth)
-            mean = s.mean(1)
-            r2 = 1 - ((mean - truth) ** 2).sum(0) / ((truth - truth.mean(0)) ** 2).sum(0)
     p = np.array(p_values)
     return {
         "sbc_p_median": np.median(p, 0).tolist(),
         "sbc_p_min": p.min(0).tolist(),
         "sbc_p_max": p.max(0).tolist(),
+        "ecdf_within_band95": inside,
         "coverage": np.mean(covers, 0).tolist(),
         "coverage_sd_over_seeds": np.std(covers, 0, ddof=1).tolist(),
         "tarp_atc": float(atcs.mean()),
         "tarp_atc_sd": float(atcs.std(ddof=1)),
-        "R2": r2.tolist(),
+        "R2": r_squared(ens, x, y),
     }
 
 
@@ -139,8 +150,9 @@ def markdown(results: dict, n: int, params: list[str]) -> str:
         f"TARP ATC: mean ± sd over {cal.TARP_SEEDS} reference seeds, calibrated 95 % range "
         f"[{lo:.3f}, {hi:.3f}].",
         "",
-        f"| model | recalibration | parameter | SBC p | {head} | TARP ATC | R² |",
-        "|---|---|---|---|" + "---|" * len(LEVELS) + "---|---|",
+        f"| model | recalibration | parameter | SBC p | ECDF in band | {head} | TARP ATC | R² | "
+        "R² (2nd store) |",
+        "|---|---|---|---|---|" + "---|" * len(LEVELS) + "---|---|---|",
     ]
     for label, rows in results.items():
         for how, r in rows.items():
@@ -153,7 +165,8 @@ def markdown(results: dict, n: int, params: list[str]) -> str:
                 atc = f"{r['tarp_atc']:+.3f} ± {r['tarp_atc_sd']:.3f}" if j == 0 else ""
                 lines.append(
                     f"| {label if j == 0 else ''} | {how if j == 0 else ''} | {p} | {sbc} | "
-                    f"{cov} | {atc} | {r['R2'][j]:.3f} |"
+                    f"{'yes' if r['ecdf_within_band95'][j] else 'no'} | {cov} | {atc} | "
+                    f"{r['R2'][j]:.3f} | {r.get('R2_second_store', ['–'] * 3)[j]:.4} |"
                 )
     return "\n".join(lines)
 
@@ -163,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("models", nargs="+", help="LABEL=ENSEMBLE_DIR")
     parser.add_argument("--test-store", required=True)
     parser.add_argument("--store", default=None)
+    parser.add_argument(
+        "--r2-store", default=None, help="a second held-out store for R² alone (data/holdout)"
+    )
     parser.add_argument("--out", default="posterior_ablation")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -174,10 +190,17 @@ def main(argv: list[str] | None = None) -> int:
         val, pairs = dm.tensors["val"], dm.calibration_tensors()
         x, y = dm.tensors["test"]
         n = len(y)
+        second = (
+            held_out(path, args.r2_store, store=args.store)[1].tensors["test"]
+            if args.r2_store
+            else None
+        )
         results[label] = {}
         for how in rows_for(ens, dm.sigma is not None):
             recalibrate(ens, how, val, pairs)
             results[label][how] = score_row(ens, x, y)
+            if args.r2_store:
+                results[label][how]["R2_second_store"] = r_squared(ens, *second)
             print(label, how, json.dumps(results[label][how]), flush=True)
     meta = {"n_test": n, "parameters": params, "levels": LEVELS, "models": args.models}
     Path(args.out + ".json").write_text(json.dumps({**meta, "rows": results}, indent=1) + "\n")

@@ -55,8 +55,11 @@ def _fresh_check(task: FlowTask, n_fit: int) -> tuple[np.ndarray, np.ndarray]:
 
 def test_the_quantile_map_fitted_on_199_spectra_fails_sbc_on_fresh_ones():
     """The legacy 41-knot map learns the noise of 199 PITs (p ≈ 1e-22 over three seeds here)."""
-    p, _ = _fresh_check(_flow("quantile_map"), 199)
+    task = _flow("quantile_map")
+    p, _ = _fresh_check(task, 199)
     assert p.min() < 1e-6, p
+    with pytest.raises(ValueError, match="quantile map, which has no density"):
+        task.log_prob(torch.zeros(1, 4), torch.full((1, 3), 0.5))  # samples moved, density not
 
 
 def test_the_base_fitted_on_199_spectra_covers_fresh_ones_at_every_level():

@@ -169,7 +169,12 @@ class FlowTask(Task):
 
     def log_prob(self, out: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         """log q(θ | x) in physical units (B,) — the latent density plus the log-Jacobian of the
-        box map."""
+        box map. A legacy quantile map moves samples without a density: refused then."""
+        if not torch.equal(self.quantile_map, identity_map(self.n_params).to(self.quantile_map)):
+            raise ValueError(
+                "this flow is recalibrated by a quantile map, which has no density: refit it with "
+                "recalibration: base for log_prob"
+            )
         lo, hi = self._box()
         z = self.to_latent(theta)
         volume = torch.log(hi - lo).sum()
