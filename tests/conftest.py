@@ -186,3 +186,24 @@ def run_in_process(script: str, *overrides: str, capfd) -> subprocess.CompletedP
         code = int(exc.code or 0)
     out = capfd.readouterr()
     return subprocess.CompletedProcess([script, *overrides], code, out.out, out.err)
+
+
+@pytest.fixture(scope="session")
+def emulator(tmp_path_factory) -> tuple[str, str]:
+    """train.py task=emulator (through the entry point's dispatch): z = 8, 60 epochs; its last line
+    is the file."""
+    tmp = tmp_path_factory.mktemp("emu")
+    proc = run_entry(
+        "train.py",
+        "experiment=emulator",
+        "data.redshifts=[8.0]",
+        "trainer.max_epochs=60",
+        f"paths.output_dir={tmp}/run",
+        f"hydra.run.dir={tmp}/hydra",
+        f"logger.mlflow.tracking_uri=sqlite:///{tmp}/m.db",
+        f"logger.mlflow.artifact_root={tmp}/art",
+        "callbacks.progress_bar=null",
+    )
+    path = proc.stdout.strip().splitlines()[-1]
+    assert path.endswith("emulator.pt") and Path(path).is_file()
+    return path, f"sqlite:///{tmp}/m.db"

@@ -9,6 +9,8 @@
     python -m astrops plots spectra [DATASET]
     python -m astrops reference --emulator ... --flow ... --gaussian ... --test-store DIR
     python -m astrops emulator-check EMULATOR --store DIR
+    python -m astrops reference-selfcheck --emulator EMU --observation NAME --out FILE.json
+    python -m astrops reference-posterior ...   (also: python -m astrops.reference.posterior)
     python -m astrops noise-tables OBSERVATION|all
 
 ``python -m astrops COMMAND --help`` tells each one's arguments. Every command exits 0 when done
@@ -33,6 +35,8 @@ COMMANDS = {
     "plots": ("analysis", "plots_main"),
     "reference": ("reference", "reference_main"),
     "emulator-check": ("reference", "emulator_check_main"),
+    "reference-selfcheck": ("reference_posterior", "selfcheck_main"),
+    "reference-posterior": ("reference_posterior", "posterior_main"),
     "noise-tables": ("noise_tables", "noise_tables_main"),
 }
 

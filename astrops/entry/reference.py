@@ -43,6 +43,14 @@ def reference_main(argv: list[str] | None = None) -> int:
         default=1,
         help="processes for the reference posteriors (2 on 2 cores)",
     )
+    ap.add_argument(
+        "--model-errors",
+        type=float,
+        nargs="+",
+        default=[0.0, 0.15],
+        help="21CMMC's modelling error f, one reference per value",
+    )
+    ap.add_argument("--covariance", choices=["fixed", "theta"], default="fixed")
     ap.add_argument("--out", default="reference_comparison")
     ap.add_argument("--experiment", default="astrops")
     ap.add_argument("--tracking-uri", default=None)
@@ -52,6 +60,11 @@ def reference_main(argv: list[str] | None = None) -> int:
     from astrops.reference import compare
 
     out = Path(args.out)
+    if any(not 0 <= f < 10 for f in args.model_errors):
+        print(
+            "error: --model-errors must lie in [0, 10) (21CMMC's default: 0.15)", file=sys.stderr
+        )
+        return 2
     if args.n_mocks < 1 or args.workers < 1:
         print(
             "error: --n-mocks and --workers must be at least 1 (e.g. --n-mocks 100 --workers 2)",
@@ -71,6 +84,8 @@ def reference_main(argv: list[str] | None = None) -> int:
             args.n_mocks,
             out,
             args.workers,
+            tuple(args.model_errors),
+            args.covariance,
         )
     except (ValueError, StoreError, FileNotFoundError) as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)

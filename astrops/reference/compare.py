@@ -2,17 +2,20 @@
 
     python -m astrops reference --emulator EMU --flow FLOW_ENSEMBLE \
         --gaussian GAUSSIAN_ENSEMBLE --test-store data/holdout [--store data/reference] \
-        [--n-mocks 100] [--out reference_comparison] [--experiment NAME] \
+        [--n-mocks 100] [--model-errors 0 0.15] [--covariance fixed|theta] [--out DIR] \
+        [--experiment NAME] \
         [--tracking-uri URI] [--no-log]
 
 A mock is a held-out simulation with one fixed realisation of the instrument's noise — exactly the
 test spectrum the networks are scored on (the flow's data module builds them; both networks must
 share its redshifts, k-bins and noise). The reference posterior of each mock is the emulator inside
-21CMMC's Gaussian likelihood (:mod:`astrops.reference.likelihood`: σ_noise² + (f·Δ²)² + the cosmic
-variance correlated across redshifts and k-bins, log-determinant kept)
-under the training priors, on a refined grid (:mod:`astrops.reference.grid`), for f = 0 (the
-networks saw thermal noise only) and f = 0.15 (21CMMC's default). Per mock and parameter: means,
-68/95 % intervals,
+21CMMC's Gaussian likelihood (:mod:`astrops.reference.likelihood`: σ_noise² + (f·Δ²)² + the
+emulator's error + the cosmic variance correlated across redshifts and k-bins; ``--covariance
+fixed`` holds it at a point estimate, ``theta`` re-evaluates it with its log-determinant) under the
+training priors, on a grid refined by mass (:mod:`astrops.reference.grid`), for each f of
+``--model-errors`` (0: the networks saw thermal noise only; 0.15: 21CMMC's default). A mock whose
+grid did not resolve is listed in ``summary.json`` and left out of every summary. Per mock and
+parameter: means, 68/95 % intervals,
 |mean shift| in reference σ, 68 % width ratio, overlap of the 68 % intervals, Jensen–Shannon
 divergence of the 1-D marginals; summaries over mocks with every posterior's coverage of the
 truths; corner plots of six mocks overlaying reference (black), flow ensemble (blue) and Gaussian
@@ -39,8 +42,8 @@ from astrops.reference.agreement import (
 from astrops.scores import QUANTILE_LEVELS
 
 MODEL_ERRORS = (0.0, 0.15)
+COVARIANCE = "fixed"  # the measured choice (docs/posteriors.md)
 LEVELS = {k: q for k, q in QUANTILE_LEVELS.items() if k != "median"}  # the 68 / 95 % interval ends
-REF_DRAWS = 4000  # reference samples per mock for the JS histograms and corner plots
 
 
 def check_inputs(emu, flow_pred, gauss_pred, flow: str) -> None:
@@ -110,73 +113,24 @@ def mocks(flow: str, test_store: str, store: str | None, n: int):
     return dm, x[:n], y[:n]
 
 
-_WORK: dict[str, Any] = {}  # what the reference workers share (set before they fork)
-
-
 def reference_posteriors(
-    emu, dm, x: torch.Tensor, f: float, workers: int = 1, seed: int = 0
+    emu, dm, x: torch.Tensor, f: float, workers: int = 1, covariance: str = COVARIANCE
 ) -> tuple[list[dict], list[np.ndarray]]:
-    """Per mock: the reference summary and ``REF_DRAWS`` samples, over ``workers`` processes."""
+    """Per mock: the reference summary and its samples (:mod:`astrops.reference.solver`)."""
+    from astrops.reference.solver import ReferenceSetup
+    from astrops.reference.solver import reference_posteriors as solve
+
     emu_bins = emu.bins.tolist()
-    pos = [emu_bins.index(int(b)) for b in dm.kept_bins]  # covered: check_inputs
-    # measured (z, k) in emu.corr
-    flat = [i * len(emu_bins) + p for i in range(len(emu.redshifts)) for p in pos]
-    _WORK.clear()
-    _WORK.update(
-        emu=emu,
-        pos=pos,
-        corr=emu.corr[flat][:, flat].double(),
-        f=f,
-        seed=seed,
-        box=dm.ranges,
-        noise=torch.as_tensor(dm.sigma[:, dm.kept_bins], dtype=torch.float64),
-        data=x[:, :, dm.kept_bins].double(),
+    setup = ReferenceSetup(
+        emu,
+        [emu_bins.index(int(b)) for b in dm.kept_bins],  # covered: check_inputs
+        torch.as_tensor(dm.sigma[:, dm.kept_bins], dtype=torch.float64),
+        np.asarray(dm.ranges, dtype=np.float64),
+        model_error=f,
+        covariance=covariance,
     )
-    from astrops.reference.grid import N_CELLS, _evaluate
-
-    # every mock's first grid is the prior box's: emulated once, shared
-    _WORK["stage0"] = (None, None)
-    _evaluate(_cache_stage0, dm.ranges[:, 0], dm.ranges[:, 1], N_CELLS)
-    if workers > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("fork").Pool(workers) as pool:
-            results = pool.map(_posterior_of, range(len(x)))
-    else:
-        results = [_posterior_of(i) for i in range(len(x))]
+    results = solve(setup, x[:, :, dm.kept_bins].double(), workers=workers)
     return [r[0] for r in results], [r[1] for r in results]
-
-
-def _cache_stage0(theta: np.ndarray) -> np.ndarray:
-    _WORK["stage0"] = (theta.copy(), _emulate(theta))
-    return np.zeros(len(theta))
-
-
-def _emulate(theta: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    cached, out = _WORK["stage0"]
-    if cached is not None and cached.shape == theta.shape and np.array_equal(cached, theta):
-        return out
-    with torch.no_grad():
-        mean, var = _WORK["emu"](torch.as_tensor(theta, dtype=torch.float32))
-    return mean[:, :, _WORK["pos"]].double(), var[:, :, _WORK["pos"]].double()
-
-
-def _posterior_of(i: int) -> tuple[dict, np.ndarray]:
-    from astrops.reference.grid import grid_posterior
-    from astrops.reference.likelihood import PowerSpectrumLikelihood
-
-    torch.set_num_threads(1)
-    w = _WORK
-    lik = PowerSpectrumLikelihood(w["data"][i], w["noise"], w["f"], corr=w["corr"])
-    post = grid_posterior(lambda theta: lik(*_emulate(theta)).numpy(), w["box"])
-    q = post.quantile(list(LEVELS.values()))
-    summary = {
-        "mean": post.mean(),
-        "std": post.std(),
-        **{k: q[j] for j, k in enumerate(LEVELS)},
-        "resolved": post.resolved,
-    }
-    return summary, post.sample(REF_DRAWS, np.random.default_rng([w["seed"], i]))
 
 
 def network_posteriors(
@@ -217,6 +171,8 @@ def run_comparison(
     n: int,
     out: Path,
     workers: int = 1,
+    model_errors: tuple[float, ...] = MODEL_ERRORS,
+    covariance: str = COVARIANCE,
 ) -> dict[str, Any]:
     import pandas as pd
 
@@ -231,8 +187,8 @@ def run_comparison(
     params, truth = list(dm.parameters), y.numpy().astype(np.float64)
     flow_sum, flow_s, gauss_sum, gauss_s = network_posteriors(flow_pred, gauss_pred, x)
     rows, summary, figures = [], {"n_mocks": len(truth), "parameters": params}, {}
-    for f in MODEL_ERRORS:
-        ref_sum, ref_s = reference_posteriors(emu, dm, x, f, workers)
+    for f in model_errors:
+        ref_sum, ref_s = reference_posteriors(emu, dm, x, f, workers, covariance)
         for i in range(len(truth)):
             for name, model, samples in (
                 ("flow", flow_sum[i], flow_s[i]),
@@ -259,16 +215,19 @@ def run_comparison(
                             "grid_resolved": bool(ref_sum[i]["resolved"]),
                         }
                     )
-        if f == 0.0:
+        if f == model_errors[0]:
             figures = corner_overlays(ref_s, flow_s, gauss_s, truth, params, dm.ranges)
     df = pd.DataFrame(rows)
     df["in68"] = (df["true"] >= df["lo68"]) & (df["true"] <= df["hi68"])
     df["in95"] = (df["true"] >= df["lo95"]) & (df["true"] <= df["hi95"])
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "per_mock.csv", index=False)
-    table = summary_table(df)
+    # a mock whose reference grid did not resolve is counted, never averaged in
+    unresolved = set(df.loc[~df["grid_resolved"], "mock"])
+    table = summary_table(df[~df["mock"].isin(unresolved)])
     table.to_csv(out / "comparison.csv", index=False)
-    summary["grid_resolved"] = float(df[df.model == "reference"]["grid_resolved"].mean())
+    summary["unresolved_mocks"] = sorted(int(i) for i in unresolved)
+    summary["covariance"] = covariance
     summary["time/comparison_s"] = time.perf_counter() - t0
     (out / "comparison.md").write_text(markdown(table) + "\n")
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")

@@ -2,12 +2,15 @@
 when the likelihood is an emulator evaluated for a whole grid at once (no sampler's chains to tune
 or to converge).
 
-Stage 0 covers the prior box with n cells per parameter; each next stage covers the smallest box
-holding all but ``tail`` of the previous stage's mass (padded by one of its cells) with n cells
-again, until every parameter's step is at most σ_post / ``resolution`` (the issue's ≤ σ/5) or
-``max_stages`` is reached — the posterior then says which (``resolved``). The prior is uniform on
-the box, so the posterior is the normalised likelihood; mass outside a refined box (< ``tail``) is
-dropped.
+Stage 0 covers the prior box with n cells per parameter. Each next stage covers the bounding box of
+the fewest cells that hold ≥ 1 − ``tail`` (99.9 %) of the current grid's posterior mass — the cells
+that carry the mass, not a level set of the likelihood, which can miss a broad low plateau — padded
+by two cells, with as many cells per parameter as a step of σ_post / ``resolution`` needs (at least
+n, at most ``n_max``). A box whose kept cells touch a face that is not the prior's is widened there
+and evaluated again. The posterior is ``resolved`` when every step is ≤ σ_post / ``resolution``
+(or has ``n_max`` cells: a long tail) and mean and σ moved < 0.1 σ since the previous grid; after
+``max_stages`` it is not, and says so (a caller reports it apart, never averages it in). The prior
+is uniform on the box, so the posterior is the normalised likelihood.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 N_CELLS = 36  # cells per parameter and stage (36³ ≈ 47 000 likelihood calls)
+N_MAX = 72  # cells for a parameter whose kept mass spans many σ (a long tail)
 
 
 @dataclass
@@ -73,12 +77,16 @@ class GridPosterior:
 
 
 def _evaluate(
-    loglike: Callable[[np.ndarray], np.ndarray], lo: np.ndarray, hi: np.ndarray, n: int
+    loglike: Callable[[np.ndarray], np.ndarray],
+    lo: np.ndarray,
+    hi: np.ndarray,
+    n: int | np.ndarray,
 ) -> tuple[list[np.ndarray], np.ndarray]:
-    edges = [np.linspace(a, b, n + 1) for a, b in zip(lo, hi, strict=True)]
+    ns = np.broadcast_to(np.asarray(n, dtype=int), lo.shape)
+    edges = [np.linspace(a, b, m + 1) for a, b, m in zip(lo, hi, ns, strict=True)]
     centres = [(e[1:] + e[:-1]) / 2 for e in edges]
     mesh = np.stack(np.meshgrid(*centres, indexing="ij"), axis=-1).reshape(-1, len(lo))
-    lnl = np.asarray(loglike(mesh), dtype=np.float64).reshape((n,) * len(lo))
+    lnl = np.asarray(loglike(mesh), dtype=np.float64).reshape(tuple(ns))
     lnl = np.where(np.isfinite(lnl), lnl, -np.inf)
     if not np.isfinite(lnl.max()):
         raise ValueError(
@@ -88,60 +96,67 @@ def _evaluate(
     return edges, lnl
 
 
+def mass_cells(mass: np.ndarray, tail: float) -> np.ndarray:
+    """Boolean mask of the fewest cells holding ≥ 1 − ``tail`` of ``mass`` (which sums to 1)."""
+    flat = mass.ravel()
+    order = np.argsort(flat)[::-1]
+    n_keep = int(np.searchsorted(np.cumsum(flat[order]), 1 - tail) + 1)
+    keep = np.zeros(flat.size, dtype=bool)
+    keep[order[: min(n_keep, flat.size)]] = True
+    return keep.reshape(mass.shape)
+
+
 def grid_posterior(
     loglike: Callable[[np.ndarray], np.ndarray],
     box: np.ndarray,
     n: int = N_CELLS,
     resolution: float = 5.0,
-    max_stages: int = 6,
-    drop: float = 4.5,
+    max_stages: int = 8,
+    tail: float = 1e-3,
+    n_max: int = N_MAX,
 ) -> GridPosterior:
     """Posterior of ``loglike`` ((B, P) points → (B,) ln L) under a uniform prior on ``box`` (P,
-    2).
-
-    Each refined box spans the cells within ``drop`` of the highest ln L (±3σ for a Gaussian), two
-    cells wider on each side; a box whose face still holds such cells is widened by half its size
-    and evaluated again (a ridge the coarser grid sampled poorly). ``resolved``: every step ≤
-    σ_post / ``resolution``, no mass against a refined face, and mean and σ moved by less than 0.1
-    σ since the previous grid (or the box no longer changes)."""
+    2); see the module docstring for the rule. A parameter whose kept mass spans more than
+    ``n`` steps of σ / ``resolution`` (a long tail) gets more cells, up to ``n_max``."""
     box = np.asarray(box, dtype=np.float64)
     lo, hi = box[:, 0].copy(), box[:, 1].copy()
+    ns = np.full(len(lo), n)
     post, previous = None, None
     for stage in range(max_stages):
-        edges, lnl = _evaluate(loglike, lo, hi, n)
+        edges, lnl = _evaluate(loglike, lo, hi, ns)
         mass = np.exp(lnl - lnl.max())
         post = GridPosterior(edges, mass / mass.sum(), False, stage + 1)
-        high = lnl >= lnl.max() - drop
+        kept = mass_cells(post.mass, tail)
         widened = False
-        for j in range(len(lo)):  # mass against a face that is not the prior's: widen that side
+        for j in range(len(lo)):  # kept mass against a face that is not the prior's: widen it
             width = hi[j] - lo[j]
-            if lo[j] > box[j, 0] and high.take(0, axis=j).any():
+            if lo[j] > box[j, 0] and kept.take(0, axis=j).any():
                 lo[j], widened = max(box[j, 0], lo[j] - width / 2), True
-            if hi[j] < box[j, 1] and high.take(n - 1, axis=j).any():
+            if hi[j] < box[j, 1] and kept.take(ns[j] - 1, axis=j).any():
                 hi[j], widened = min(box[j, 1], hi[j] + width / 2), True
         if widened:
-            previous = None
             continue
         mean, std = post.mean(), post.std()
-        fine = np.all((hi - lo) / n <= std / resolution)
+        steps_ok = (hi - lo) / ns <= std / resolution
         stable = (
             previous is not None
             and np.all(np.abs(mean - previous[0]) < 0.1 * std)
             and np.all(np.abs(std - previous[1]) < 0.1 * std)
         )
-        keep = np.argwhere(high)
-        first, last = keep.min(0), keep.max(0)
+        idx = np.argwhere(kept)
+        first, last = idx.min(0), idx.max(0)
         lo_new = np.maximum(
             [e[max(i - 2, 0)] for e, i in zip(edges, first, strict=True)], box[:, 0]
         )
         hi_new = np.minimum(
-            [e[min(i + 3, n)] for e, i in zip(edges, last, strict=True)], box[:, 1]
+            [e[min(i + 3, len(e) - 1)] for e, i in zip(edges, last, strict=True)], box[:, 1]
         )
-        same = np.allclose(lo_new, lo) and np.allclose(hi_new, hi)
-        if fine and (stable or same):
+        # a long tail: n_max cells and a box that no longer shrinks is as fine as it gets
+        capped = (ns >= n_max) & np.isclose(lo_new, lo) & np.isclose(hi_new, hi)
+        if stable and np.all(steps_ok | capped):
             post.resolved = True
             return post
-        if same and not fine:  # the mass fills the box: only a larger n resolves it
-            return post
-        previous, lo, hi = (mean, std), lo_new, hi_new
+        lo, hi = lo_new, hi_new
+        ns = np.clip(np.ceil(resolution * (hi - lo) / std).astype(int), n, n_max)
+        previous = (mean, std)
     return post

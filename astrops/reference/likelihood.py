@@ -17,6 +17,13 @@ diagonal that would count one box's fluctuation several times. Because the covar
 the reference keeps the Gaussian's log-determinant −½ ln det C (21CMMC omits it; its own comment
 notes that a model-dependent variance should bring it in). With both switched off it is 21CMMC's
 expression term by term (tests/test_reference.py checks 1e-10 against it).
+
+The emulator's own error enters the diagonal as 21CMMC adds 21cmEMU's: σ_emu² = η_z σ_cv²(θ)
+(:meth:`SpectrumEmulator.fit_error`), so C = S R S + diag(σ_noise² + (f·Δ²)² + σ_emu²). Two forms
+of the covariance are offered: ``theta`` (C(θ) at every point, with its log-determinant) and
+``fixed`` (:meth:`PowerSpectrumLikelihood.fixed_at`: C evaluated once at a point estimate θ̂ and
+held, so no determinant enters and θ cannot be rewarded for a small emulated scatter);
+docs/posteriors.md has the measured choice.
 """
 
 from __future__ import annotations
@@ -42,11 +49,30 @@ class PowerSpectrumLikelihood:
     log_det: bool = True
     # (n_z·n_bins)²: the cosmic variance's correlation across redshifts and k
     corr: torch.Tensor | None = None
+    # (n_z, n_bins) η: the emulator's error variance in units of σ_cv² (None: no emulator error)
+    emulator_scale: torch.Tensor | None = None
+
+    def diagonal(self, mean: torch.Tensor, cv_var: torch.Tensor | None) -> torch.Tensor:
+        """σ_noise² + (f·Δ²)² + σ_emu², (B, n_z, n_bins)."""
+        var = self.noise**2 + (self.model_error * mean) ** 2
+        if self.emulator_scale is not None and cv_var is not None:
+            var = var + self.emulator_scale * cv_var
+        return var
+
+    def fixed_at(self, mean: torch.Tensor, cv_var: torch.Tensor) -> FixedCovariance:
+        """The likelihood with C held at one point's emulated mean and variance (n_z, n_bins)."""
+        var = self.diagonal(mean, cv_var).flatten().double()
+        cov = torch.diag(var)
+        if self.cosmic_variance:
+            s = cv_var.flatten().double().sqrt()
+            corr = torch.eye(len(s), dtype=s.dtype) if self.corr is None else self.corr.double()
+            cov = cov + s[:, None] * corr * s[None, :]
+        return FixedCovariance(self.data.flatten().double(), torch.linalg.cholesky(cov))
 
     def __call__(self, mean: torch.Tensor, cv_var: torch.Tensor | None = None) -> torch.Tensor:
         """(B,) ln L for emulated ``mean`` and ``cv_var`` (B, n_z, n_bins), up to a θ-independent
         constant."""
-        var = self.noise**2 + (self.model_error * mean) ** 2
+        var = self.diagonal(mean, cv_var)
         if self.cosmic_variance:
             if cv_var is None:
                 raise ValueError("cosmic_variance=True needs the emulated cosmic variance")
@@ -77,3 +103,17 @@ class PowerSpectrumLikelihood:
                 lnl = lnl - torch.log(torch.diagonal(chol, dim1=1, dim2=2).double()).sum(1)
             out.append(lnl)
         return torch.cat(out)
+
+
+@dataclass
+class FixedCovariance:
+    """ln L(θ) = −½ rᵀ C⁻¹ r, r = Δ²_model(θ) − Δ²_data, for one held Cholesky factor of C."""
+
+    data: torch.Tensor  # (D,)
+    chol: torch.Tensor  # (D, D) lower
+
+    def __call__(self, mean: torch.Tensor, cv_var: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,) ln L for emulated means (B, n_z, n_bins); the variance argument is ignored."""
+        r = (mean.flatten(1).double() - self.data).T  # (D, B)
+        w = torch.linalg.solve_triangular(self.chol, r, upper=False)
+        return -0.5 * (w**2).sum(0)

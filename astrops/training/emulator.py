@@ -90,7 +90,11 @@ def train_emulator(cfg: DictConfig) -> tuple[dict[str, float], str]:
             )
         model = model.cpu().eval()
         model.fit_correlation(*data["train"])
+        # out-of-sample residuals: both splits the weights never saw
+        model.fit_error(*(torch.cat(t) for t in zip(data["val"], data["test"], strict=True)))
         results = emulator_scores(model, *data["test"])
+        for zz, eta in zip(model.redshifts, model.error_scale[:, 0].tolist(), strict=True):
+            results[f"error_scale/z{zz:g}"] = eta  # σ_emu² / σ_cv²
         with torch.no_grad():
             results["best/val/loss"] = float(model.loss(*data["val"]))
             # comparable across β
