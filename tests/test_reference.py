@@ -309,6 +309,10 @@ def test_the_emulator_check_compares_seed_averages_and_refuses_a_used_directory(
         set(rows["n_seeds"]) == {30} and rows["point"].nunique() == 6 and set(rows["z"]) == {8.0}
     )
     assert rows["k"].between(0.1, 1.0).all() and (rows["error_in_sigma_total"] >= 0).all()
+    # the seed mean's own error counts in quadrature: never fewer bins pass than at 20 % alone
+    assert (rows["sigma_emu"] >= 0).all() and (
+        rows["within_tolerance"] >= (rows["error_in_sigma_total"] <= 0.2)
+    ).all()
     # what a 30-seed average can resolve: its own error is a fraction of the total σ
     assert rows["seed_mean_error_in_sigma_total"].median() < 0.2
     assert (
