@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -189,10 +190,24 @@ def run_in_process(script: str, *overrides: str, capfd) -> subprocess.CompletedP
 
 
 @pytest.fixture(scope="session")
-def emulator(tmp_path_factory) -> tuple[str, str]:
+def emulator(tmp_path_factory, worker_id) -> tuple[str, str]:
     """train.py task=emulator (through the entry point's dispatch): z = 8, 60 epochs; its last line
-    is the file."""
-    tmp = tmp_path_factory.mktemp("emu")
+    is the file. Trained once per run: xdist workers share it through their run's directory (the
+    pytest-xdist recipe: a file lock, the first worker trains)."""
+    from filelock import FileLock
+
+    if worker_id == "master":
+        return _train_emulator(tmp_path_factory.mktemp("emu"))
+    root = tmp_path_factory.getbasetemp().parent  # this run's, shared by its workers
+    with FileLock(str(root / "emulator.lock")):
+        done = root / "emulator.json"
+        if not done.is_file():
+            (root / "emu").mkdir()
+            done.write_text(json.dumps(_train_emulator(root / "emu")))
+        return tuple(json.loads(done.read_text()))
+
+
+def _train_emulator(tmp: Path) -> tuple[str, str]:
     proc = run_entry(
         "train.py",
         "experiment=emulator",

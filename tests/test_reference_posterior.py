@@ -89,7 +89,7 @@ def test_the_reference_covers_its_own_mocks(emulator, tmp_path, covariance):
     from astrops.entry.reference_posterior import selfcheck_main
 
     out = tmp_path / "self.json"
-    n = 60 if covariance == "fixed" else 24
+    n = 40 if covariance == "fixed" else 12
     args = ["--emulator", emulator[0], "--observation", "hera350_1000h", "--n-mocks", str(n)]
     assert selfcheck_main([*args, "--covariance", covariance, "--out", str(out)]) == 0
     r = json.loads(out.read_text())

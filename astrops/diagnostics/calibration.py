@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 
+# SBC's ranks live in astrops.scores (the reference uses them too); re-exported here
+from astrops.scores import rank_bins, sbc_ranks, sbc_uniformity  # noqa: F401
+
 LEVELS = np.round(np.arange(0.05, 0.951, 0.05), 2)  # central credible levels of the coverage curve
 ECDF_POINTS = 100  # where the ECDF bands are evaluated
 BAND_SIMULATIONS = 2000  # uniform samples behind a simultaneous band or a null interval
@@ -42,40 +45,6 @@ def coverage_curve(pit: np.ndarray, levels: np.ndarray = LEVELS) -> dict[str, np
     covered = (np.abs(pit - 0.5)[:, :, None] <= levels[None, None, :] / 2 + 1e-12).mean(0)
     band = np.stack([binom.ppf(0.025, n, levels), binom.ppf(0.975, n, levels)]) / max(n, 1)
     return {"levels": levels, "coverage": covered, "band": band}
-
-
-def sbc_ranks(samples: np.ndarray, truth: np.ndarray, seed: int = 0) -> np.ndarray:
-    """(N, P) integer ranks of the truths among their L posterior samples, in {0, …, L}.
-
-    Samples equal to θ* (a flow's samples clamped at a prior edge where θ* also sits) are ties:
-    each tie is broken at random (seeded), so the rank is uniform over the tied positions, as
-    Talts et al. (2018, §4.1) prescribe for discrete draws; counting them all as above would pile
-    ranks at 0 and fail a calibrated posterior."""
-    below = (samples < truth[:, None, :]).sum(1)
-    ties = (samples == truth[:, None, :]).sum(1)
-    u = np.random.default_rng(seed).uniform(size=below.shape)
-    return below + np.floor(u * (ties + 1)).astype(below.dtype)
-
-
-def rank_bins(n: int, n_ranks: int, bins: int = 20) -> tuple[int, np.ndarray]:
-    """How many rank bins ``n`` ranks support (≥ 5 expected per bin, at most ``bins``), and each
-    bin's share of the ``n_ranks`` possible ranks (exact when ``n_ranks`` is not a multiple of the
-    bins)."""
-    b = int(max(2, min(bins, n // 5)))
-    share = np.bincount((np.arange(n_ranks) * b) // n_ranks, minlength=b) / n_ranks
-    return b, share
-
-
-def sbc_uniformity(ranks: np.ndarray, n_samples: int) -> np.ndarray:
-    """χ² p-value (P,) that each parameter's ranks are uniform on {0, …, L} (L = ``n_samples``)."""
-    from scipy.stats import chisquare
-
-    b, share = rank_bins(len(ranks), n_samples + 1)
-    out = []
-    for r in ranks.T:
-        counts = np.bincount((r * b) // (n_samples + 1), minlength=b)
-        out.append(chisquare(counts, share * len(r)).pvalue)
-    return np.asarray(out)
 
 
 def fractional_ranks(ranks: np.ndarray, n_samples: int, seed: int = 0) -> np.ndarray:

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from astrops.diagnostics import calibration as cal
 from astrops.reference.solver import DRAWS, ReferenceSetup, reference_posteriors
+from astrops.scores import sbc_ranks, sbc_uniformity
 
 LEVELS = (0.50, 0.68, 0.95)
 
@@ -47,8 +47,8 @@ def coverage_and_sbc(samples: np.ndarray, truth: np.ndarray, seed: int) -> dict[
         lo, hi = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2], axis=1)
         out["coverage"][f"{level:g}"] = ((truth >= lo) & (truth <= hi)).mean(0).tolist()
         out["coverage_se"][f"{level:g}"] = float(np.sqrt(level * (1 - level) / n))
-    ranks = cal.sbc_ranks(samples, truth, seed)
-    out["sbc_p"] = cal.sbc_uniformity(ranks, samples.shape[1]).tolist()
+    ranks = sbc_ranks(samples, truth, seed)
+    out["sbc_p"] = sbc_uniformity(ranks, samples.shape[1]).tolist()
     return out
 
 
