@@ -191,7 +191,7 @@ def run_in_process(script: str, *overrides: str, capfd) -> subprocess.CompletedP
 
 @pytest.fixture(scope="session")
 def emulator(tmp_path_factory, worker_id) -> tuple[str, str]:
-    """train.py task=emulator (through the entry point's dispatch): z = 8, 60 epochs; its last line
+    """train.py task=emulator (through the entry point's dispatch): z = 8, 30 epochs; its last line
     is the file. Trained once per run: xdist workers share it through their run's directory (the
     pytest-xdist recipe: a file lock, the first worker trains)."""
     from filelock import FileLock
@@ -212,7 +212,7 @@ def _train_emulator(tmp: Path) -> tuple[str, str]:
         "train.py",
         "experiment=emulator",
         "data.redshifts=[8.0]",
-        "trainer.max_epochs=60",
+        "trainer.max_epochs=30",
         f"paths.output_dir={tmp}/run",
         f"hydra.run.dir={tmp}/hydra",
         f"logger.mlflow.tracking_uri=sqlite:///{tmp}/m.db",
