@@ -50,7 +50,9 @@ def reference_main(argv: list[str] | None = None) -> int:
         default=[0.0, 0.15],
         help="21CMMC's modelling error f, one reference per value",
     )
-    ap.add_argument("--covariance", choices=["fixed", "theta"], default="fixed")
+    ap.add_argument(
+        "--covariance", choices=["fixed", "theta"], default="fixed"
+    )  # solver.COVARIANCE
     ap.add_argument("--out", default="reference_comparison")
     ap.add_argument("--experiment", default="astrops")
     ap.add_argument("--tracking-uri", default=None)

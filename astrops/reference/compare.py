@@ -39,10 +39,10 @@ from astrops.reference.agreement import (
     markdown,
     summary_table,
 )
+from astrops.reference.solver import COVARIANCE
 from astrops.scores import QUANTILE_LEVELS
 
 MODEL_ERRORS = (0.0, 0.15)
-COVARIANCE = "fixed"  # the measured choice (docs/posteriors.md)
 LEVELS = {k: q for k, q in QUANTILE_LEVELS.items() if k != "median"}  # the 68 / 95 % interval ends
 
 
@@ -172,7 +172,7 @@ def run_comparison(
     out: Path,
     workers: int = 1,
     model_errors: tuple[float, ...] = MODEL_ERRORS,
-    covariance: str = COVARIANCE,
+    covariance: str | None = None,
 ) -> dict[str, Any]:
     import pandas as pd
 
@@ -180,6 +180,7 @@ def run_comparison(
     from astrops.models.emulator import load_emulator
 
     t0 = time.perf_counter()
+    covariance = covariance or COVARIANCE
     emu = load_emulator(emulator)
     flow_pred, gauss_pred = load_model(flow), load_model(gaussian)
     check_inputs(emu, flow_pred, gauss_pred, flow)

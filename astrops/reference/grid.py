@@ -76,17 +76,24 @@ class GridPosterior:
         )
 
 
+def grid_points(
+    lo: np.ndarray, hi: np.ndarray, n: int | np.ndarray
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """The cell edges per parameter and the cell centres (n_1·…·n_P, P) of a regular grid."""
+    ns = np.broadcast_to(np.asarray(n, dtype=int), np.shape(lo))
+    edges = [np.linspace(a, b, m + 1) for a, b, m in zip(lo, hi, ns, strict=True)]
+    centres = [(e[1:] + e[:-1]) / 2 for e in edges]
+    return edges, np.stack(np.meshgrid(*centres, indexing="ij"), axis=-1).reshape(-1, len(edges))
+
+
 def _evaluate(
     loglike: Callable[[np.ndarray], np.ndarray],
     lo: np.ndarray,
     hi: np.ndarray,
     n: int | np.ndarray,
 ) -> tuple[list[np.ndarray], np.ndarray]:
-    ns = np.broadcast_to(np.asarray(n, dtype=int), lo.shape)
-    edges = [np.linspace(a, b, m + 1) for a, b, m in zip(lo, hi, ns, strict=True)]
-    centres = [(e[1:] + e[:-1]) / 2 for e in edges]
-    mesh = np.stack(np.meshgrid(*centres, indexing="ij"), axis=-1).reshape(-1, len(lo))
-    lnl = np.asarray(loglike(mesh), dtype=np.float64).reshape(tuple(ns))
+    edges, mesh = grid_points(lo, hi, n)
+    lnl = np.asarray(loglike(mesh), dtype=np.float64).reshape(tuple(len(e) - 1 for e in edges))
     lnl = np.where(np.isfinite(lnl), lnl, -np.inf)
     if not np.isfinite(lnl.max()):
         raise ValueError(

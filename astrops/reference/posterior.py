@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from astrops.errors import InputError
+from astrops.reference.solver import COVARIANCE, COVARIANCES
 
 CHI2_ALPHA = 1e-3  # a peak χ² this improbable: the emulated model does not describe the spectrum
 
@@ -151,9 +152,6 @@ def observation_named(name: str):
 
 def reference_setup(args: argparse.Namespace):
     """(ReferenceSetup, measured bins) from the emulator and observation; refusals as one line."""
-    import numpy as np
-    import torch
-
     from astrops.models.emulator import load_emulator
     from astrops.reference.solver import ReferenceSetup
 
@@ -187,7 +185,7 @@ def add_common_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--emulator", required=True, help="emulator.pt (train.py experiment=emulator)")
     ap.add_argument("--observation", required=True, help="a conf/observation name")
     ap.add_argument("--workers", type=int, default=1, help="processes (2 on 2 cores)")
-    ap.add_argument("--covariance", choices=["fixed", "theta"], default="fixed")
+    ap.add_argument("--covariance", choices=list(COVARIANCES), default=COVARIANCE)
     ap.add_argument("--model-error", type=float, default=0.0, help="21CMMC's f (its default 0.15)")
 
 
@@ -234,8 +232,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write(args: argparse.Namespace, setup, data, out: Path) -> int:
-    import numpy as np
-
     from astrops.reference.solver import reference_posteriors
     from astrops.spectra_files import write_csv
 
@@ -261,7 +257,7 @@ def _write(args: argparse.Namespace, setup, data, out: Path) -> int:
                 "dof": s["dof"],
             }
             for s in summaries
-        ],  # fmt: skip
+        ],
         "seconds": time.perf_counter() - t0,
     }
     out.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")

@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from astrops.reference.grid import N_CELLS, GridPosterior, _evaluate, grid_posterior
+from astrops.reference.grid import N_CELLS, GridPosterior, grid_points, grid_posterior
 from astrops.reference.likelihood import PowerSpectrumLikelihood
 from astrops.scores import QUANTILE_LEVELS
 
-COVARIANCES = ("theta", "fixed")
+COVARIANCES = ("fixed", "theta")
+COVARIANCE = "fixed"  # the measured choice (docs/posteriors.md): the default everywhere
 DRAWS = 4000  # reference samples per spectrum (JS histograms, corner plots, SBC ranks)
 
 
@@ -33,7 +34,7 @@ class ReferenceSetup:
     noise: torch.Tensor  # (n_z, n_measured) 1σ thermal noise [mK²]
     box: np.ndarray  # (P, 2) the prior
     model_error: float = 0.0
-    covariance: str = "theta"
+    covariance: str = COVARIANCE
     emulator_error: bool = True
 
     def __post_init__(self) -> None:
@@ -78,8 +79,8 @@ def reference_posteriors(
     columns, ``resolved``, ``stages``, the χ² at the peak) and ``draws`` posterior samples
     (seeded by ``seed`` and the spectrum's index)."""
     _WORK.clear()
-    _WORK.update(setup=setup, data=data, seed=seed, draws=draws, stage0=(None, None))
-    _evaluate(_cache_stage0, setup.box[:, 0], setup.box[:, 1], N_CELLS)
+    _WORK.update(setup=setup, data=data, seed=seed, draws=draws)
+    _WORK["stage0"] = _prior_grid(setup)  # every spectrum's first grid: emulated once, shared
     if workers > 1 and len(data) > 1:
         import multiprocessing as mp
 
@@ -88,40 +89,31 @@ def reference_posteriors(
     return [_posterior_of(i) for i in range(len(data))]
 
 
-def _cache_stage0(theta: np.ndarray) -> np.ndarray:
-    _WORK["stage0"] = (theta.copy(), _WORK["setup"].emulate(theta))
-    return np.zeros(len(theta))
+def _prior_grid(setup: ReferenceSetup) -> tuple[np.ndarray, tuple[torch.Tensor, torch.Tensor]]:
+    """The prior box's first grid (centres) and the emulation there — cached while shared."""
+    if _WORK.get("setup") is setup and "stage0" in _WORK:
+        return _WORK["stage0"]
+    _, mesh = grid_points(setup.box[:, 0], setup.box[:, 1], N_CELLS)
+    return mesh, setup.emulate(mesh)
 
 
 def _emulator(setup: ReferenceSetup):
-    """θ → the setup's emulated (mean, variance), answering the shared prior grid from cache."""
-    cached, out = (
-        _WORK.get("stage0", (None, None)) if _WORK.get("setup") is setup else (None, None)
-    )
+    """θ → the setup's emulated (mean, variance), answering the prior grid from the cache."""
+    cached, out = _prior_grid(setup)
 
     def emulate(theta: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        if cached is not None and cached.shape == theta.shape and np.array_equal(cached, theta):
+        if cached.shape == theta.shape and np.array_equal(cached, theta):
             return out
         return setup.emulate(theta)
 
     return emulate
 
 
-def _prior_grid(setup: ReferenceSetup) -> tuple[torch.Tensor, torch.Tensor]:
-    """The emulated mean and variance on the prior box's first grid (cached when shared)."""
-    cached, out = _WORK.get("stage0", (None, None))
-    if cached is not None and _WORK.get("setup") is setup:
-        return out
-    edges = [np.linspace(a, b, N_CELLS + 1) for a, b in setup.box]
-    mesh = np.meshgrid(*((e[1:] + e[:-1]) / 2 for e in edges), indexing="ij")
-    return setup.emulate(np.stack(mesh, -1).reshape(-1, len(setup.box)))
-
-
 def posterior_of(setup: ReferenceSetup, data: torch.Tensor) -> GridPosterior:
     """The grid posterior of one spectrum (n_z, n_measured)."""
     lik, emulate = setup.likelihood(data), _emulator(setup)
     if setup.covariance == "fixed":  # C at the prior grid's best θ under C(θ)
-        mean0, cv0 = _prior_grid(setup)
+        mean0, cv0 = _prior_grid(setup)[1]
         best = int(torch.argmax(lik(mean0, cv0)))
         held = lik.fixed_at(mean0[best], cv0[best])
         return grid_posterior(lambda t: held(emulate(t)[0]).numpy(), setup.box)
