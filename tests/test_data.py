@@ -286,6 +286,29 @@ def test_held_out_dataset_must_match_configuration_and_be_unseen(tmp_path):
         dm(tmp_path / "train", test_store_dir=str(tmp_path / "other"), kfold=5)
 
 
+def test_extra_training_dataset_only_trains(tmp_path):
+    """More simulations of the same configuration join the training split only: validation and
+    test (and so the emulator's error fit and every test metric) stay the dataset's own."""
+    toy_store(tmp_path / "train", n=200)
+    toy_store(tmp_path / "more", n=60, seed=2, spec_seed=0, ic_offset=20_000, name="more")
+    plain = dm(tmp_path / "train")
+    m = dm(tmp_path / "train", extra_train_store_dir=str(tmp_path / "more"))
+    np.testing.assert_array_equal(m.val_idx, plain.val_idx)
+    np.testing.assert_array_equal(m.test_idx, plain.test_idx)
+    assert len(m.train_idx) == len(plain.train_idx) + 60 and m.n_extra == 60
+    np.testing.assert_array_equal(
+        m.params[m.train_idx[-60:]], Store(tmp_path / "more").dataset().load().params
+    )
+    assert m.lineage()["extra_train_dataset"].startswith("more-")
+    assert m.lineage()["test_hash"] == plain.lineage()["test_hash"]
+    toy_store(tmp_path / "same_ics", n=50, seed=1, spec_seed=0, ic_offset=0)
+    with pytest.raises(DataConfigError, match="data.extra_train_store_dir: .*shares 50"):
+        dm(tmp_path / "train", extra_train_store_dir=str(tmp_path / "same_ics"))
+    toy_store(tmp_path / "other", n=50, seed=1, spec_seed=1, ic_offset=30_000)
+    with pytest.raises(DataConfigError, match="another configuration"):
+        dm(tmp_path / "train", extra_train_store_dir=str(tmp_path / "other"))
+
+
 def test_bundled_holdout_is_unseen_and_complete():
     """The shipped held-out set: 1 000 simulations of the reference configuration, none shared with
     training."""

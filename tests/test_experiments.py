@@ -89,7 +89,7 @@ def test_every_experiment_composes_validates_and_builds_its_data_module(experime
     assert cfg.run_name == (
         experiment if experiment != "seed_reproduction" else f"{cfg.model_name}-{cfg.task_config}"
     )
-    for key in ("store_dir", "test_store_dir"):
+    for key in ("store_dir", "test_store_dir", "extra_train_store_dir"):
         if cfg.data.get(key):
             assert Path(cfg.data[key]).is_dir(), cfg.data[key]
     dm = instantiate(cfg.data)

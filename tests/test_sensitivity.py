@@ -148,9 +148,10 @@ def test_configs_match_the_specs():
         assert (cfg["min_k"], cfg["max_k"]) == (0.1, 1.0)
     none = yaml.safe_load((ROOT / "conf" / "observation" / "none.yaml").read_text())
     assert none["name"] == "none" and none["tables_dir"] is None
-    assert sorted(p.stem for p in (ROOT / "conf" / "observation").glob("*.yaml")) == sorted(
-        [*sens.OBSERVATIONS, "none"]
-    )
+    files = sorted((ROOT / "conf" / "observation").glob("*.yaml"))
+    limits = [p.stem for p in files if yaml.safe_load(p.read_text()).get("kind") == "upper_limits"]
+    assert limits == ["hera_h1c_idr3"]  # published limits: the reference's, not noise tables
+    assert sorted(p.stem for p in files) == sorted([*sens.OBSERVATIONS, "none", *limits])
 
 
 def test_metadata():

@@ -82,6 +82,12 @@ class Observation:
     def from_config(cls, cfg: Mapping[str, Any] | None) -> Observation | None:
         if not cfg or cfg.get("name") in (None, "none"):
             return None
+        if cfg.get("kind") == "upper_limits":
+            raise ObservationError(
+                f"observation={cfg['name']} holds published upper limits, not noise tables a "
+                "network can train or be scored with: use it with python -m astrops "
+                "reference-limits; train with a noise-table observation (e.g. hera350_1000h)"
+            )
         bins = cfg.get("k_bins")
         return cls(
             str(cfg["name"]),

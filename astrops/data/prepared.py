@@ -60,6 +60,8 @@ class PreparedSpectra:
         n_classes: classes per parameter (classification heads, stratification).
         log_floor_fraction: the log transform's floor, as a fraction of each bin's median.
         test_store_dir, test_dataset: a held-out dataset to test on instead of a split.
+        extra_train_store_dir, extra_train_dataset: more simulations of the same configuration
+            that are added to the training split only (validation and test stay the dataset's).
         observation: the ``observation`` config (noise tables, k-range, own k-grid), or None for
             noiseless spectra on every k-bin.
     """
@@ -85,6 +87,8 @@ class PreparedSpectra:
         test_store_dir: str | None = None,
         test_dataset: str | None = None,
         observation: Mapping[str, Any] | None = None,
+        extra_train_store_dir: str | None = None,
+        extra_train_dataset: str | None = None,
     ):
         super().__init__()  # the next class of a subclass's MRO (LightningDataModule)
         if feature_transform not in ("raw", "log10", "asinh"):
@@ -99,6 +103,7 @@ class PreparedSpectra:
             )
         self.store_dir, self.dataset_ref = store_dir, dataset
         self.test_store_dir, self.test_dataset_ref = test_store_dir, test_dataset
+        self.extra_store_dir, self.extra_dataset_ref = extra_train_store_dir, extra_train_dataset
         self.redshifts = [float(z) for z in redshifts]
         self.feature_transform, self.standardize_features = feature_transform, standardize_features
         self.standardize_targets, self.log_floor_fraction = standardize_targets, log_floor_fraction
@@ -107,14 +112,13 @@ class PreparedSpectra:
         self.kfold, self.fold, self.train_size = kfold, fold, train_size
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.n_classes = n_classes
-        # None: noiseless spectra, every k-bin
-        self.observation = Observation.from_config(observation)
-        # (n_z, n_k) the observation's 1σ, NaN where not measured
-        self.sigma: np.ndarray | None = None
+        self.observation = Observation.from_config(observation)  # None: noiseless, every bin
+        self.sigma: np.ndarray | None = None  # (n_z, n_k) the observation's 1σ, NaN: unmeasured
         # filled by prepare(): None until then; rows are training records, then held-out ones
         self.dataset: Dataset | None = None  # the training dataset
-        # the held-out dataset (data.test_store_dir), or None: a split
-        self.test_ds: Dataset | None = None
+        self.test_ds: Dataset | None = None  # the held-out dataset, or None: a split
+        self.extra_ds: Dataset | None = None  # extra training simulations, or None
+        self.n_extra = 0
         self.parameters: list[str] | None = None  # names of the params columns
         self.k: np.ndarray | None = None  # (n_k,) k-bin centres, 1/Mpc
         self.keys: np.ndarray | None = None  # (N,) record keys
@@ -143,9 +147,15 @@ class PreparedSpectra:
         if self._prepared:
             return
         loaded = load_records(
-            self.store_dir, self.dataset_ref, self.test_store_dir, self.test_dataset_ref
+            self.store_dir,
+            self.dataset_ref,
+            self.test_store_dir,
+            self.test_dataset_ref,
+            self.extra_store_dir,
+            self.extra_dataset_ref,
         )
         self.dataset, self.test_ds, recs = loaded.dataset, loaded.test_dataset, loaded.records
+        self.extra_ds, self.n_extra = loaded.extra_dataset, loaded.n_extra
         zi = redshift_indices(self.dataset, self.redshifts)
         self.parameters, self.k = self.dataset.parameters, self.dataset.k
         self.keys, self.params = recs.keys, recs.params
@@ -164,7 +174,11 @@ class PreparedSpectra:
             loaded.priors, self.parameters, self.params, self.n_classes, self.dataset.name
         )
         self.kept_bins = kept_bins(self.delta)
-        self._split(recs.seeds, loaded.n_own)
+        self._split(recs.seeds[: len(recs) - self.n_extra], loaded.n_own)
+        # extra training simulations: after every split choice, so the splits stay the dataset's
+        self.train_idx = np.concatenate(
+            [self.train_idx, np.arange(len(recs) - self.n_extra, len(recs))]
+        )
         self.transform = SpectrumTransform.fit(
             self.delta[self.train_idx],
             self.kept_bins,
@@ -191,25 +205,19 @@ class PreparedSpectra:
                 self.delta[held], self.sigma, self.split_seed
             )
         self._prepared = True
+        sizes = "/".join(str(len(i)) for i in (self.train_idx, self.val_idx, self.test_idx))
         log.info(
-            "dataset %s: %d spectra, redshifts %s, %d of %d k-bins kept; split %d/%d/%d "
-            "(split_seed %d)",
-            self.dataset.name,
-            len(self.params),
-            self.redshifts,
-            len(self.kept_bins),
-            len(self.k),
-            len(self.train_idx),
-            len(self.val_idx),
-            len(self.test_idx),
-            self.split_seed,
+            "dataset %s: %d spectra (%d extra training), redshifts %s, %d of %d k-bins kept; "
+            "split %s (split_seed %d)",
+            *(self.dataset.name, len(self.params), self.n_extra, self.redshifts),
+            *(len(self.kept_bins), len(self.k), sizes, self.split_seed),
         )
 
     def _split(self, seeds: np.ndarray, n_own: int) -> None:
         """Train / validation / test indices (:mod:`astrops.data.splits`), stratified on ζ's
         class so regression and classification runs see identical splits."""
         strata = np.clip(
-            np.searchsorted(self.edges[0], self.params[:, 0], side="right") - 1,
+            np.searchsorted(self.edges[0], self.params[: len(seeds), 0], side="right") - 1,
             0,
             self.n_classes - 1,
         )
@@ -275,6 +283,11 @@ class PreparedSpectra:
             "test_dataset": f"{self.test_ds.name}@{self.test_ds.hash[:12]}"
             if self.test_ds is not None
             else "split",
+            **(
+                {"extra_train_dataset": f"{self.extra_ds.name}@{self.extra_ds.hash[:12]}"}
+                if self.extra_ds is not None
+                else {}
+            ),
             **(
                 {"observation": "none"}
                 if self.observation is None

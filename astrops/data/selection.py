@@ -17,13 +17,16 @@ from astrops.store import Dataset, Records, Store
 
 
 class Loaded(NamedTuple):
-    """The training dataset's records, then the held-out dataset's (if any)."""
+    """The training dataset's records, then the held-out dataset's (if any), then the extra
+    training dataset's (if any)."""
 
     dataset: Dataset
     test_dataset: Dataset | None
     records: Records
     n_own: int  # how many of ``records`` are the training dataset's
     priors: dict[str, list[float]]  # the training design's (a held-out set never widens them)
+    extra_dataset: Dataset | None = None
+    n_extra: int = 0  # the last ``n_extra`` records only ever train
 
 
 def load_records(
@@ -31,8 +34,12 @@ def load_records(
     dataset_ref: str | None,
     test_store_dir: str | None = None,
     test_dataset_ref: str | None = None,
+    extra_store_dir: str | None = None,
+    extra_dataset_ref: str | None = None,
 ) -> Loaded:
-    """The training dataset's records and priors, followed by a held-out dataset's records."""
+    """The training dataset's records and priors, followed by a held-out dataset's records and
+    an extra training dataset's (more simulations of the same configuration, e.g. for the
+    reference's emulator, that never enter validation or test)."""
     ds = Store(store_dir).dataset(dataset_ref)
     recs = ds.load()
     if len(recs) == 0:
@@ -44,39 +51,48 @@ def load_records(
         priors = recs.priors(ds.parameters)
     except StoreError as exc:
         raise DataConfigError(f"dataset {ds.name}: {exc}") from None
-    test = None
+    test = extra = None
     if test_store_dir:
-        test, test_recs = load_test_dataset(ds, recs, test_store_dir, test_dataset_ref)
+        test, test_recs = load_other_dataset(
+            ds, recs, test_store_dir, test_dataset_ref, "data.test_store_dir"
+        )
         recs = recs.concat(test_recs)
-    return Loaded(ds, test, recs, n_own, priors)
+    n_extra = 0
+    if extra_store_dir:
+        extra, extra_recs = load_other_dataset(
+            ds, recs, extra_store_dir, extra_dataset_ref, "data.extra_train_store_dir"
+        )
+        recs, n_extra = recs.concat(extra_recs), len(extra_recs)
+    return Loaded(ds, test, recs, n_own, priors, extra, n_extra)
 
 
-def load_test_dataset(
-    ds: Dataset, recs: Records, store_dir: str, dataset_ref: str | None
+def load_other_dataset(
+    ds: Dataset, recs: Records, store_dir: str, dataset_ref: str | None, key: str
 ) -> tuple[Dataset, Records]:
-    """(dataset, records) held out: same simulation configuration, no initial conditions shared
-    with training."""
+    """(dataset, records) of another dataset (``key`` names its config entry): same simulation
+    configuration as ``ds``, no initial conditions shared with ``recs`` (a test set would not
+    be unseen; extra training spectra would duplicate held-out cosmic variance)."""
     try:
-        test = Store(store_dir).dataset(dataset_ref)
+        other = Store(store_dir).dataset(dataset_ref)
     except StoreError as exc:
-        raise DataConfigError(f"data.test_store_dir: {exc}") from exc
-    if test.hash != ds.hash:
+        raise DataConfigError(f"{key}: {exc}") from exc
+    if other.hash != ds.hash:
         raise DataConfigError(
-            f"test dataset {test.name} was simulated with another configuration than {ds.name} "
-            f"(hash {test.hash[:12]} vs {ds.hash[:12]}): simulate the held-out set with the "
+            f"{key}: dataset {other.name} was simulated with another configuration than "
+            f"{ds.name} (hash {other.hash[:12]} vs {ds.hash[:12]}): simulate it with the "
             "training dataset's simulation config and a different base seed"
         )
-    test_recs = test.load()
-    if len(test_recs) == 0:
-        raise DataConfigError(f"test dataset {test.name} in {store_dir} has no spectra")
-    shared = np.intersect1d(recs.seeds[recs.seeds >= 0], test_recs.seeds[test_recs.seeds >= 0])
+    other_recs = other.load()
+    if len(other_recs) == 0:
+        raise DataConfigError(f"{key}: dataset {other.name} in {store_dir} has no spectra")
+    shared = np.intersect1d(recs.seeds[recs.seeds >= 0], other_recs.seeds[other_recs.seeds >= 0])
     if len(shared):
         raise DataConfigError(
-            f"test dataset {test.name} shares {len(shared)} initial-condition seeds with "
-            f"{ds.name}: not unseen data; simulate it with a base seed the training data do not "
+            f"{key}: dataset {other.name} shares {len(shared)} initial-condition seeds with "
+            f"the datasets already loaded ({ds.name}): simulate it with a base seed they do not "
             "use"
         )
-    return test, test_recs
+    return other, other_recs
 
 
 def redshift_indices(ds: Dataset, redshifts: list[float]) -> list[int]:

@@ -11,6 +11,7 @@
     python -m astrops emulator-check EMULATOR --store DIR
     python -m astrops reference-selfcheck --emulator EMU --observation NAME --out FILE.json
     python -m astrops reference-posterior ...   (also: python -m astrops.reference.posterior)
+    python -m astrops reference-limits --emulator EMU --observation hera_h1c_idr3 --out DIR
     python -m astrops noise-tables OBSERVATION|all
 
 ``python -m astrops COMMAND --help`` tells each one's arguments. Every command exits 0 when done
@@ -37,6 +38,7 @@ COMMANDS = {
     "emulator-check": ("reference", "emulator_check_main"),
     "reference-selfcheck": ("reference_posterior", "selfcheck_main"),
     "reference-posterior": ("reference_posterior", "posterior_main"),
+    "reference-limits": ("reference_limits", "limits_main"),
     "noise-tables": ("noise_tables", "noise_tables_main"),
 }
 

@@ -117,13 +117,12 @@ def columns_of(summaries: list[dict[str, Any]], parameters: list[str]) -> dict[s
     return cols
 
 
-def observation_named(name: str):
-    """The ``conf/observation/<name>.yaml`` entry as an Observation (one line when unknown)."""
+def observation_config(name: str) -> dict[str, Any]:
+    """The ``conf/observation/<name>.yaml`` entry, composed and resolved (one line when
+    unknown)."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
-
-    from astrops.data.observation import Observation
 
     os.environ.setdefault("ASTROPS_ROOT", str(Path(__file__).resolve().parents[2]))
     conf = Path(os.environ["ASTROPS_ROOT"]) / "conf"
@@ -137,7 +136,14 @@ def observation_named(name: str):
             cfg = compose("train", overrides=[f"observation={name}"])
     except HydraException as exc:
         raise ValueError(f"--observation {name}: {str(exc).splitlines()[0]}") from None
-    obs = Observation.from_config(OmegaConf.to_container(cfg.observation, resolve=True))
+    return OmegaConf.to_container(cfg.observation, resolve=True)
+
+
+def observation_named(name: str):
+    """The ``conf/observation/<name>.yaml`` entry as an Observation (one line when unknown)."""
+    from astrops.data.observation import Observation
+
+    obs = Observation.from_config(observation_config(name))
     if obs is None:
         raise ValueError(
             "--observation none has no noise: name an instrument (e.g. hera350_1000h)"

@@ -41,15 +41,15 @@ def upper_limit_lnl(
     emulator_error: np.ndarray | None = None,
 ) -> np.ndarray:
     """ln L (B,) of model Δ² (B, n_kwf) on the window's k-values [mK²], summed over fields and
-    k-bins (NaN terms skipped, as 21CMMC's ``nansum``); ``emulator_error`` (n_kwf,) is the 1σ
-    error of the model before the window (21CMMC's ``delta_err``)."""
+    k-bins (NaN terms skipped, as 21CMMC's ``nansum``); ``emulator_error`` (n_kwf,) or (B, n_kwf)
+    is the 1σ error of the model before the window (21CMMC's ``delta_err``)."""
     model = np.atleast_2d(np.asarray(model, dtype=np.float64))
     lnl = np.zeros(len(model))
     for _, d, var, w in band_fields(band, window):
         after = model[:, : w.shape[1]] @ w.T  # (B, n_k)
         var_total = var + (model_error * after) ** 2
         if emulator_error is not None:
-            var_total = var_total + (w @ emulator_error[: w.shape[1]]) ** 2
+            var_total = var_total + (emulator_error[..., : w.shape[1]] @ w.T) ** 2
         like = 0.5 + 0.5 * erf((d - after) / (np.sqrt(2.0) * np.sqrt(var_total)))
         like = np.where(like <= 0.0, FLOOR, like)
         lnl += np.nansum(np.log(like), axis=1)
