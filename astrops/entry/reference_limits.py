@@ -3,6 +3,8 @@
     python -m astrops reference-limits --emulator EMU --observation hera_h1c_idr3 --out DIR \
         [--store data/hera_h1c] [--samples 4000] [--seed 0] [--no-emulator-error] \
         [--experiment hera_h1c] [--tracking-uri URI] [--no-log]
+    python -m astrops reference-limits --emulator EMU_MULTIZ --observation hera350_1000h \
+        --mock data/fresh [--mock-index 0] --out DIR            (a forecast: the same numbers)
 
 The emulator (``python train.py experiment=emulator_h1c``) inside the one-sided upper-limit
 likelihood of the named ``kind: upper_limits`` observation, on the reference's mass-refined grid
@@ -14,6 +16,11 @@ gain, the spread of ln L over the prior, the grid's stages) and, with ``--store`
 simulations at the bands, ``limits_vs_simulations.csv``: per band, field and k-bin the 2σ limit
 beside the largest windowed Δ² any simulation reaches. Logged as one ``reference-limits`` run in
 ``<experiment>-analysis``. Refusals are one line on stderr, exit 2, before any work.
+
+With a noise-table observation the same numbers come from one mock instead: the ``--mock-index``
+simulation of the store ``--mock`` (at the emulator's redshifts) with one realisation of the
+observation's noise (seeded by ``--seed``), under the reference's Gaussian likelihood
+(:mod:`astrops.reference.solver`): what that instrument would exclude if the sky were that mock.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--observation", required=True, help="a kind: upper_limits observation")
     ap.add_argument("--out", required=True, help="a new directory")
     ap.add_argument("--store", default=None, help="simulations at the bands, for the table")
+    ap.add_argument("--mock", default=None, help="noise-table observation: store of the mock")
+    ap.add_argument("--mock-index", type=int, default=0)
     ap.add_argument("--samples", type=int, default=4000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-emulator-error", action="store_true")
@@ -49,36 +58,80 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _setup(args: argparse.Namespace):
-    """(LimitsModel, store spectra or None); every refusal as an exception with one line."""
+    """(θ → ln L, emulator, summary entries, store spectra or None); every refusal as an
+    exception with one line."""
     from astrops.models.emulator import load_emulator
-    from astrops.reference.band_powers import load_bands
-    from astrops.reference.limits import LimitsModel
     from astrops.reference.posterior import observation_config
 
     cfg = observation_config(args.observation)
     if cfg.get("kind") != "upper_limits":
-        raise ValueError(
-            f"--observation {args.observation} is not a set of upper limits (kind: "
-            "upper_limits): for noise tables use python -m astrops reference-posterior"
-        )
+        return _mock_setup(args)
     emu = load_emulator(args.emulator)
     if not emu.error_fitted:
         raise ValueError(
             f"{args.emulator} carries no emulator-error term: retrain it (python train.py "
             "experiment=emulator_h1c)"
         )
+    from astrops.reference.band_powers import load_bands
+    from astrops.reference.limits import LimitsModel
+
     bands = load_bands(cfg["limits_file"])
     model = LimitsModel(emu, bands, float(cfg.get("model_error", 0.2)), not args.no_emulator_error)
     sims = None
     if args.store:
-        from astrops.data.selection import redshift_indices
-        from astrops.store import Store
+        ds = _dataset(args.store)
+        sims = (np.asarray(ds.k), *_at(ds, [b.z for b in bands]))
+    about = {
+        "bands": [b.z for b in bands],
+        "model_error": model.model_error,
+        "emulator_error": model.emulator_error,
+    }
+    return model.lnl, emu, about, (bands, sims)
 
-        ds = Store(args.store).dataset(None)
-        recs = ds.load()
-        zi = redshift_indices(ds, [b.z for b in bands])
-        sims = (np.asarray(ds.k), recs.delta[:, zi, :], recs.params)
-    return model, sims
+
+def _dataset(path: str):
+    from astrops.store import Store
+
+    return Store(path).dataset(None)
+
+
+def _at(ds, redshifts: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """(Δ² (N, n_z, n_k) at ``redshifts``, θ (N, P)) of a store dataset."""
+    from astrops.data.selection import redshift_indices
+
+    recs = ds.load()
+    return recs.delta[:, redshift_indices(ds, redshifts), :], recs.params
+
+
+def _mock_setup(args: argparse.Namespace):
+    """A forecast: one stored simulation plus one noise realisation, the Gaussian reference."""
+    import torch
+
+    from astrops.reference.posterior import reference_setup
+    from astrops.reference.solver import COVARIANCE, loglike_of
+
+    if not args.mock:
+        raise ValueError(
+            f"--observation {args.observation} has noise tables, not limits: give --mock STORE "
+            "(a simulation to forecast on), or name a kind: upper_limits observation"
+        )
+    setup, bins = reference_setup(
+        argparse.Namespace(
+            emulator=args.emulator,
+            observation=args.observation,
+            model_error=0.0,
+            covariance=COVARIANCE,
+        )
+    )
+    delta, params = _at(_dataset(args.mock), list(setup.emu.redshifts))
+    if not 0 <= args.mock_index < len(params):
+        raise ValueError(f"--mock-index {args.mock_index}: the store holds {len(params)}")
+    clean = torch.as_tensor(delta[args.mock_index][:, bins], dtype=torch.float64)
+    rng = np.random.default_rng([args.seed, args.mock_index])
+    data = clean + setup.noise * torch.as_tensor(rng.standard_normal(tuple(clean.shape)))
+    truth = dict(zip(setup.emu.param_names, map(float, params[args.mock_index]), strict=True))
+    about = {"mock": str(Path(args.mock).resolve()), "mock_index": args.mock_index, "truth": truth}
+    return loglike_of(setup, data), setup.emu, about, None
 
 
 def limits_main(argv: list[str] | None = None) -> int:
@@ -93,12 +146,22 @@ def limits_main(argv: list[str] | None = None) -> int:
     from astrops.errors import AstropsError, DataConfigError
 
     try:
-        model, sims = _setup(args)
+        lnl, emu, about, limits = _setup(args)
     except (AstropsError, DataConfigError, ValueError, FileNotFoundError) as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     out.mkdir()
-    summary = run_limits(model, sims, out, args.samples, args.seed)
+    t0 = time.perf_counter()
+    summary = run_limits(lnl, emu, out, args.samples, args.seed)
+    if limits is not None and limits[1] is not None:
+        from astrops.reference.limits import limits_table
+
+        table = limits_table(limits[0], *limits[1])
+        table.to_csv(out / "limits_vs_simulations.csv", index=False)
+        summary.update(
+            n_simulations=len(limits[1][2]), max_ratio_to_limit=float(table["ratio"].max())
+        )
+    summary.update(about, seconds=time.perf_counter() - t0)
     summary.update(emulator=str(Path(args.emulator).resolve()), observation=args.observation)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps({k: summary[k] for k in ("excluded_volume_lr95", "excluded_volume_hpd95")}))
@@ -122,41 +185,31 @@ def limits_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_limits(model, sims, out: Path, n_samples: int, seed: int) -> dict:
-    """The posterior and every file of the command; returns the summary."""
+def run_limits(lnl, emu, out: Path, n_samples: int, seed: int) -> dict:
+    """The posterior of ``lnl`` under the emulator's prior box: samples, bounds, corner plot;
+    returns the summary's numbers."""
     from types import SimpleNamespace
 
     import pandas as pd
 
     from astrops.plotting import write_corner_plots
     from astrops.reference.grid import N_CELLS, grid_points, grid_posterior
-    from astrops.reference.limits import limits_table, one_sided_bounds, prior_volume_fractions
+    from astrops.reference.limits import one_sided_bounds, prior_volume_fractions
 
-    t0 = time.perf_counter()
-    box = model.emu.box.numpy().astype(np.float64)
-    names = list(model.emu.param_names)
-    post = grid_posterior(model.lnl, box)
+    box = emu.box.numpy().astype(np.float64)
+    names = list(emu.param_names)
+    post = grid_posterior(lnl, box)
     _, mesh = grid_points(box[:, 0], box[:, 1], N_CELLS)
-    prior_lnl = model.lnl(mesh)
+    prior_lnl = lnl(mesh)
     samples = post.sample(n_samples, np.random.default_rng(seed))
     np.savez(out / "samples.npz", samples=samples, parameters=np.array(names))
     pd.DataFrame(one_sided_bounds(post, box, names)).to_csv(out / "bounds.csv", index=False)
     view = SimpleNamespace(parameters=names, prior_box=dict(zip(names, box.tolist(), strict=True)))
     write_corner_plots(samples[None], view, out / "corner")
-    summary = {
+    return {
         **prior_volume_fractions(post, box, prior_lnl),
         "lnl_spread_over_prior": float(prior_lnl.max() - prior_lnl.min()),
         "grid_resolved": bool(post.resolved),
         "grid_stages": int(post.stages),
-        "model_error": model.model_error,
-        "emulator_error": model.emulator_error,
-        "bands": [b.z for b in model.bands],
         "seed": seed,
     }
-    if sims is not None:
-        table = limits_table(model.bands, *sims)
-        table.to_csv(out / "limits_vs_simulations.csv", index=False)
-        summary["n_simulations"] = len(sims[2])
-        summary["max_ratio_to_limit"] = float(table["ratio"].max())
-    summary["seconds"] = time.perf_counter() - t0
-    return summary

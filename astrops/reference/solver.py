@@ -10,6 +10,7 @@ resolve is returned with ``resolved`` false: callers report it apart.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,15 +110,20 @@ def _emulator(setup: ReferenceSetup):
     return emulate
 
 
-def posterior_of(setup: ReferenceSetup, data: torch.Tensor) -> GridPosterior:
-    """The grid posterior of one spectrum (n_z, n_measured)."""
+def loglike_of(setup: ReferenceSetup, data: torch.Tensor) -> Callable[[np.ndarray], np.ndarray]:
+    """θ (B, P) → ln L (B,) of one spectrum (n_z, n_measured) under the setup's covariance."""
     lik, emulate = setup.likelihood(data), _emulator(setup)
     if setup.covariance == "fixed":  # C at the prior grid's best θ under C(θ)
         mean0, cv0 = _prior_grid(setup)[1]
         best = int(torch.argmax(lik(mean0, cv0)))
         held = lik.fixed_at(mean0[best], cv0[best])
-        return grid_posterior(lambda t: held(emulate(t)[0]).numpy(), setup.box)
-    return grid_posterior(lambda t: lik(*emulate(t)).numpy(), setup.box)
+        return lambda t: held(emulate(t)[0]).numpy()
+    return lambda t: lik(*emulate(t)).numpy()
+
+
+def posterior_of(setup: ReferenceSetup, data: torch.Tensor) -> GridPosterior:
+    """The grid posterior of one spectrum (n_z, n_measured)."""
+    return grid_posterior(loglike_of(setup, data), setup.box)
 
 
 def peak_chi2(setup: ReferenceSetup, data: torch.Tensor, post: GridPosterior) -> float:
