@@ -147,7 +147,9 @@ def emulator_check_main(argv: list[str] | None = None) -> int:
         help="a store holding a fixed-θ design (simulation.sampler=fixed)",
     )
     ap.add_argument(
-        "--noise", default="data/noise/hera350_1000h", help="21CMMC noise tables z<z>.npz"
+        "--noise",
+        default="data/noise/hera350_1000h",
+        help="21CMMC noise tables z<z>.npz, or none (σ_noise = 0)",
     )
     ap.add_argument("--min-k", type=float, default=0.1)
     ap.add_argument("--max-k", type=float, default=1.0)

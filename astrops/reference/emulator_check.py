@@ -2,7 +2,7 @@
 astrops.reference.emulator_check``:
 
     python -m astrops emulator-check EMULATOR --store data/seeds [--noise
-    data/noise/hera350_1000h]
+    data/noise/hera350_1000h | none]
                                                [--min-k 0.1] [--max-k 1.0] [--out emulator_check]
 
 The store holds a fixed-θ design (``simulate.py simulation.sampler=fixed``): several parameter
@@ -11,7 +11,8 @@ seed average is the truth the emulated mean must match to within 20 % of the lik
 √(σ_noise² + σ_cv² + σ_emu²) (f = 0; σ_cv the seeds' own scatter, σ_emu the emulator's own error
 term); the emulated cosmic variance is set beside the seeds' scatter. The seed average is itself
 uncertain by σ_cv/√n_seeds: a bin passes when its miss is within √((0.2 σ_tot)² + that floor²),
-the check's own floor in quadrature. Writes ``emulator_check.md`` (per point),
+the check's own floor in quadrature (``--noise none``: σ_noise = 0 on [min_k, max_k], for an
+emulator used with upper limits). Writes ``emulator_check.md`` (per point),
 ``emulator_check.csv`` (per bin: header and rows) and a figure.
 """
 
@@ -51,7 +52,12 @@ def check(emulator_path: str, store: str, noise: str, min_k: float, max_k: float
     zi = [list(ds.redshifts).index(z) for z in emu.redshifts]
     bins = emu.bins.numpy()
     delta = recs.delta[:, zi][:, :, bins]
-    sigma = Observation("check", noise, min_k, max_k).sigma(np.asarray(ds.k)[bins], emu.redshifts)
+    k = np.asarray(ds.k)[bins]
+    if noise == "none":  # no instrument (upper limits carry their own variance): σ_noise = 0
+        inside = (k >= min_k) & (k <= max_k)
+        sigma = np.where(inside, 0.0, np.nan)[None, :].repeat(len(emu.redshifts), 0)
+    else:
+        sigma = Observation("check", noise, min_k, max_k).sigma(k, emu.redshifts)
     points, group, counts = np.unique(recs.params, axis=0, return_inverse=True, return_counts=True)
     if counts.min() < 2:
         raise ValueError(
