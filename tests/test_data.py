@@ -299,8 +299,17 @@ def test_extra_training_dataset_only_trains(tmp_path):
     np.testing.assert_array_equal(
         m.params[m.train_idx[-60:]], Store(tmp_path / "more").dataset().load().params
     )
-    assert m.lineage()["extra_train_dataset"].startswith("more-")
+    assert m.lineage()["extra_train_dataset"].endswith("(60 spectra)")
     assert m.lineage()["test_hash"] == plain.lineage()["test_hash"]
+    # with a held-out test dataset too: records are [own, held-out, extra]
+    toy_store(tmp_path / "held", n=40, seed=3, spec_seed=0, ic_offset=40_000, name="held")
+    both = dm(
+        tmp_path / "train",
+        test_store_dir=str(tmp_path / "held"),
+        extra_train_store_dir=str(tmp_path / "more"),
+    )
+    assert both.test_idx.tolist() == list(range(200, 240))
+    assert both.train_idx[-60:].tolist() == list(range(240, 300))
     toy_store(tmp_path / "same_ics", n=50, seed=1, spec_seed=0, ic_offset=0)
     with pytest.raises(DataConfigError, match="data.extra_train_store_dir: .*shares 50"):
         dm(tmp_path / "train", extra_train_store_dir=str(tmp_path / "same_ics"))

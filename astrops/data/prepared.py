@@ -61,7 +61,8 @@ class PreparedSpectra:
         log_floor_fraction: the log transform's floor, as a fraction of each bin's median.
         test_store_dir, test_dataset: a held-out dataset to test on instead of a split.
         extra_train_store_dir, extra_train_dataset: more simulations of the same configuration
-            that are added to the training split only (validation and test stay the dataset's).
+            that are added to the training split only (validation and test stay the dataset's;
+            ``train_size`` subsamples the dataset's own training part, then all extras join).
         observation: the ``observation`` config (noise tables, k-range, own k-grid), or None for
             noiseless spectra on every k-bin.
     """
@@ -284,7 +285,7 @@ class PreparedSpectra:
             if self.test_ds is not None
             else "split",
             **(
-                {"extra_train_dataset": f"{self.extra_ds.name}@{self.extra_ds.hash[:12]}"}
+                {"extra_train_dataset": f"{self.extra_ds.name} ({self.n_extra} spectra)"}
                 if self.extra_ds is not None
                 else {}
             ),

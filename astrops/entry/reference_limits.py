@@ -77,10 +77,15 @@ def _setup(args: argparse.Namespace):
 
     bands = load_bands(cfg["limits_file"])
     model = LimitsModel(emu, bands, float(cfg.get("model_error", 0.2)), not args.no_emulator_error)
+    model.lnl(emu.box.numpy().mean(axis=1)[None])  # the emulator's k-range covers the windows
     sims = None
     if args.store:
+        from astrops.reference.band_powers import on_window_k
+
         ds = _dataset(args.store)
         sims = (np.asarray(ds.k), *_at(ds, [b.z for b in bands]))
+        for i, band in enumerate(bands):  # so do the stored spectra's, every one of them
+            on_window_k(sims[0], sims[1][:, i], band.k_window)
     about = {
         "bands": [b.z for b in bands],
         "model_error": model.model_error,
@@ -107,7 +112,7 @@ def _mock_setup(args: argparse.Namespace):
     """A forecast: one stored simulation plus one noise realisation, the Gaussian reference."""
     import torch
 
-    from astrops.reference.posterior import reference_setup
+    from astrops.reference.posterior import reference_setup, spectra_on_bins
     from astrops.reference.solver import COVARIANCE, loglike_of
 
     if not args.mock:
@@ -123,10 +128,13 @@ def _mock_setup(args: argparse.Namespace):
             covariance=COVARIANCE,
         )
     )
-    delta, params = _at(_dataset(args.mock), list(setup.emu.redshifts))
+    ds = _dataset(args.mock)
+    delta, params = _at(ds, list(setup.emu.redshifts))
     if not 0 <= args.mock_index < len(params):
         raise ValueError(f"--mock-index {args.mock_index}: the store holds {len(params)}")
-    clean = torch.as_tensor(delta[args.mock_index][:, bins], dtype=torch.float64)
+    i = args.mock_index
+    z = np.array(setup.emu.redshifts)
+    clean = spectra_on_bins(setup.emu, np.asarray(ds.k), delta[i : i + 1], z, bins)[0]
     rng = np.random.default_rng([args.seed, args.mock_index])
     data = clean + setup.noise * torch.as_tensor(rng.standard_normal(tuple(clean.shape)))
     truth = dict(zip(setup.emu.param_names, map(float, params[args.mock_index]), strict=True))
@@ -201,13 +209,15 @@ def run_limits(lnl, emu, out: Path, n_samples: int, seed: int) -> dict:
     post = grid_posterior(lnl, box)
     _, mesh = grid_points(box[:, 0], box[:, 1], N_CELLS)
     prior_lnl = lnl(mesh)
+    best = np.unravel_index(int(np.argmax(post.mass)), post.mass.shape)
+    peak = np.array([[c[i] for c, i in zip(post.centres, best, strict=True)]])
     samples = post.sample(n_samples, np.random.default_rng(seed))
     np.savez(out / "samples.npz", samples=samples, parameters=np.array(names))
     pd.DataFrame(one_sided_bounds(post, box, names)).to_csv(out / "bounds.csv", index=False)
     view = SimpleNamespace(parameters=names, prior_box=dict(zip(names, box.tolist(), strict=True)))
     write_corner_plots(samples[None], view, out / "corner")
     return {
-        **prior_volume_fractions(post, box, prior_lnl),
+        **prior_volume_fractions(post, box, prior_lnl, float(lnl(peak)[0])),
         "lnl_spread_over_prior": float(prior_lnl.max() - prior_lnl.min()),
         "grid_resolved": bool(post.resolved),
         "grid_stages": int(post.stages),

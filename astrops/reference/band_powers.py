@@ -105,7 +105,12 @@ def on_window_k(k: np.ndarray, delta: np.ndarray, k_window: np.ndarray) -> np.nd
     21CMMC's ``interp1d``; bins not finite in every spectrum are skipped. Refused when
     ``k_window`` leaves the finite range (21CMMC would raise)."""
     k = np.asarray(k, dtype=np.float64)
-    finite = np.isfinite(delta).reshape(-1, len(k)).all(axis=0)
+    finite_at = np.isfinite(delta).reshape(-1, len(k))
+    finite = finite_at.all(axis=0)
+    if (finite_at.any(axis=0) & ~finite).any():  # one bad spectrum must not move the others
+        raise ObservationError(
+            "some spectra are NaN on k-bins the others measure: drop them or fill those bins"
+        )
     kf, d = k[finite], np.asarray(delta, dtype=np.float64)[..., finite]
     if len(kf) < 2 or k_window.min() < kf[0] or k_window.max() > kf[-1]:
         span = f"{kf[0]:.4g}..{kf[-1]:.4g}" if len(kf) else "nothing"

@@ -4,13 +4,17 @@ The emulated mean Δ²(k) at each band's redshift goes onto the window functions
 through each field's window (:mod:`astrops.reference.band_powers`), and the upper-limit likelihood
 (:mod:`astrops.reference.upper_limit`, 21CMMC's) scores it with HERA's variance, 21CMMC's 20 %
 modelling error and the emulator's own 1σ error (√η·σ_cv, 21CMMC's ``delta_err``) in quadrature.
+A deliberate difference: 21CMMC's ``reduce_data`` puts ``delta_err`` on the bands with a cubic
+spline over redshift, which fails for two coeval redshifts and is then dropped without a word;
+here it goes onto the window k-values linearly, like the mean (``--no-emulator-error`` drops it).
 The posterior (uniform prior on the training box) is computed on the reference's mass-refined grid
 (:mod:`astrops.reference.grid`).
 
 What a flat-looking posterior means is said by three numbers, each against what the prior alone
 gives: per-parameter one-sided 95 % bounds beside the prior's, the prior volume outside the 95 %
 highest-posterior-density region (the prior alone: 5 %), and the prior volume the data disfavour
-by a likelihood ratio, 2 ln(L_max / L) > χ²₃(0.95) = 7.81 (the prior alone: 0).
+by a likelihood ratio, 2 ln(L_max / L) > χ²₃(0.95) = 7.81 for the three parameters (the prior
+alone: 0).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from astrops.reference.band_powers import Band, on_window_k, windowed
 from astrops.reference.grid import GridPosterior
 from astrops.reference.upper_limit import MODEL_ERROR, band_fields, upper_limit_lnl
 
-LR_THRESHOLD = float(chi2.ppf(0.95, 3))  # 2 ln(L_max / L) beyond which θ is disfavoured at 95 %
+LEVEL = 0.95  # 2 ln(L_max / L) > χ²_P(0.95) (Wilks, P parameters): θ disfavoured at 95 %
 INFORMATIVE = 0.01  # a bound moved by more than this fraction of the prior range says something
 
 
@@ -140,11 +144,14 @@ def one_sided_bounds(post: GridPosterior, box: np.ndarray, names: list[str]) -> 
     return rows
 
 
-def prior_volume_fractions(post: GridPosterior, box: np.ndarray, prior_lnl: np.ndarray) -> dict:
+def prior_volume_fractions(
+    post: GridPosterior, box: np.ndarray, prior_lnl: np.ndarray, lnl_max: float
+) -> dict:
     """The prior volume outside the 95 % HPD region of ``post`` (its cells outside the final
     grid's box hold no mass and count as outside), the prior volume the likelihood ratio
-    disfavours (``prior_lnl``: ln L at the cells of a regular grid over the prior box, the best
-    of which stands for L_max), and the information gain over the prior [bits]."""
+    disfavours (``prior_lnl``: ln L at the cells of a regular grid over the prior box;
+    ``lnl_max``: the highest ln L seen, the refined grid's best cell included), and the
+    information gain over the prior [bits]."""
     vol = np.ones(post.mass.shape)
     for j, e in enumerate(post.edges):
         shape = [1] * vol.ndim
@@ -155,7 +162,8 @@ def prior_volume_fractions(post: GridPosterior, box: np.ndarray, prior_lnl: np.n
     order = np.argsort(mass)[::-1]
     inside = min(int(np.searchsorted(np.cumsum(mass[order]), 0.95)) + 1, mass.size)
     hpd = float(frac.ravel()[order[:inside]].sum())
-    lr = float(np.mean(2 * (prior_lnl.max() - prior_lnl) > LR_THRESHOLD))
+    threshold = chi2.ppf(LEVEL, len(box))
+    lr = float(np.mean(2 * (max(lnl_max, prior_lnl.max()) - prior_lnl) > threshold))
     keep = mass > 0
     info = float((mass[keep] * np.log2(mass[keep] / frac.ravel()[keep])).sum())
     return {
