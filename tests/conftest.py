@@ -212,6 +212,7 @@ def _train_emulator(tmp: Path) -> tuple[str, str]:
         "train.py",
         "experiment=emulator",
         "data.redshifts=[8.0]",
+        "data.extra_train_store_dir=null",  # the reference store alone: a quick test emulator
         "trainer.max_epochs=30",
         f"paths.output_dir={tmp}/run",
         f"hydra.run.dir={tmp}/hydra",
